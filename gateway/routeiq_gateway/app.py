@@ -1,0 +1,324 @@
+"""The gateway's ASGI application: where a request is admitted, authenticated, routed, proxied and measured.
+
+One request through /v1/*, in order:
+  admit (shed.py) → authenticate (auth.py) → read and check the body (asgi.py, validate.py)
+  → pick deployments and call upstream with retries/fallbacks (dispatch.py, providers/)
+  → send JSON or stream SSE → metrics (metrics.py) and the server span (tracing.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, StatusCode
+
+from . import auth
+from .asgi import TEXT, ClientGone, Receive, Scope, Send, read_body, send_error, send_response
+from .dispatch import Dispatcher
+from .errors import GatewayError, error_body
+from .inflight import InFlight
+from .metrics import GatewayMetrics
+from .providers import Completed, Streaming
+from .reload import Reloader
+from .shed import admit
+from .state import GatewayState, StateRef
+from .tracing import get_tracer, parent_context, traceparent_of
+from .validate import CHECKS, parse_json_object
+
+log = logging.getLogger("routeiq.gateway")
+
+# Path → endpoint. LiteLLM's proxy also answers without the /v1 prefix; clients configured for it keep working.
+PROXY_ROUTES = {
+    "/v1/chat/completions": "chat/completions",
+    "/chat/completions": "chat/completions",
+    "/v1/completions": "completions",
+    "/completions": "completions",
+    "/v1/embeddings": "embeddings",
+    "/embeddings": "embeddings",
+}
+_SPAN_NAMES = {e: f"POST /v1/{e}" for e in set(PROXY_ROUTES.values())}
+_UNKNOWN_MODEL = "<unknown>"  # bounded metric label for names not in config
+_SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+_READY = b'{"status":"ready"}'
+_ALIVE = b'{"status":"alive"}'
+
+
+class _Request:
+    """What one request's bookkeeping needs, filled in as the request moves along."""
+
+    __slots__ = ("model", "started", "status")
+
+    def __init__(self) -> None:
+        self.model = _UNKNOWN_MODEL
+        self.status = 500
+        self.started = False
+
+
+class GatewayApp:
+    def __init__(
+        self,
+        ref: StateRef,
+        dispatcher: Dispatcher,
+        metrics: GatewayMetrics,
+        reloader: Reloader,
+        admin_keys: tuple[bytes, ...],
+    ) -> None:
+        self.ref = ref
+        self.dispatcher = dispatcher
+        self.metrics = metrics
+        self.reloader = reloader
+        self.admin_keys = admin_keys
+        self.inflight = InFlight()
+        self.draining = False
+        self.tracer = get_tracer()
+        metrics.bind_gauges(lambda: self.inflight.requests, lambda: self.inflight.streams)
+        self._plain: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
+            ("GET", "/health/liveliness"): self._liveness,
+            ("GET", "/health/liveness"): self._liveness,
+            ("GET", "/health/readiness"): self._readiness,
+            ("GET", "/metrics"): self._metrics,
+            ("GET", "/v1/models"): self._models,
+            ("GET", "/models"): self._models,
+            ("POST", "/admin/reload"): self._admin_reload,
+            ("GET", "/admin/config"): self._admin_config,
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await _lifespan(receive, send)
+            return
+        path: str = scope["path"]
+        endpoint = PROXY_ROUTES.get(path)
+        if endpoint is not None and scope["method"] == "POST":
+            await self._proxy(endpoint, scope, receive, send)
+            return
+        handler = self._plain.get((scope["method"], path))
+        if handler is not None:
+            try:
+                await handler(scope, receive, send)
+            except GatewayError as exc:
+                await send_error(send, exc)
+            return
+        if endpoint is not None or any(p == path for _, p in self._plain):
+            await send_error(send, GatewayError(405, f"Method {scope['method']} is not allowed on {path}."))
+            return
+        await send_error(send, GatewayError(404, f"No route for {path}.", code="not_found"))
+
+    # --- the proxied request -------------------------------------------------------------------------------
+
+    async def _proxy(self, endpoint: str, scope: Scope, receive: Receive, send: Send) -> None:
+        start = time.perf_counter()
+        state = self.ref.current  # this request sees one state to the end, whatever reloads happen meanwhile
+        authorization = x_api_key = length = tp = ts = None
+        for key, value in scope["headers"]:
+            if key == b"authorization":
+                authorization = value
+            elif key == b"x-api-key":
+                x_api_key = value
+            elif key == b"content-length":
+                length = value
+            elif key == b"traceparent":
+                tp = value
+            elif key == b"tracestate":
+                ts = value
+        span = self.tracer.start_span(_SPAN_NAMES[endpoint], context=parent_context(tp, ts), kind=SpanKind.SERVER)
+        token = otel_context.attach(trace.set_span_in_context(span))
+        req = _Request()
+        try:
+            try:
+                admit(self.inflight, state.max_in_flight, self.draining)
+            except GatewayError as exc:
+                self.metrics.shed.labels(exc.code or "overloaded").inc()
+                raise
+            self.inflight.enter()
+            try:
+                auth.check_key(state.master_key, authorization, x_api_key)
+                declared = _content_length(length)
+                body = parse_json_object(await read_body(receive, state.max_body_bytes, declared))
+                await self._serve(endpoint, state, body, req, span, send, receive)
+            finally:
+                self.inflight.leave()
+        except GatewayError as exc:
+            req.status = exc.status
+            if exc.status >= 500:
+                span.set_status(StatusCode.ERROR, exc.message)
+            if not req.started:
+                await send_error(send, exc)
+        except ClientGone:
+            req.status = 499  # nginx's convention: the client went away before we answered
+        except Exception:  # a bug of ours must still answer in OpenAI's shape, and be logged with its trace
+            log.exception("Unhandled error while serving %s", endpoint)
+            span.set_status(StatusCode.ERROR, "internal error")
+            req.status = 500
+            if not req.started:
+                await send_response(send, 500, error_body(500, "Internal gateway error.", "internal_error"))
+        finally:
+            elapsed = time.perf_counter() - start
+            self.metrics.observe_request(req.model, endpoint, req.status, elapsed)
+            span.set_attribute("http.response.status_code", req.status)
+            span.end()
+            otel_context.detach(token)
+            if state.access_log:
+                log.info(
+                    "request",
+                    extra={
+                        "endpoint": endpoint,
+                        "model": req.model,
+                        "status": req.status,
+                        "duration_ms": round(elapsed * 1000, 2),
+                    },
+                )
+
+    async def _serve(
+        self,
+        endpoint: str,
+        state: GatewayState,
+        body: dict[str, Any],
+        req: _Request,
+        span: trace.Span,
+        send: Send,
+        receive: Receive,
+    ) -> None:
+        model, stream = CHECKS[endpoint](body)
+        if model not in state.groups:
+            raise GatewayError(
+                404, f"The model '{model}' does not exist on this gateway.", code="model_not_found", param="model"
+            )
+        req.model = model
+        span.set_attribute("gen_ai.request.model", model)
+        t0 = time.perf_counter()
+        outcome = await self.dispatcher.send(state, model, endpoint, body, stream, traceparent_of(span), span)
+        dep = outcome.deployment
+        self.metrics.upstream_latency.labels(model, dep.path_name).observe(time.perf_counter() - t0)
+        span.set_attributes(
+            {
+                "routeiq.deployment": dep.litellm_model,
+                "routeiq.model_group": dep.model_name,
+                "routeiq.provider_path": dep.path_name,
+                "routeiq.attempts": outcome.attempts,
+                "routeiq.config_version": state.version,
+            }
+        )
+        headers = [(b"x-routeiq-model", dep.model_name.encode()), (b"x-routeiq-provider-path", dep.path_name.encode())]
+        result = outcome.result
+        if isinstance(result, Completed):
+            self.metrics.observe_usage(model, result.usage)
+            req.status = 200
+            await send_response(send, 200, result.body, headers=headers)
+            return
+        await self._stream(result, model, req, send, receive, headers)
+
+    async def _stream(
+        self,
+        stream: Streaming,
+        model: str,
+        req: _Request,
+        send: Send,
+        receive: Receive,
+        headers: list[tuple[bytes, bytes]],
+    ) -> None:
+        # uvicorn's send() goes quiet once the client has gone, so watch for the disconnect to stop reading upstream.
+        gone = asyncio.ensure_future(receive())
+        start = time.perf_counter()
+        self.inflight.streams += 1
+        first = True
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + headers})
+            req.started = True
+            req.status = 200
+            async for chunk in stream:
+                if first:
+                    self.metrics.ttft.labels(model).observe(time.perf_counter() - start)
+                    first = False
+                if gone.done():
+                    req.status = 499
+                    break
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except GatewayError as exc:
+            # Headers are gone already: the failure can only be told in-band, as OpenAI does.
+            req.status = exc.status
+            await send({"type": "http.response.body", "body": b"data: " + exc.body() + b"\n\n", "more_body": True})
+        finally:
+            self.inflight.streams -= 1
+            gone.cancel()
+            await stream.aclose()
+            if req.started:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            self.metrics.observe_usage(model, stream.usage)
+
+    # --- health, metrics, models, admin --------------------------------------------------------------------
+
+    async def _liveness(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send_response(send, 200, _ALIVE)
+
+    async def _readiness(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.draining:
+            await send_response(send, 503, b'{"status":"draining"}')
+        else:
+            await send_response(send, 200, _READY)
+
+    async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send_response(send, 200, self.metrics.render(), content_type=TEXT)
+
+    async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = self.ref.current
+        authorization, x_api_key = _auth_headers(scope)
+        auth.check_key(state.master_key, authorization, x_api_key)
+        await send_response(send, 200, state.models_payload)
+
+    async def _admin_reload(self, scope: Scope, receive: Receive, send: Send) -> None:
+        auth.check_any_key(self.admin_keys, *_auth_headers(scope))
+        ok, detail = await self.reloader.reload("admin")
+        status = 200 if ok else 422
+        body = {"reloaded": ok, "version": self.ref.current.version, "detail": detail}
+        await send_response(send, status, orjson.dumps(body))
+
+    async def _admin_config(self, scope: Scope, receive: Receive, send: Send) -> None:
+        auth.check_any_key(self.admin_keys, *_auth_headers(scope))
+        state = self.ref.current
+        body = {
+            "version": state.version,
+            "models": {name: [d.litellm_model for d in group] for name, group in state.groups.items()},
+            "fallbacks": state.fallbacks,
+            "draining": self.draining,
+            "in_flight": self.inflight.requests,
+        }
+        await send_response(send, 200, orjson.dumps(body))
+
+
+def _auth_headers(scope: Scope) -> tuple[bytes | None, bytes | None]:
+    authorization = x_api_key = None
+    for key, value in scope["headers"]:
+        if key == b"authorization":
+            authorization = value
+        elif key == b"x-api-key":
+            x_api_key = value
+    return authorization, x_api_key
+
+
+def _content_length(raw: bytes | None) -> int | None:
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise GatewayError(400, "Invalid Content-Length header.", code="invalid_request") from None
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    # Start-up work happens before the server binds (server.py); lifespan only has to be acknowledged.
+    while True:
+        msg = await receive()
+        if msg["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif msg["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

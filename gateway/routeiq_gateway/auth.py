@@ -1,0 +1,38 @@
+"""Who may call /v1/*: the master key, as `Authorization: Bearer` or `x-api-key`, compared in constant time."""
+
+from __future__ import annotations
+
+import hmac
+
+from .errors import GatewayError
+
+_UNAUTHORIZED = "Missing or invalid API key. Send 'Authorization: Bearer <key>'."
+
+
+def presented_key(authorization: bytes | None, x_api_key: bytes | None) -> bytes | None:
+    if authorization is not None:
+        scheme, _, token = authorization.partition(b" ")
+        if scheme.lower() == b"bearer" and token:
+            return token.strip()
+    return x_api_key
+
+
+def check_key(expected: bytes | None, authorization: bytes | None, x_api_key: bytes | None) -> None:
+    """Raise 401 unless the presented key matches. No master key configured means the API is open."""
+    if expected is None:
+        return
+    key = presented_key(authorization, x_api_key)
+    if key is None or not hmac.compare_digest(key, expected):
+        raise GatewayError(401, _UNAUTHORIZED, code="invalid_api_key")
+
+
+def check_any_key(allowed: tuple[bytes, ...], authorization: bytes | None, x_api_key: bytes | None) -> None:
+    """Admin API: closed when no keys are configured; every key is compared so timing reveals nothing."""
+    key = presented_key(authorization, x_api_key)
+    if not allowed:
+        raise GatewayError(403, "The admin API is closed: set ADMIN_API_KEYS to open it.", code="admin_closed")
+    matched = False
+    for candidate in allowed:
+        matched |= key is not None and hmac.compare_digest(key, candidate)
+    if not matched:
+        raise GatewayError(401, _UNAUTHORIZED, code="invalid_api_key")

@@ -1,0 +1,61 @@
+"""`routeiq-gateway`: every option also settable by environment variable, as in a pod spec."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from routeiq_shared.jsonlog import setup_logging
+from routeiq_shared.telemetry import setup_tracing
+from routeiq_shared.volume import VolumePaths
+
+DEFAULT_SERVICE_NAME = "litellm-gateway"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    env = os.environ
+    paths = VolumePaths.from_env()
+    p = argparse.ArgumentParser(prog="routeiq-gateway", description=__doc__)
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=Path(env.get("ROUTEIQ_CONFIG", paths.config_file)),
+        help="config.yaml (env ROUTEIQ_CONFIG; default $ROUTEIQ_CONFIG_DIR/config.yaml)",
+    )
+    p.add_argument(
+        "--candidates", type=Path, default=None, help="llm_candidates.json (default: beside the config file; optional)"
+    )
+    p.add_argument("--host", default=env.get("ROUTEIQ_HOST", "0.0.0.0"), help="env ROUTEIQ_HOST")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=int(env.get("ROUTEIQ_PORT", env.get("PORT", "4000"))),
+        help="env ROUTEIQ_PORT (default 4000)",
+    )
+    p.add_argument("--log-level", default=env.get("LOG_LEVEL", "INFO"), help="env LOG_LEVEL")
+    args = p.parse_args(argv)
+    args.run_dir = paths.run_dir
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    setup_logging("routeiq-gateway", args.log_level)
+    tracer_provider = setup_tracing(DEFAULT_SERVICE_NAME)
+    keys = tuple(k.strip().encode() for k in os.environ.get("ADMIN_API_KEYS", "").split(",") if k.strip())
+
+    import uvloop
+
+    from .server import GatewayOptions, serve
+
+    opts = GatewayOptions(
+        config_path=args.config,
+        candidates_path=args.candidates or args.config.parent / "llm_candidates.json",
+        host=args.host,
+        port=args.port,
+        run_dir=args.run_dir,
+        admin_keys=keys,
+    )
+    sys.exit(uvloop.run(serve(opts, tracer_provider)))

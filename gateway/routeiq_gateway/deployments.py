@@ -1,0 +1,72 @@
+"""Deployments: one configured upstream each, and which path (native or LiteLLM) serves it.
+
+Providers that speak the OpenAI protocol are served by the native pass-through (no per-request LiteLLM cost);
+every other provider goes through LiteLLM. The choice is made once, when config is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from routeiq_shared.config_schema import ModelEntry, RouterSettings
+
+# LiteLLM provider prefixes whose wire protocol is OpenAI's own.
+NATIVE_PROVIDERS = frozenset({"openai", "hosted_vllm", "custom_openai", "openai_like"})
+OPENAI_DEFAULT_BASE = "https://api.openai.com/v1"
+# Keys of litellm_params that describe the deployment rather than the call.
+_ROUTING_KEYS = frozenset({"model", "api_base", "api_key", "timeout", "stream_timeout", "max_retries", "rpm", "tpm"})
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    model_name: str
+    litellm_model: str
+    provider: str
+    native: bool
+    upstream_model: str
+    api_base: str | None
+    api_key: str | None
+    timeout: float
+    stream_timeout: float
+    headers: tuple[tuple[str, str], ...]
+    extra_params: tuple[tuple[str, Any], ...]
+    model_info: tuple[tuple[str, Any], ...]
+
+    @property
+    def path_name(self) -> str:
+        return "native" if self.native else "litellm"
+
+    def url(self, endpoint: str) -> str:
+        return f"{(self.api_base or OPENAI_DEFAULT_BASE).rstrip('/')}/{endpoint}"
+
+
+def split_provider(model: str) -> tuple[str, str]:
+    provider, sep, rest = model.partition("/")
+    return (provider, rest) if sep else ("openai", model)
+
+
+def build_deployment(entry: ModelEntry, router: RouterSettings) -> Deployment:
+    params = entry.litellm_params
+    provider, upstream_model = split_provider(params.model)
+    extra = params.model_dump(exclude_none=True)
+    headers: list[tuple[str, str]] = [("content-type", "application/json")]
+    if params.api_key:
+        headers.append(("authorization", f"Bearer {params.api_key}"))
+    if params.organization:
+        headers.append(("openai-organization", params.organization))
+    timeout = params.timeout or router.timeout
+    return Deployment(
+        model_name=entry.model_name,
+        litellm_model=params.model,
+        provider=provider,
+        native=provider in NATIVE_PROVIDERS,
+        upstream_model=upstream_model,
+        api_base=params.api_base,
+        api_key=params.api_key,
+        timeout=timeout,
+        stream_timeout=params.stream_timeout or router.stream_timeout or timeout,
+        headers=tuple(headers),
+        extra_params=tuple((k, v) for k, v in extra.items() if k not in _ROUTING_KEYS and k != "organization"),
+        model_info=tuple(entry.model_info.items()),
+    )

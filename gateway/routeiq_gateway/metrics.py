@@ -1,0 +1,97 @@
+"""Prometheus metrics of the gateway, in a registry of its own (created at start-up, not at import).
+
+Hot-path cost matters here: label children are cached per (model, status), and the in-flight gauges read
+counters the request path keeps anyway instead of being updated on every request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "routeiq_requests", "Requests by model, endpoint and status", ["model", "endpoint", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "routeiq_request_duration_seconds", "Total request latency", ["model"], buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.upstream_latency = Histogram(
+            "routeiq_upstream_duration_seconds",
+            "Upstream call latency (to headers for streams)",
+            ["model", "path"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "routeiq_time_to_first_token_seconds",
+            "Time to first streamed chunk",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "routeiq_tokens",
+            "Tokens by model and direction (in = prompt, out = completion)",
+            ["model", "direction"],
+            registry=r,
+        )
+        self.upstream_errors = Counter(
+            "routeiq_upstream_errors", "Failed upstream attempts by model and reason", ["model", "reason"], registry=r
+        )
+        self.retries = Counter("routeiq_upstream_retries", "Retried upstream attempts", ["model"], registry=r)
+        self.fallbacks = Counter(
+            "routeiq_fallbacks", "Requests served by a fallback model group", ["model", "fallback"], registry=r
+        )
+        self.shed = Counter(
+            "routeiq_shed_requests", "Requests refused with 503 by load shedding or drain", ["reason"], registry=r
+        )
+        self.reloads = Counter("routeiq_config_reloads", "Config reloads by result", ["result"], registry=r)
+        self.config_info = Gauge(
+            "routeiq_config_info", "The loaded config's version (value is always 1)", ["version"], registry=r
+        )
+        self.config_loaded_at = Gauge(
+            "routeiq_config_last_reload_success_timestamp_seconds", "When the config last loaded", registry=r
+        )
+        self.in_flight = Gauge("routeiq_in_flight_requests", "Requests being served", registry=r)
+        self.active_streams = Gauge("active_streams_count", "Streaming responses in progress", registry=r)
+        self._request_children: dict[tuple[str, str, int], Counter] = {}
+        self._latency_children: dict[str, Histogram] = {}
+
+    def bind_gauges(self, in_flight: Callable[[], float], streams: Callable[[], float]) -> None:
+        self.in_flight.set_function(in_flight)
+        self.active_streams.set_function(streams)
+
+    def set_config_version(self, version: str, loaded_at: float) -> None:
+        self.config_info.clear()
+        self.config_info.labels(version).set(1)
+        self.config_loaded_at.set(loaded_at)
+
+    def observe_request(self, model: str, endpoint: str, status: int, seconds: float) -> None:
+        key = (model, endpoint, status)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self._request_children[key] = self.requests.labels(model, endpoint, str(status))
+        child.inc()
+        hist = self._latency_children.get(model)
+        if hist is None:
+            hist = self._latency_children[model] = self.latency.labels(model)
+        hist.observe(seconds)
+
+    def observe_usage(self, model: str, usage: object) -> None:
+        if not isinstance(usage, dict):
+            return
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if isinstance(prompt, int) and prompt:
+            self.tokens.labels(model, "in").inc(prompt)
+        if isinstance(completion, int) and completion:
+            self.tokens.labels(model, "out").inc(completion)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

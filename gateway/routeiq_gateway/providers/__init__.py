@@ -1,0 +1,37 @@
+"""Upstream clients: `native` speaks the OpenAI protocol itself; `litellm_client` covers every other provider.
+
+Both return the same shapes (OpenAI JSON bytes, or an async iterator of SSE bytes) and raise GatewayError,
+so a client cannot tell which path served it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..deployments import Deployment
+
+
+@dataclass(slots=True)
+class Completed:
+    """A whole JSON response: the bytes to send and the usage to count."""
+
+    body: bytes
+    usage: dict[str, Any] | None
+
+
+class Streaming(Protocol):
+    """An open SSE stream: iterate for OpenAI-shaped `data:` events; `aclose` releases the upstream."""
+
+    usage: dict[str, Any] | None
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Provider(Protocol):
+    async def call(
+        self, dep: Deployment, endpoint: str, body: dict[str, Any], stream: bool, traceparent: str | None
+    ) -> Completed | Streaming: ...

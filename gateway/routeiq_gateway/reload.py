@@ -1,0 +1,80 @@
+"""SIGHUP / admin reload: read both files, build a whole new state, swap the reference — or keep the old one.
+
+A bad file never replaces a good state: the reason is logged with the key's path and counted as a failure.
+Reloads are serialised, so a burst of SIGHUPs cannot interleave two builds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from routeiq_shared.config_schema import ConfigError
+
+from .metrics import GatewayMetrics
+from .state import GatewayState, StateRef, load_state_from_files
+
+log = logging.getLogger("routeiq.gateway.reload")
+
+
+class Reloader:
+    def __init__(
+        self,
+        ref: StateRef,
+        config_path: Path,
+        candidates_path: Path,
+        metrics: GatewayMetrics,
+        prepare: Callable[[GatewayState], None],
+    ) -> None:
+        self.ref = ref
+        self.config_path = config_path
+        self.candidates_path = candidates_path
+        self.metrics = metrics
+        # Runs in the worker thread before the swap: e.g. load LiteLLM when the new config first needs it.
+        self.prepare = prepare
+        self._lock = asyncio.Lock()
+
+    def _build(self) -> GatewayState:
+        state = load_state_from_files(self.config_path, self.candidates_path, int(time.time()))
+        self.prepare(state)
+        return state
+
+    async def reload(self, trigger: str) -> tuple[bool, str]:
+        async with self._lock:
+            old = self.ref.current
+            try:
+                new = await asyncio.to_thread(self._build)
+            except (ConfigError, OSError) as exc:
+                self.metrics.reloads.labels("failure").inc()
+                log.error(
+                    "Config reload failed; keeping version %s",
+                    old.version,
+                    extra={
+                        "event": "config_reload",
+                        "result": "failure",
+                        "trigger": trigger,
+                        "version": old.version,
+                        "reason": str(exc),
+                        "key_path": getattr(exc, "path", None),
+                    },
+                )
+                return False, str(exc)
+            self.ref.current = new
+            self.metrics.reloads.labels("success").inc()
+            self.metrics.set_config_version(new.version, time.time())
+            log.info(
+                "Config reloaded",
+                extra={
+                    "event": "config_reload",
+                    "result": "success",
+                    "trigger": trigger,
+                    "version": new.version,
+                    "previous_version": old.version,
+                    "model_groups": len(new.groups),
+                    "deployments": sum(len(g) for g in new.groups.values()),
+                },
+            )
+            return True, "reloaded" if new.version != old.version else "unchanged"

@@ -1,0 +1,144 @@
+"""Start-up and the process's life: load config, open the upstream pool, bind, and answer signals.
+
+SIGHUP → reload.py. SIGTERM (and a first Ctrl-C) → drain.py; a second Ctrl-C stops at once. uvicorn's own signal
+handling is switched off, because it would close the listener before in-flight work finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Coroutine, Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import uvicorn
+from opentelemetry.sdk.trace import TracerProvider
+from routeiq_shared.atomic import atomic_write
+from routeiq_shared.config_schema import ConfigError
+
+from .app import GatewayApp
+from .dispatch import Dispatcher
+from .drain import drain
+from .metrics import GatewayMetrics
+from .providers.native import NativeProvider
+from .reload import Reloader
+from .state import GatewayState, StateRef, load_state_from_files
+
+log = logging.getLogger("routeiq.gateway")
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayOptions:
+    config_path: Path
+    candidates_path: Path
+    host: str
+    port: int
+    run_dir: Path
+    admin_keys: tuple[bytes, ...]
+    upstream_connections: int = 0  # 0 = no cap per upstream host; shedding bounds concurrency instead
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield  # signals are ours: see serve()
+
+
+def _litellm_provider() -> Any:
+    from .providers.litellm_client import LiteLLMProvider
+
+    return LiteLLMProvider()
+
+
+async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = None) -> int:
+    try:
+        state = await asyncio.to_thread(load_state_from_files, opts.config_path, opts.candidates_path, int(time.time()))
+    except (ConfigError, OSError) as exc:
+        log.error("Cannot start: config is not loadable", extra={"event": "startup_failed", "reason": str(exc)})
+        return 2
+    metrics = GatewayMetrics()
+    metrics.set_config_version(state.version, time.time())
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=opts.upstream_connections, ttl_dns_cache=300, keepalive_timeout=60),
+        auto_decompress=False,  # bytes are forwarded as they came; content-encoding stays the upstream's business
+        skip_auto_headers=("User-Agent",),
+    )
+    litellm = await asyncio.to_thread(_litellm_provider) if state.uses_litellm else None
+    dispatcher = Dispatcher(NativeProvider(session), litellm, metrics)
+
+    def prepare(new: GatewayState) -> None:
+        if new.uses_litellm and dispatcher.litellm is None:
+            dispatcher.litellm = _litellm_provider()
+
+    ref = StateRef(state)
+    reloader = Reloader(ref, opts.config_path, opts.candidates_path, metrics, prepare)
+    app = GatewayApp(ref, dispatcher, metrics, reloader, opts.admin_keys)
+    config = uvicorn.Config(
+        app,
+        host=opts.host,
+        port=opts.port,
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        backlog=4096,
+        timeout_keep_alive=75,
+        timeout_graceful_shutdown=2,
+    )
+    server = _Server(config)
+    _install_signals(server, app, reloader)
+    pidfile = opts.run_dir / "gateway.pid"
+    atomic_write(pidfile, f"{os.getpid()}\n".encode())
+    log.info(
+        "Gateway starting",
+        extra={
+            "event": "startup",
+            "version": state.version,
+            "host": opts.host,
+            "port": opts.port,
+            "model_groups": len(state.groups),
+        },
+    )
+    try:
+        await server.serve()
+    finally:
+        await session.close()
+        with contextlib.suppress(OSError):
+            if pidfile.read_text().strip() == str(os.getpid()):
+                pidfile.unlink()
+        if tracer_provider is not None:
+            tracer_provider.shutdown()  # flush spans still queued for export
+    return 0
+
+
+def _install_signals(server: _Server, app: GatewayApp, reloader: Reloader) -> None:
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(coro: Coroutine[Any, Any, Any]) -> None:
+        task = loop.create_task(coro)
+        tasks.add(task)  # keep a reference until done, or the task may be collected mid-flight
+        task.add_done_callback(tasks.discard)
+
+    def stop() -> None:
+        server.should_exit = True
+
+    def on_term() -> None:
+        spawn(drain(app, app.ref.current.drain_timeout, stop))
+
+    def on_int() -> None:
+        if app.draining:
+            server.force_exit = server.should_exit = True
+        else:
+            on_term()
+
+    loop.add_signal_handler(signal.SIGHUP, lambda: spawn(reloader.reload("SIGHUP")))
+    loop.add_signal_handler(signal.SIGTERM, on_term)
+    loop.add_signal_handler(signal.SIGINT, on_int)

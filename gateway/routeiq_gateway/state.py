@@ -1,0 +1,73 @@
+"""The gateway's serving state: built whole from a validated config, never mutated, swapped by reference.
+
+A request reads `ref.current` once and keeps that object to the end, so a reload mid-request cannot mix configs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from routeiq_shared.config_schema import LoadedConfig, load_config
+
+from .deployments import Deployment, build_deployment
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayState:
+    version: str
+    groups: dict[str, tuple[Deployment, ...]]
+    fallbacks: dict[str, tuple[str, ...]]
+    master_key: bytes | None
+    num_retries: int
+    retry_backoff: float
+    max_in_flight: int
+    max_body_bytes: int
+    drain_timeout: float
+    access_log: bool
+    models_payload: bytes
+    uses_litellm: bool
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        return tuple(self.groups)
+
+
+def build_state(loaded: LoadedConfig, created: int) -> GatewayState:
+    import orjson
+
+    cfg = loaded.config
+    groups: dict[str, list[Deployment]] = {}
+    for entry in cfg.model_list:
+        groups.setdefault(entry.model_name, []).append(build_deployment(entry, cfg.router_settings))
+    fallbacks = {k: tuple(v) for entry in cfg.router_settings.fallbacks for k, v in entry.items()}
+    models = [{"id": name, "object": "model", "created": created, "owned_by": "routeiq"} for name in groups]
+    key = cfg.general_settings.master_key
+    return GatewayState(
+        version=loaded.version,
+        groups={k: tuple(v) for k, v in groups.items()},
+        fallbacks=fallbacks,
+        master_key=key.encode() if key else None,
+        num_retries=cfg.router_settings.num_retries,
+        retry_backoff=cfg.router_settings.retry_after,
+        max_in_flight=cfg.routeiq.limits.max_in_flight,
+        max_body_bytes=cfg.routeiq.limits.max_request_body_bytes,
+        drain_timeout=cfg.routeiq.server.drain_timeout_seconds,
+        access_log=cfg.routeiq.server.access_log,
+        models_payload=orjson.dumps({"object": "list", "data": models}),
+        uses_litellm=any(not d.native for group in groups.values() for d in group),
+    )
+
+
+def load_state_from_files(config_path: Path, candidates_path: Path | None, created: int) -> GatewayState:
+    """Read and validate both files; raises ConfigError (with the key's path) or OSError."""
+    config_raw = config_path.read_bytes()
+    candidates_raw = candidates_path.read_bytes() if candidates_path and candidates_path.exists() else None
+    return build_state(load_config(config_raw, candidates_raw), created)
+
+
+@dataclass(slots=True)
+class StateRef:
+    """The one mutable cell: which state serves new requests."""
+
+    current: GatewayState

@@ -1,0 +1,1 @@
+"""RouteIQ's common library: only what at least two services use."""

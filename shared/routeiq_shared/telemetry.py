@@ -1,0 +1,39 @@
+"""OpenTelemetry set-up from the standard OTEL_* variables.
+
+Exporter choice follows OTEL_TRACES_EXPORTER (otlp, console, none). With no exporter and no OTLP endpoint set,
+spans are still created (trace ids reach logs and upstream traceparent headers) but nothing is exported.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+
+
+def _exporter(env: Mapping[str, str]) -> SpanExporter | None:
+    choice = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    has_endpoint = bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+    if choice == "none" or (not choice and not has_endpoint):
+        return None
+    if choice == "console":
+        return ConsoleSpanExporter()
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter()
+
+
+def setup_tracing(default_service: str, env: Mapping[str, str] | None = None) -> TracerProvider:
+    """Install a global TracerProvider; OTEL_SERVICE_NAME overrides the default service name."""
+    env = os.environ if env is None else env
+    service = env.get("OTEL_SERVICE_NAME") or default_service
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service}))
+    exporter = _exporter(env)
+    if exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    return provider
