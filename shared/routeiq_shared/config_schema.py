@@ -222,7 +222,3 @@ def load_config(
     resolved = resolve_env_refs(config.model_dump(exclude_unset=True), "", env)
     config = GatewayConfig.model_validate(resolved)
     return LoadedConfig(config, content_version(config_raw, candidates_raw or b""), candidates)
-
-
-def json_schema() -> dict[str, Any]:
-    return GatewayConfig.model_json_schema()

@@ -1,0 +1,52 @@
+# RouteIQ — two commands on a fresh machine: `make setup`, then `make test`. `make run` starts a local pod.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+PACKAGES := -e shared -e gateway -e config_sync_agent -e model_sync_agent
+# Debian packages: redis-server for tests and the local pod; nginx and wrk for bench/.
+SYSTEM_PACKAGES := redis-server nginx wrk
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup system-deps venv test lint format run bench bench-litellm schema clean
+
+setup: system-deps venv  ## install everything: Debian packages, the venv, the four packages, dev tools
+
+system-deps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+venv:
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(PACKAGES) -e '.[dev]'
+
+test: lint  ## lint, then every test (unit and integration, real processes over loopback)
+	$(PY) -m pytest
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format:
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+run:  ## a local pod on embedded defaults: demo provider, gateway on :4000 (Ctrl-C stops it all)
+	$(PY) scripts/local_pod.py
+
+bench:  ## throughput: direct vs RouteIQ vs LiteLLM's proxy (see bench/README.md)
+	$(PY) bench/proxy_throughput.py
+
+bench-litellm:  ## LiteLLM's proxy in its own venv, for `make bench`
+	bash bench/setup_litellm.sh
+
+schema:  ## regenerate the checked-in JSON Schema from the pydantic models
+	$(PY) -m routeiq_shared.schema_gen
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache */*.egg-info

@@ -1,0 +1,1 @@
+"""RouteIQ config-sync agent."""

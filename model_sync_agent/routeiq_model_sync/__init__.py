@@ -1,0 +1,1 @@
+"""RouteIQ model-sync agent."""
