@@ -1,0 +1,211 @@
+"""The upstream (nginx) and the targets under load. Each target is a context manager yielding a Running."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from .processes import BenchError, child_env, child_process, free_port, log_tail, pinned, port_open, wait_until
+from .settings import BENCH_DIR, CHAT_PATH, MASTER_KEY, MODEL, READINESS_PATH, UPSTREAM_KEY, Settings
+
+NGINX_CONF = BENCH_DIR / "upstream" / "nginx.conf"
+BARE_PASSTHROUGH = BENCH_DIR / "baselines" / "bare_passthrough.py"
+
+
+@dataclasses.dataclass(frozen=True)
+class Upstream:
+    port: int
+
+    @property
+    def chat_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{CHAT_PATH}"
+
+    @property
+    def api_base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+
+@dataclasses.dataclass(frozen=True)
+class Running:
+    """A target ready for load: the URL wrk hits, and the process group its CPU time is counted for."""
+
+    url: str
+    pgid: int | None
+
+
+# The standard library's client, with no proxy handler: every hop stays on loopback.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def http_status(url: str, timeout_s: float = 1.0) -> int | None:
+    try:
+        with _OPENER.open(url, timeout=timeout_s) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (OSError, ValueError):
+        return None
+
+
+def chat_request_body() -> bytes:
+    # The same request as bench/wrk/chat.lua sends.
+    messages = [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "What is the capital of France?"},
+    ]
+    return json.dumps({"model": MODEL, "messages": messages, "max_tokens": 64, "temperature": 0}).encode()
+
+
+def check_chat_completion(url: str) -> None:
+    """One real request before measuring: a 401 or a 502 answered fast must not pass for throughput."""
+    request = urllib.request.Request(
+        url,
+        data=chat_request_body(),
+        method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {MASTER_KEY}"},
+    )
+    try:
+        with _OPENER.open(request, timeout=30) as response:
+            status, raw = int(response.status), response.read()
+    except urllib.error.HTTPError as exc:
+        raise BenchError(f"check request got HTTP {exc.code}: {exc.read()[:500]!r}") from exc
+    except OSError as exc:
+        raise BenchError(f"check request failed: {exc}") from exc
+    if status != 200:
+        raise BenchError(f"check request got HTTP {status}: {raw[:500]!r}")
+    try:
+        body = json.loads(raw)
+        content = body["choices"][0]["message"]["content"]
+        total_tokens = body["usage"]["total_tokens"]
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise BenchError(f"check request: not a chat.completion with usage: {raw[:500]!r}") from exc
+    if body.get("object") != "chat.completion" or not isinstance(content, str) or not content:
+        raise BenchError(f"check request: unexpected chat.completion: {raw[:500]!r}")
+    if not total_tokens:
+        raise BenchError(f"check request: usage lost on the way: {raw[:500]!r}")
+
+
+@contextlib.contextmanager
+def run_nginx(settings: Settings, workdir: Path) -> Iterator[Upstream]:
+    prefix = workdir / "nginx"
+    prefix.mkdir()
+    upstream = Upstream(port=free_port())
+    conf = NGINX_CONF.read_text().replace("@PREFIX@", str(prefix)).replace("@PORT@", str(upstream.port))
+    (prefix / "nginx.conf").write_text(conf)
+    # -e: the error log before the config is read, so nginx never opens /var/log/nginx.
+    argv = ["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e", str(prefix / "error.log")]
+    log_path = workdir / "nginx.out"
+    with child_process(pinned(settings.load_cpu, argv), log_path) as proc:
+        try:
+            wait_until(lambda: port_open(upstream.port), proc, log_path, timeout_s=10)
+            check_chat_completion(upstream.chat_url)
+        except BenchError as exc:
+            raise BenchError(f"nginx upstream: {exc}\n{log_tail(prefix / 'error.log')}") from exc
+        yield upstream
+
+
+def gateway_config(upstream: Upstream) -> str:
+    # LiteLLM-compatible and the same file for RouteIQ and LiteLLM; `openai/` puts RouteIQ on its native path.
+    # JSON strings are valid YAML scalars, which keeps this free of a YAML library.
+    q = json.dumps
+    return (
+        "model_list:\n"
+        f"  - model_name: {q(MODEL)}\n"
+        "    litellm_params:\n"
+        f"      model: {q('openai/' + MODEL)}\n"
+        f"      api_base: {q(upstream.api_base)}\n"
+        f"      api_key: {q(UPSTREAM_KEY)}\n"
+        "general_settings:\n"
+        f"  master_key: {q(MASTER_KEY)}\n"
+    )
+
+
+@contextlib.contextmanager
+def run_gateway(
+    name: str,
+    argv: list[str],
+    port: int,
+    settings: Settings,
+    workdir: Path,
+    env: dict[str, str] | None = None,
+) -> Iterator[Running]:
+    log_path = workdir / f"{name}.log"
+    with child_process(pinned(settings.gateway_cpu, argv), log_path, child_env(env)) as proc:
+        base = f"http://127.0.0.1:{port}"
+        wait_until(lambda: http_status(base + READINESS_PATH) == 200, proc, log_path, settings.ready_timeout_s)
+        try:
+            check_chat_completion(base + CHAT_PATH)
+        except BenchError as exc:
+            raise BenchError(f"{exc}\n{log_tail(log_path)}") from exc
+        yield Running(base + CHAT_PATH, proc.pid)
+        if proc.poll() is not None:
+            raise BenchError(f"exited with code {proc.returncode} during the run:\n{log_tail(log_path)}")
+
+
+@contextlib.contextmanager
+def target_direct(settings: Settings, upstream: Upstream, workdir: Path) -> Iterator[Running]:
+    yield Running(upstream.chat_url, None)
+
+
+@contextlib.contextmanager
+def target_bare_python(settings: Settings, upstream: Upstream, workdir: Path) -> Iterator[Running]:
+    port = free_port()
+    argv = [str(settings.python), str(BARE_PASSTHROUGH), "--port", str(port), "--upstream", upstream.chat_url]
+    with run_gateway("bare-python", argv, port, settings, workdir) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def target_routeiq(settings: Settings, upstream: Upstream, workdir: Path) -> Iterator[Running]:
+    port = free_port()
+    home = workdir / "routeiq"
+    home.mkdir()
+    config = home / "config.yaml"
+    config.write_text(gateway_config(upstream))
+    # The pid file, config and model dirs in the temp dir instead of the pod's /app paths.
+    env = {f"ROUTEIQ_{kind}_DIR": str(home / kind.lower()) for kind in ("CONFIG", "MODELS", "RUN")}
+    argv = [str(settings.routeiq_bin), "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
+    with run_gateway("routeiq", argv, port, settings, workdir, env) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def target_litellm(settings: Settings, upstream: Upstream, workdir: Path) -> Iterator[Running]:
+    port = free_port()
+    config = workdir / "litellm-config.yaml"
+    config.write_text(gateway_config(upstream))
+    argv = [str(settings.litellm_bin), "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--num_workers", "1"]
+    # Its bundled model cost map instead of a fetch from the internet (with retries) at every start.
+    env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    with run_gateway("litellm", argv, port, settings, workdir, env) as running:
+        yield running
+
+
+TargetStarter = Callable[[Settings, Upstream, Path], contextlib.AbstractContextManager[Running]]
+STARTERS: dict[str, TargetStarter] = {
+    "direct": target_direct,
+    "bare-python": target_bare_python,
+    "routeiq": target_routeiq,
+    "litellm": target_litellm,
+}
+
+
+def missing_install(name: str, settings: Settings) -> str | None:
+    """Why a target can't run on this machine, or None."""
+    if name == "bare-python":
+        probe = [str(settings.python), "-c", "import aiohttp, uvicorn"]
+        if subprocess.run(probe, capture_output=True, check=False).returncode != 0:
+            return f"{settings.python} cannot import uvicorn and aiohttp"
+    if name == "routeiq" and not os.access(settings.routeiq_bin, os.X_OK):
+        return f"{settings.routeiq_bin} not found (make setup installs it)"
+    if name == "litellm" and not os.access(settings.litellm_bin, os.X_OK):
+        return f"{settings.litellm_bin} not found (run: bash bench/setup_litellm.sh)"
+    return None

@@ -1,0 +1,184 @@
+"""Fixtures shared by every test: the real services RouteIQ talks to, started as processes on loopback.
+
+Session-scoped services (one process per test run): fake_upstream, moto_s3, redis_server.
+Per-test views that reset shared state first: fresh_upstream, fresh_redis, s3_bucket.
+Per-test: otlp_collector (in-process thread), start_gateway (factory; every gateway stopped at teardown).
+See tests/harness/README.md.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# `import harness` must work under any --import-mode, so put tests/ on sys.path explicitly.
+_TESTS_DIR = str(Path(__file__).resolve().parent)
+if _TESTS_DIR not in sys.path:
+    sys.path.insert(0, _TESTS_DIR)
+
+from harness.fake_upstream_control import FakeUpstream  # noqa: E402
+from harness.gateway_process import GatewayHandle, StartGateway, VolumeDirs, launch_gateway  # noqa: E402
+from harness.moto_s3 import MotoS3  # noqa: E402
+from harness.otlp_collector import OtlpCollector  # noqa: E402
+from harness.processes import stop_all  # noqa: E402
+from harness.redis_server import SETUP_HINT, RedisServer, find_redis_server  # noqa: E402
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # Safety net: fixtures stop what they start, but a process started by hand in a test and not stopped
+    # must not outlive the run.
+    leaked = stop_all()
+    if leaked:
+        sys.stderr.write(f"\nharness: stopped processes left running at session end: {leaked}\n")
+
+
+# -- fake LLM provider -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def fake_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeUpstream]:
+    """One fake OpenAI/Anthropic-compatible provider process for the whole session.
+
+    .base_url ("http://127.0.0.1:P/v1"), .root_url ("http://127.0.0.1:P"), .add_rule(**rule),
+    .add_rules([...]), .rules(), .clear_rules(), .requests(path=None), .clear_requests(), .reset(),
+    .openai_client(). State is shared across tests: use `fresh_upstream` in a test that adds rules
+    or reads the request log.
+    """
+    upstream = FakeUpstream.start(tmp_path_factory.mktemp("fake_upstream"))
+    try:
+        yield upstream
+    finally:
+        upstream.stop()
+
+
+@pytest.fixture
+def fresh_upstream(fake_upstream: FakeUpstream) -> Iterator[FakeUpstream]:
+    """The session's fake upstream with no rules and an empty request log, reset again afterwards so a
+    failing test's rules can't leak into the next one."""
+    fake_upstream.reset()
+    try:
+        yield fake_upstream
+    finally:
+        if fake_upstream.process.is_running():
+            fake_upstream.reset()
+
+
+# -- S3 ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
+    """A real `moto_server` (S3 API) process for the session.
+
+    .endpoint_url, .client(service="s3") -> boto3 client, .new_bucket(prefix) -> unique bucket name,
+    .env() -> AWS_* variables for a child process.
+    """
+    server = MotoS3.start(tmp_path_factory.mktemp("moto"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(moto_s3: MotoS3) -> str:
+    """A new, empty bucket on the session's moto server, unique to this test."""
+    return moto_s3.new_bucket()
+
+
+# -- Redis -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real `redis-server` (no persistence) for the session. .url ("redis://127.0.0.1:P/0"),
+    .client() -> redis.Redis, .flushall(). Fails (never skips) when the binary is missing."""
+    binary = find_redis_server()
+    if binary is None:
+        pytest.fail(SETUP_HINT, pytrace=False)
+    server = RedisServer.start(binary, tmp_path_factory.mktemp("redis"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def fresh_redis(redis_server: RedisServer) -> RedisServer:
+    """The session's redis-server after FLUSHALL."""
+    redis_server.flushall()
+    return redis_server
+
+
+# -- traces ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def otlp_collector() -> Iterator[OtlpCollector]:
+    """An OTLP/HTTP traces receiver on a free port, for this test only.
+
+    .endpoint (for OTEL_EXPORTER_OTLP_ENDPOINT), .traces_endpoint (…_TRACES_ENDPOINT), .env(service_name),
+    .spans(name=None) -> [SpanRecord], .wait_for_spans(predicate=None, count=1, timeout=10), .clear().
+    """
+    collector = OtlpCollector().start()
+    try:
+        yield collector
+    finally:
+        collector.stop()
+
+
+# -- the gateway -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def start_gateway(tmp_path: Path) -> Iterator[StartGateway]:
+    """Factory: start_gateway(config, env=None, candidates=None, *, root=None, port=None,
+    wait_ready=True, ready_timeout=30.0) -> GatewayHandle.
+
+    Writes config (YAML text, or a dict dumped with yaml.safe_dump) to <root>/config/config.yaml and
+    candidates (dict) to <root>/config/llm_candidates.json, creates <root>/run and <root>/models, and
+    runs `<venv>/bin/routeiq-gateway --config … --host 127.0.0.1 --port <free>` with ROUTEIQ_CONFIG_DIR,
+    ROUTEIQ_RUN_DIR, ROUTEIQ_MODELS_DIR pointing there, plus `env`. root defaults to tmp_path (pass
+    another root to run two gateways side by side; reuse it, and `port`, to restart one). Waits for
+    GET /health/readiness == 200 unless wait_ready=False. Every gateway is stopped at teardown, and its
+    log tail is printed (pytest shows it only for failing tests).
+    """
+    handles: list[GatewayHandle] = []
+
+    def start(
+        config: str | Mapping[str, Any],
+        env: Mapping[str, str] | None = None,
+        candidates: Mapping[str, Any] | None = None,
+        *,
+        root: Path | None = None,
+        port: int | None = None,
+        wait_ready: bool = True,
+        ready_timeout: float = 30.0,
+    ) -> GatewayHandle:
+        try:
+            handle = launch_gateway(
+                VolumeDirs(root or tmp_path),
+                config,
+                env=env,
+                candidates=candidates,
+                port=port,
+                log_name=f"gateway-{len(handles) + 1}.log",
+                wait_ready=wait_ready,
+                ready_timeout=ready_timeout,
+            )
+        except FileNotFoundError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        handles.append(handle)
+        return handle
+
+    try:
+        yield start
+    finally:
+        for handle in reversed(handles):
+            handle.stop()
+        for index, handle in enumerate(handles, 1):
+            print(f"\n---- gateway {index} ({handle.base_url}) log tail ----\n{handle.process.log_tail()}")
