@@ -193,20 +193,21 @@ class GatewayApp:
                 404, f"The model '{model}' does not exist on this gateway.", code="model_not_found", param="model"
             )
         req.model = model
-        span.set_attribute("gen_ai.request.model", model)
         t0 = time.perf_counter()
         outcome = await self.dispatcher.send(state, model, endpoint, body, stream, traceparent_of(span), span)
         dep = outcome.deployment
-        self.metrics.upstream_latency.labels(model, dep.path_name).observe(time.perf_counter() - t0)
-        span.set_attributes(
-            {
-                "routeiq.deployment": dep.litellm_model,
-                "routeiq.model_group": dep.model_name,
-                "routeiq.provider_path": dep.path_name,
-                "routeiq.attempts": outcome.attempts,
-                "routeiq.config_version": state.version,
-            }
-        )
+        self.metrics.observe_upstream(model, dep.path_name, time.perf_counter() - t0)
+        if span.is_recording():  # spare the attribute work when nobody exports spans
+            span.set_attributes(
+                {
+                    "gen_ai.request.model": model,
+                    "routeiq.deployment": dep.litellm_model,
+                    "routeiq.model_group": dep.model_name,
+                    "routeiq.provider_path": dep.path_name,
+                    "routeiq.attempts": outcome.attempts,
+                    "routeiq.config_version": state.version,
+                }
+            )
         headers = [(b"x-routeiq-model", dep.model_name.encode()), (b"x-routeiq-provider-path", dep.path_name.encode())]
         result = outcome.result
         if isinstance(result, Completed):

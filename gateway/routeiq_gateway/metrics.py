@@ -63,6 +63,7 @@ class GatewayMetrics:
         self.active_streams = Gauge("active_streams_count", "Streaming responses in progress", registry=r)
         self._request_children: dict[tuple[str, str, int], Counter] = {}
         self._latency_children: dict[str, Histogram] = {}
+        self._upstream_children: dict[tuple[str, str], Histogram] = {}
 
     def bind_gauges(self, in_flight: Callable[[], float], streams: Callable[[], float]) -> None:
         self.in_flight.set_function(in_flight)
@@ -82,6 +83,13 @@ class GatewayMetrics:
         hist = self._latency_children.get(model)
         if hist is None:
             hist = self._latency_children[model] = self.latency.labels(model)
+        hist.observe(seconds)
+
+    def observe_upstream(self, model: str, path: str, seconds: float) -> None:
+        key = (model, path)
+        hist = self._upstream_children.get(key)
+        if hist is None:
+            hist = self._upstream_children[key] = self.upstream_latency.labels(model, path)
         hist.observe(seconds)
 
     def observe_usage(self, model: str, usage: object) -> None:

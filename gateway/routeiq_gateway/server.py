@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import uvicorn
 from opentelemetry.sdk.trace import TracerProvider
 from routeiq_shared.atomic import atomic_write
@@ -27,6 +26,7 @@ from .app import GatewayApp
 from .dispatch import Dispatcher
 from .drain import drain
 from .metrics import GatewayMetrics
+from .providers.http1 import Pool
 from .providers.native import NativeProvider
 from .reload import Reloader
 from .state import GatewayState, StateRef, load_state_from_files
@@ -42,7 +42,6 @@ class GatewayOptions:
     port: int
     run_dir: Path
     admin_keys: tuple[bytes, ...]
-    upstream_connections: int = 0  # 0 = no cap per upstream host; shedding bounds concurrency instead
 
 
 class _Server(uvicorn.Server):
@@ -65,13 +64,9 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
         return 2
     metrics = GatewayMetrics()
     metrics.set_config_version(state.version, time.time())
-    session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=opts.upstream_connections, ttl_dns_cache=300, keepalive_timeout=60),
-        auto_decompress=False,  # bytes are forwarded as they came; content-encoding stays the upstream's business
-        skip_auto_headers=("User-Agent",),
-    )
+    pool = Pool()
     litellm = await asyncio.to_thread(_litellm_provider) if state.uses_litellm else None
-    dispatcher = Dispatcher(NativeProvider(session), litellm, metrics)
+    dispatcher = Dispatcher(NativeProvider(pool), litellm, metrics)
 
     def prepare(new: GatewayState) -> None:
         if new.uses_litellm and dispatcher.litellm is None:
@@ -88,6 +83,7 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
         access_log=False,
         log_config=None,
         server_header=False,
+        proxy_headers=False,  # clients' X-Forwarded-* are not trusted, and the middleware costs on every request
         backlog=4096,
         timeout_keep_alive=75,
         timeout_graceful_shutdown=2,
@@ -109,7 +105,7 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
     try:
         await server.serve()
     finally:
-        await session.close()
+        pool.close()
         with contextlib.suppress(OSError):
             if pidfile.read_text().strip() == str(os.getpid()):
                 pidfile.unlink()

@@ -1,7 +1,8 @@
 """OpenTelemetry set-up from the standard OTEL_* variables.
 
 Exporter choice follows OTEL_TRACES_EXPORTER (otlp, console, none). With no exporter and no OTLP endpoint set,
-spans are still created (trace ids reach logs and upstream traceparent headers) but nothing is exported.
+nothing would read the spans, so none is recorded: span contexts (trace ids) are still made, so trace ids reach
+logs and upstream traceparent headers, at a fraction of a recording span's cost.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 
 def _exporter(env: Mapping[str, str]) -> SpanExporter | None:
@@ -31,8 +33,10 @@ def setup_tracing(default_service: str, env: Mapping[str, str] | None = None) ->
     """Install a global TracerProvider; OTEL_SERVICE_NAME overrides the default service name."""
     env = os.environ if env is None else env
     service = env.get("OTEL_SERVICE_NAME") or default_service
-    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service}))
     exporter = _exporter(env)
+    # None lets the SDK honour OTEL_TRACES_SAMPLER as usual.
+    sampler = None if exporter is not None else ALWAYS_OFF
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service}), sampler=sampler)
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)

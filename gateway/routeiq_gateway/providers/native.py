@@ -10,12 +10,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
 
 from ..deployments import Deployment
 from ..errors import GatewayError
 from . import Completed
+from .http1 import Pool, Response, Target
 
 _USAGE_MARK = b'"usage":'
 
@@ -52,30 +52,34 @@ def _upstream_message(raw: bytes) -> str:
 
 
 def connection_error(exc: BaseException) -> GatewayError:
-    if isinstance(exc, asyncio.TimeoutError):
+    if isinstance(exc, TimeoutError):
         return GatewayError(504, "Upstream timed out", code="upstream_timeout", retryable=True)
-    return GatewayError(
-        502, f"Upstream connection failed: {type(exc).__name__}", code="upstream_unreachable", retryable=True
-    )
+    return GatewayError(502, f"Upstream connection failed: {exc}", code="upstream_unreachable", retryable=True)
 
 
 class NativeStream:
     """Forwards upstream SSE bytes untouched, picking the usage event out as it passes."""
 
-    __slots__ = ("_resp", "_tail", "usage")
+    __slots__ = ("_read_timeout", "_resp", "_tail", "usage")
 
-    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+    def __init__(self, resp: Response, read_timeout: float) -> None:
         self._resp = resp
+        self._read_timeout = read_timeout
         self._tail = b""
         self.usage: dict[str, Any] | None = None
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        chunks = self._resp.iter_chunks()
         try:
-            async for chunk in self._resp.content.iter_any():
+            while True:
+                async with asyncio.timeout(self._read_timeout):
+                    chunk = await anext(chunks, None)
+                if chunk is None:
+                    return
                 if _USAGE_MARK in chunk or self._tail:
                     self._scan(chunk)
                 yield chunk
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except (ConnectionError, TimeoutError) as exc:
             raise connection_error(exc) from None
 
     def _scan(self, chunk: bytes) -> None:
@@ -97,34 +101,34 @@ class NativeStream:
 
 
 class NativeProvider:
-    def __init__(self, session: aiohttp.ClientSession) -> None:
-        self._session = session
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+        self._targets: dict[tuple[str | None, tuple[tuple[str, str], ...], str], Target] = {}
+
+    def _target(self, dep: Deployment, endpoint: str) -> Target:
+        key = (dep.api_base, dep.headers, endpoint)
+        target = self._targets.get(key)
+        if target is None:
+            target = self._targets[key] = Target.build(dep.url(endpoint), dep.headers)
+        return target
 
     async def call(
         self, dep: Deployment, endpoint: str, body: dict[str, Any], stream: bool, traceparent: str | None
     ) -> Completed | NativeStream:
         payload = orjson.dumps({**body, "model": dep.upstream_model})
-        headers = dict(dep.headers)
+        target = self._target(dep, endpoint)
         if traceparent:
-            headers["traceparent"] = traceparent
-        if stream:
-            timeout = aiohttp.ClientTimeout(total=None, sock_connect=dep.timeout, sock_read=dep.stream_timeout)
-        else:
-            timeout = aiohttp.ClientTimeout(total=dep.timeout)
+            target = Target(target.origin, target.head_prefix + b"traceparent: " + traceparent.encode() + b"\r\n")
         try:
-            resp = await self._session.post(dep.url(endpoint), data=payload, headers=headers, timeout=timeout)
-        except (TimeoutError, aiohttp.ClientError) as exc:
+            async with asyncio.timeout(dep.timeout):
+                resp = await self._pool.post(target, payload)
+                if stream and resp.status == 200:
+                    return NativeStream(resp, dep.stream_timeout)
+                raw = await resp.read()
+        except (ConnectionError, TimeoutError) as exc:
             raise connection_error(exc) from None
-        if stream and resp.status == 200:
-            return NativeStream(resp)
-        try:
-            raw = await resp.read()
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise connection_error(exc) from None
-        finally:
-            resp.release()
         if resp.status != 200:
-            raise upstream_error(resp.status, raw, resp.headers.get("retry-after"))
+            raise upstream_error(resp.status, raw, resp.retry_after)
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
