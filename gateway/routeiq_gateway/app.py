@@ -163,10 +163,7 @@ class GatewayApp:
         finally:
             elapsed = time.perf_counter() - start
             self.metrics.observe_request(req.model, endpoint, req.status, elapsed)
-            span.set_attribute("http.response.status_code", req.status)
-            span.end()
-            otel_context.detach(token)
-            if state.access_log:
+            if state.access_log:  # before detaching the span, so the line carries this request's trace_id
                 log.info(
                     "request",
                     extra={
@@ -176,6 +173,9 @@ class GatewayApp:
                         "duration_ms": round(elapsed * 1000, 2),
                     },
                 )
+            span.set_attribute("http.response.status_code", req.status)
+            span.end()
+            otel_context.detach(token)
 
     async def _serve(
         self,

@@ -72,6 +72,7 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.idle_since = time.monotonic()
         self.closed = False
+        self.was_reset = False
         self._reset()
 
     def _reset(self) -> None:
@@ -100,8 +101,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.was_reset = exc is not None
         if not self.complete:
-            self._fail(UpstreamClosed("upstream closed the connection"))
+            self._fail(UpstreamClosed("upstream reset the connection" if exc else "upstream closed the connection"))
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -223,8 +225,13 @@ class Pool:
         self._ssl: ssl.SSLContext | None = None
 
     async def post(self, target: Target, body: bytes) -> Response:
-        """Send and wait for the response headers. A pooled connection the upstream had already closed is
-        retried once on a new one: nothing reached the upstream's application, so this is safe for a POST."""
+        """Send and wait for the response headers.
+
+        A pooled connection that the upstream closed cleanly (FIN) before answering a single byte is the
+        keep-alive race: the upstream timed the connection out as we reused it, and its application never saw
+        the request. That case alone is retried here, once, on a new connection. A reset or a partial answer
+        may mean the request was processed, so it is the dispatcher's to retry or not.
+        """
         conn = self._take_idle(target.origin)
         if conn is not None:
             try:
@@ -232,7 +239,7 @@ class Pool:
                 return Response(conn, self)
             except UpstreamClosed:
                 conn._close()
-                if conn.got_bytes:
+                if conn.got_bytes or conn.was_reset:
                     raise
             except BaseException:
                 conn._close()

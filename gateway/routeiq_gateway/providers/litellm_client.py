@@ -17,13 +17,25 @@ from ..errors import GatewayError
 from . import Completed
 
 
+def _caused_by_transport(exc: BaseException) -> bool:
+    """LiteLLM reports a refused or reset connection as a 500 'InternalServerError'; the cause chain tells."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) or type(seen).__name__ in ("ConnectError", "ReadError", "RemoteProtocolError"):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _to_gateway_error(exc: Exception) -> GatewayError:
     name = type(exc).__name__
     status = getattr(exc, "status_code", None)
     message = str(getattr(exc, "message", "") or exc)[:500]
     if name == "Timeout" or status == 408:
         return GatewayError(504, "Upstream timed out", code="upstream_timeout", retryable=True)
-    if name == "APIConnectionError":
+    if name == "APIConnectionError" or _caused_by_transport(exc):
         return GatewayError(502, "Upstream connection failed", code="upstream_unreachable", retryable=True)
     if status == 429:
         return GatewayError(429, f"Upstream rate limit: {message}", code="upstream_rate_limited", retryable=True)
