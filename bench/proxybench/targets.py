@@ -162,17 +162,32 @@ def target_bare_python(settings: Settings, upstream: Upstream, workdir: Path) ->
         yield running
 
 
-@contextlib.contextmanager
-def target_routeiq(settings: Settings, upstream: Upstream, workdir: Path) -> Iterator[Running]:
+def _routeiq(
+    name: str, settings: Settings, upstream: Upstream, workdir: Path, extra_env: dict[str, str]
+) -> contextlib.AbstractContextManager[Running]:
     port = free_port()
-    home = workdir / "routeiq"
+    home = workdir / name
     home.mkdir()
     config = home / "config.yaml"
     config.write_text(gateway_config(upstream))
     # The pid file, config and model dirs in the temp dir instead of the pod's /app paths.
     env = {f"ROUTEIQ_{kind}_DIR": str(home / kind.lower()) for kind in ("CONFIG", "MODELS", "RUN")}
     argv = [str(settings.routeiq_bin), "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
-    with run_gateway("routeiq", argv, port, settings, workdir, env) as running:
+    return run_gateway(name, argv, port, settings, workdir, {**env, **extra_env})
+
+
+@contextlib.contextmanager
+def target_routeiq(settings: Settings, upstream: Upstream, workdir: Path) -> Iterator[Running]:
+    with _routeiq("routeiq", settings, upstream, workdir, {}) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def target_routeiq_traced(settings: Settings, upstream: Upstream, workdir: Path) -> Iterator[Running]:
+    # Every request's server span recorded and exported over OTLP/HTTP (to nginx, which accepts and drops it):
+    # what tracing costs in production, where a collector is configured.
+    env = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{upstream.port}/v1/traces"}
+    with _routeiq("routeiq-traced", settings, upstream, workdir, env) as running:
         yield running
 
 
@@ -194,6 +209,7 @@ STARTERS: dict[str, TargetStarter] = {
     "direct": target_direct,
     "bare-python": target_bare_python,
     "routeiq": target_routeiq,
+    "routeiq-traced": target_routeiq_traced,
     "litellm": target_litellm,
 }
 
@@ -204,7 +220,7 @@ def missing_install(name: str, settings: Settings) -> str | None:
         probe = [str(settings.python), "-c", "import aiohttp, uvicorn"]
         if subprocess.run(probe, capture_output=True, check=False).returncode != 0:
             return f"{settings.python} cannot import uvicorn and aiohttp"
-    if name == "routeiq" and not os.access(settings.routeiq_bin, os.X_OK):
+    if name.startswith("routeiq") and not os.access(settings.routeiq_bin, os.X_OK):
         return f"{settings.routeiq_bin} not found (make setup installs it)"
     if name == "litellm" and not os.access(settings.litellm_bin, os.X_OK):
         return f"{settings.litellm_bin} not found (run: bash bench/setup_litellm.sh)"

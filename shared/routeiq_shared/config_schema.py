@@ -58,7 +58,7 @@ class ModelEntry(_Strict):
 
 
 class RouterSettings(_Strict):
-    routing_strategy: Literal["simple-shuffle", "round-robin"] = "simple-shuffle"
+    routing_strategy: Literal["simple-shuffle"] = "simple-shuffle"
     num_retries: int = Field(default=2, ge=0, le=10)
     timeout: float = Field(default=60.0, gt=0)
     stream_timeout: float | None = Field(default=None, gt=0)
