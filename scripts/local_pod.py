@@ -8,7 +8,6 @@ Ctrl-C (or SIGTERM) stops every process it started; the gateway drains first.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,9 +15,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+from routeiq_shared.atomic import atomic_write
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-RUN = ROOT / ".run"
+RUN = Path(os.environ.get("ROUTEIQ_LOCAL_POD_DIR", ROOT / ".run"))
 DEMO_CONFIG = ROOT / "examples" / "demo" / "config.yaml"
 PROVIDER_PORT = int(os.environ.get("DEMO_PROVIDER_PORT", "4010"))
 GATEWAY_PORT = int(os.environ.get("ROUTEIQ_PORT", "4000"))
@@ -61,7 +62,9 @@ def _interrupt(signum: int, frame: object) -> None:
 def main() -> None:
     for sub in ("config", "models", "run"):
         (RUN / sub).mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(DEMO_CONFIG, RUN / "config" / "config.yaml")
+    # The pod's copy of the demo config, pointed at the port the demo provider really listens on.
+    demo = DEMO_CONFIG.read_text().replace("127.0.0.1:4010", f"127.0.0.1:{PROVIDER_PORT}")
+    atomic_write(RUN / "config" / "config.yaml", demo.encode())
     env = {
         "ROUTEIQ_CONFIG_DIR": str(RUN / "config"),
         "ROUTEIQ_MODELS_DIR": str(RUN / "models"),

@@ -1,0 +1,50 @@
+"""`make run`'s launcher: a working local pod on embedded defaults, and Ctrl-C stops everything it started."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import openai
+from harness.processes import ManagedProcess, child_env, free_port, port_accepts, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_local_pod_serves_the_demo_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    gateway_port, provider_port = free_port(), free_port()
+    env = child_env(
+        {
+            "ROUTEIQ_PORT": str(gateway_port),
+            "DEMO_PROVIDER_PORT": str(provider_port),
+            "ROUTEIQ_LOCAL_POD_DIR": str(tmp_path / "pod"),
+        }
+    )
+    pod = ManagedProcess([sys.executable, ROOT / "scripts" / "local_pod.py"], tmp_path / "pod.log", env=env)
+    pod.start()
+    try:
+        pod.wait_http_ok(f"http://127.0.0.1:{gateway_port}/health/readiness", timeout=60)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{gateway_port}/v1", api_key="sk-routeiq-demo")
+        for model in ("gpt-4o-mini", "claude-3-haiku"):  # the native path and the LiteLLM path
+            reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hello"}])
+            assert "demo response" in (reply.choices[0].message.content or "")
+        gateway_pid = int((tmp_path / "pod" / "run" / "gateway.pid").read_text())
+
+        pod.send_signal(signal.SIGINT)  # what Ctrl-C delivers to the launcher
+        assert pod.wait_exit(timeout=45) == 0
+        wait_until(lambda: not pid_alive(gateway_pid), timeout=5, message="gateway process gone")
+        assert not port_accepts("127.0.0.1", gateway_port)
+        assert not port_accepts("127.0.0.1", provider_port)
+        assert "Graceful shutdown" in (tmp_path / "pod.log").read_text()
+    finally:
+        pod.stop()
