@@ -191,6 +191,22 @@ def test_x_api_key_header_is_accepted(gw: GatewayHandle) -> None:
     assert resp.json()["choices"][0]["message"]["content"] == DEMO
 
 
+def test_client_cannot_redirect_the_provider_call(client: openai.OpenAI, fresh_upstream: FakeUpstream) -> None:
+    # On the LiteLLM path, api_base / api_key are call arguments; a client sending them must not steer our key.
+    hostile = {
+        "api_base": "http://127.0.0.1:9/v1",
+        "base_url": "http://127.0.0.1:9",
+        "api_key": "attacker",
+        "extra_headers": {"x-injected": "1"},
+    }
+    reply = client.chat.completions.create(model="claude", messages=USER, extra_body=hostile)
+    assert reply.choices[0].message.content == DEMO
+    (sent,) = fresh_upstream.requests()
+    assert sent["headers"].get("x-api-key") == UPSTREAM_KEY
+    assert "x-injected" not in sent["headers"]
+    assert "api_base" not in sent["body"] and "api_key" not in sent["body"]
+
+
 # --- auth and bad requests ---------------------------------------------------------------------------------
 
 

@@ -16,6 +16,23 @@ from ..deployments import Deployment
 from ..errors import GatewayError
 from . import Completed
 
+# Request fields a client may set on the LiteLLM path. Anything else is dropped: LiteLLM takes api_base, api_key,
+# headers, cloud credentials … as call arguments, and a client must never be able to redirect our provider key.
+CLIENT_PARAMS = frozenset(
+    {
+        # chat
+        "messages", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "max_tokens",
+        "max_completion_tokens", "n", "presence_penalty", "response_format", "seed", "stop", "stream",
+        "stream_options", "temperature", "top_p", "tools", "tool_choice", "parallel_tool_calls", "user",
+        "functions", "function_call", "reasoning_effort", "modalities", "audio", "prediction", "service_tier",
+        "top_k", "thinking",
+        # completions
+        "prompt", "suffix", "echo", "best_of",
+        # embeddings
+        "input", "dimensions", "encoding_format",
+    }
+)  # fmt: skip
+
 
 def _caused_by_transport(exc: BaseException) -> bool:
     """LiteLLM reports a refused or reset connection as a 500 'InternalServerError'; the cause chain tells."""
@@ -89,7 +106,7 @@ class LiteLLMProvider:
     async def call(
         self, dep: Deployment, endpoint: str, body: dict[str, Any], stream: bool, traceparent: str | None
     ) -> Completed | LiteLLMStream:
-        kwargs: dict[str, Any] = {k: v for k, v in body.items() if k != "model"}
+        kwargs: dict[str, Any] = {k: v for k, v in body.items() if k in CLIENT_PARAMS}
         kwargs.update(dep.extra_params)
         kwargs.update(model=dep.litellm_model, timeout=dep.timeout if not stream else dep.stream_timeout, num_retries=0)
         if dep.api_base:
