@@ -47,6 +47,7 @@ _SPAN_NAMES = {e: f"POST /v1/{e}" for e in set(PROXY_ROUTES.values())}
 _UNKNOWN_MODEL = "<unknown>"  # bounded metric label for names not in config
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 _READY = b'{"status":"ready"}'
+_CUT = GatewayError(503, "The gateway shut down before this request finished; retry it.", code="shutdown")
 _ALIVE = b'{"status":"alive"}'
 
 
@@ -154,6 +155,15 @@ class GatewayApp:
                 await send_error(send, exc)
         except ClientGone:
             req.status = 499  # nginx's convention: the client went away before we answered
+        except asyncio.CancelledError:
+            # uvicorn cancels what still runs when the drain grace period is over. This request is answered
+            # (503, or the in-band error of a stream) and counted, and the cancellation is acknowledged here.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            req.status = _CUT.status
+            if not req.started:
+                await send_error(send, _CUT)
         except Exception:  # a bug of ours must still answer in OpenAI's shape, and be logged with its trace
             log.exception("Unhandled error while serving %s", endpoint)
             span.set_status(StatusCode.ERROR, "internal error")
@@ -247,6 +257,10 @@ class GatewayApp:
             # Headers are gone already: the failure can only be told in-band, as OpenAI does.
             req.status = exc.status
             await send({"type": "http.response.body", "body": b"data: " + exc.body() + b"\n\n", "more_body": True})
+        except asyncio.CancelledError:
+            # Cut at the end of the drain grace period: say so, or the client takes a partial answer as whole.
+            await send({"type": "http.response.body", "body": b"data: " + _CUT.body() + b"\n\n", "more_body": True})
+            raise
         finally:
             self.inflight.streams -= 1
             gone.cancel()

@@ -60,7 +60,10 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
     try:
         state = await asyncio.to_thread(load_state_from_files, opts.config_path, opts.candidates_path, int(time.time()))
     except (ConfigError, OSError) as exc:
-        log.error("Cannot start: config is not loadable", extra={"event": "startup_failed", "reason": str(exc)})
+        log.error(
+            "Cannot start: config is not loadable",
+            extra={"event": "startup_failed", "reason": str(exc), "key_path": getattr(exc, "path", None)},
+        )
         return 2
     metrics = GatewayMetrics()
     metrics.set_config_version(state.version, time.time())
@@ -86,7 +89,7 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
         proxy_headers=False,  # clients' X-Forwarded-* are not trusted, and the middleware costs on every request
         backlog=4096,
         timeout_keep_alive=75,
-        timeout_graceful_shutdown=2,
+        timeout_graceful_shutdown=0.5,  # our drain has waited already (drain.py)
     )
     server = _Server(config)
     _install_signals(server, app, reloader)
