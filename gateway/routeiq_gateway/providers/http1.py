@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -41,7 +42,8 @@ class Origin:
     @property
     def host_header(self) -> bytes:
         default = 443 if self.scheme == "https" else 80
-        return (self.host if self.port == default else f"{self.host}:{self.port}").encode("idna")
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 literal keeps its brackets
+        return (host if self.port == default else f"{host}:{self.port}").encode("idna")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,9 @@ class _Connection(asyncio.Protocol):
         self.error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
+        self._whole = False  # read_all() wants the body at once: no backpressure
+        self._framed = False  # Content-Length or Transfer-Encoding seen
+        self._interim = False  # inside a 1xx response
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -102,16 +107,28 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.was_reset = exc is not None
+        if not self.complete and exc is None and self.error is None and self.headers_done.done() and not self._framed:
+            self.complete = True  # RFC 9112 §6.3 (8): a body with neither framing ends when the server closes
+            self._wake()
+            return
         if not self.complete:
             self._fail(UpstreamClosed("upstream reset the connection" if exc else "upstream closed the connection"))
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() == b"retry-after":
+        name = name.lower()
+        if name == b"retry-after":
             self.retry_after = value
+        elif name in (b"content-length", b"transfer-encoding"):
+            self._framed = True
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
+        if 100 <= self.status < 200:  # interim (100 Continue, 103 Early Hints): the final response follows
+            self._interim = True
+            self.retry_after = None
+            self._framed = False
+            return
         if not self.headers_done.done():
             self.headers_done.set_result(None)
 
@@ -122,12 +139,15 @@ class _Connection(asyncio.Protocol):
             self._fail(ResponseTooLarge(f"upstream response over {MAX_RESPONSE_BYTES} bytes"))
             self._close()
             return
-        if self.buffered > _PAUSE_AT and self.transport is not None and not self._paused:
+        if self.buffered > _PAUSE_AT and not self._whole and self.transport is not None and not self._paused:
             self._paused = True
             self.transport.pause_reading()
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
         self.complete = True
         if not self.parser.should_keep_alive():
             self._close()
@@ -157,30 +177,40 @@ class _Connection(asyncio.Protocol):
         await self.headers_done
 
     async def read_all(self) -> bytes:
-        while not self.complete:
-            if self.error is not None:
+        self._whole = True
+        self._resume()
+        while True:
+            if self.error is not None:  # before `complete`: an oversized body can complete in the same read
                 raise self.error
+            if self.complete:
+                break
             self._waiter = asyncio.get_running_loop().create_future()
             await self._waiter
         body = b"".join(self.chunks)
         self.chunks.clear()
+        self.buffered = 0
         return body
 
     async def next_chunk(self) -> bytes | None:
         """The next piece of a streamed body, or None at its end."""
         while not self.chunks:
-            if self.complete:
-                return None
             if self.error is not None:
                 raise self.error
+            if self.complete:
+                return None
             self._waiter = asyncio.get_running_loop().create_future()
             await self._waiter
         chunk = self.chunks.popleft()
         self.buffered -= len(chunk)
-        if self._paused and self.buffered < _PAUSE_AT // 2 and self.transport is not None:
-            self._paused = False
-            self.transport.resume_reading()
+        if self.buffered < _PAUSE_AT // 2:
+            self._resume()
         return chunk
+
+    def _resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            if self.transport is not None:
+                self.transport.resume_reading()
 
     def reusable(self) -> bool:
         return self.complete and not self.closed and self.error is None
@@ -274,7 +304,8 @@ class Pool:
         try:
             _, conn = await loop.create_connection(lambda: _Connection(origin), origin.host, origin.port, ssl=ctx)
         except OSError as exc:
-            raise UpstreamClosed(f"cannot connect to {origin.host}:{origin.port}: {exc.strerror or exc}") from None
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)  # asyncio's loop words it less plainly
+            raise UpstreamClosed(f"cannot connect to {origin.host}:{origin.port}: {reason}") from None
         return conn
 
     def put_back(self, conn: _Connection) -> None:
@@ -285,6 +316,7 @@ class Pool:
         if len(idle) >= MAX_IDLE_PER_ORIGIN:
             conn._close()
             return
+        conn._resume()  # a body can end in the read that paused it: an idle connection must keep reading
         conn.idle_since = time.monotonic()
         idle.append(conn)
 
