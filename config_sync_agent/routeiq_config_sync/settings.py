@@ -1,0 +1,53 @@
+"""The agent's settings: every one from the environment (as in a pod spec), overridable on the command line."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from routeiq_shared.volume import VolumePaths
+
+CONFIG_NAME = "config.yaml"
+CANDIDATES_NAME = "llm_candidates.json"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSettings:
+    source: str
+    interval: float
+    jitter: float  # fraction of the interval, ± (so a fleet's polls spread out)
+    max_object_bytes: int
+    paths: VolumePaths
+    health_port: int
+    gateway_admin_url: str | None  # fallback when the gateway's pid cannot be signalled
+    gateway_admin_key: str | None
+    endpoint_url: str | None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AgentSettings:
+        env = os.environ if env is None else env
+        return cls(
+            source=env.get("CONFIG_SOURCE", ""),
+            interval=_number(env, "CONFIG_SYNC_INTERVAL", 60.0),
+            jitter=_number(env, "CONFIG_SYNC_JITTER", 0.1),
+            max_object_bytes=int(_number(env, "CONFIG_MAX_BYTES", 1024 * 1024)),
+            paths=VolumePaths.from_env(env),
+            health_port=int(_number(env, "HEALTH_PORT", 8081)),
+            gateway_admin_url=env.get("GATEWAY_ADMIN_URL") or None,
+            gateway_admin_key=env.get("GATEWAY_ADMIN_KEY") or None,
+            endpoint_url=env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None,
+        )
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "")
+    if raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
+    if value < 0:
+        raise SystemExit(f"{name} must not be negative, got {raw!r}")
+    return value
