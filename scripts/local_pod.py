@@ -1,8 +1,12 @@
 """`make run`: a local pod on embedded defaults.
 
-Starts, on loopback, what a Kubernetes pod runs: the gateway on :4000 with the bundled DEMO config, in front of
-a DEMO fake provider on :4010 (so no API key and no network are needed). The pod's shared volume is `.run/`.
-Ctrl-C (or SIGTERM) stops every process it started; the gateway drains first.
+Starts on loopback what a Kubernetes pod runs, and what it talks to:
+  - an embedded S3 (moto's server, :4566) holding the DEMO config at s3://routeiq-local/prod/config.yaml;
+  - a DEMO fake provider (:4010), so no API key and no network are needed;
+  - the config-sync agent: `--once` first (as the pod's init container), then polling every 2 s (health :8081);
+  - the gateway on :4000.
+The pod's shared volume is `.run/` (or ROUTEIQ_LOCAL_POD_DIR). Ctrl-C (or SIGTERM) stops every process it
+started, the gateway first so that it drains.
 """
 
 from __future__ import annotations
@@ -15,14 +19,21 @@ import time
 import urllib.request
 from pathlib import Path
 
-from routeiq_shared.atomic import atomic_write
-
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 RUN = Path(os.environ.get("ROUTEIQ_LOCAL_POD_DIR", ROOT / ".run"))
 DEMO_CONFIG = ROOT / "examples" / "demo" / "config.yaml"
 PROVIDER_PORT = int(os.environ.get("DEMO_PROVIDER_PORT", "4010"))
 GATEWAY_PORT = int(os.environ.get("ROUTEIQ_PORT", "4000"))
+S3_PORT = int(os.environ.get("LOCAL_S3_PORT", "4566"))
+SYNC_HEALTH_PORT = int(os.environ.get("CONFIG_SYNC_HEALTH_PORT", "8081"))
+BUCKET = "routeiq-local"
+S3_ENV = {  # moto accepts any credentials; these only keep the AWS SDKs from looking elsewhere
+    "AWS_ACCESS_KEY_ID": "local",
+    "AWS_SECRET_ACCESS_KEY": "local",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{S3_PORT}",
+}
 
 
 def start(name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -55,6 +66,18 @@ def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
                 proc.wait()
 
 
+def seed_store() -> None:
+    """The bucket and the demo config, pointed at the port the demo provider really listens on."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=S3_ENV["AWS_ENDPOINT_URL_S3"], region_name="us-east-1",
+                      aws_access_key_id="local", aws_secret_access_key="local")  # fmt: skip
+    s3.create_bucket(Bucket=BUCKET)
+    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    demo = DEMO_CONFIG.read_text().replace("127.0.0.1:4010", f"127.0.0.1:{PROVIDER_PORT}")
+    s3.put_object(Bucket=BUCKET, Key="prod/config.yaml", Body=demo.encode())
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM to the launcher stops the pod as Ctrl-C does
 
@@ -62,55 +85,49 @@ def _interrupt(signum: int, frame: object) -> None:
 def main() -> None:
     for sub in ("config", "models", "run"):
         (RUN / sub).mkdir(parents=True, exist_ok=True)
-    # The pod's copy of the demo config, pointed at the port the demo provider really listens on.
-    demo = DEMO_CONFIG.read_text().replace("127.0.0.1:4010", f"127.0.0.1:{PROVIDER_PORT}")
-    atomic_write(RUN / "config" / "config.yaml", demo.encode())
     env = {
+        **S3_ENV,
         "ROUTEIQ_CONFIG_DIR": str(RUN / "config"),
         "ROUTEIQ_MODELS_DIR": str(RUN / "models"),
         "ROUTEIQ_RUN_DIR": str(RUN / "run"),
+        "CONFIG_SOURCE": f"s3://{BUCKET}/prod/",
+        "CONFIG_SYNC_INTERVAL": "2",
+        "HEALTH_PORT": str(SYNC_HEALTH_PORT),
         "DEMO_PROVIDER_KEY": "demo-key-not-secret",
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
         "PYTHONUNBUFFERED": "1",
     }
     procs: list[subprocess.Popen[bytes]] = []
     signal.signal(signal.SIGTERM, _interrupt)
     try:
+        s3 = start("embedded S3 (moto)", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(S3_PORT)], env)
+        procs.append(s3)
+        wait_ready(f"http://127.0.0.1:{S3_PORT}/", s3)
+        seed_store()
+        provider_cmd = [sys.executable, str(ROOT / "tests" / "harness" / "fake_upstream.py")]
         provider = start(
-            "DEMO fake provider",
-            [
-                sys.executable,
-                str(ROOT / "tests" / "harness" / "fake_upstream.py"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(PROVIDER_PORT),
-            ],
-            env,
+            "DEMO fake provider", [*provider_cmd, "--host", "127.0.0.1", "--port", str(PROVIDER_PORT)], env
         )
         procs.append(provider)
         wait_ready(f"http://127.0.0.1:{PROVIDER_PORT}/v1/models", provider)
-        gateway = start(
-            "gateway",
-            [
-                str(BIN / "routeiq-gateway"),
-                "--config",
-                str(RUN / "config" / "config.yaml"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(GATEWAY_PORT),
-            ],
-            env,
-        )
+        init = subprocess.run([str(BIN / "routeiq-config-sync"), "--once"], env={**os.environ, **env}, check=False)
+        if init.returncode != 0:
+            raise SystemExit("[local-pod] the initial config sync failed; see the messages above")
+        gateway_cmd = [str(BIN / "routeiq-gateway"), "--config", str(RUN / "config" / "config.yaml")]
+        gateway = start("gateway", [*gateway_cmd, "--host", "127.0.0.1", "--port", str(GATEWAY_PORT)], env)
         procs.append(gateway)
         wait_ready(f"http://127.0.0.1:{GATEWAY_PORT}/health/readiness", gateway)
+        agent = start("config-sync agent", [str(BIN / "routeiq-config-sync")], env)
+        procs.append(agent)
+        wait_ready(f"http://127.0.0.1:{SYNC_HEALTH_PORT}/health/readiness", agent)
         print(
-            f"\n[local-pod] ready. Gateway: http://127.0.0.1:{GATEWAY_PORT}  (DEMO provider on :{PROVIDER_PORT})\n"
+            f"\n[local-pod] ready. Gateway: http://127.0.0.1:{GATEWAY_PORT}  (DEMO provider :{PROVIDER_PORT}, "
+            f"S3 :{S3_PORT}, config-sync health :{SYNC_HEALTH_PORT})\n"
             f"  curl -s http://127.0.0.1:{GATEWAY_PORT}/v1/chat/completions -H 'Authorization: Bearer sk-routeiq-demo'"
             " -H 'Content-Type: application/json' \\\n"
             '    -d \'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]}\'\n'
-            f"  config: {RUN / 'config' / 'config.yaml'}\n"
-            f"  reload after editing it: kill -HUP $(cat {RUN / 'run' / 'gateway.pid'})\n"
+            f"  roll config: aws --endpoint-url http://127.0.0.1:{S3_PORT} s3 cp config.yaml "
+            f"s3://{BUCKET}/prod/config.yaml   (README: 'Roll config')\n"
             "  Ctrl-C stops the pod.\n",
             flush=True,
         )

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
 import openai
+import yaml
 from harness.processes import ManagedProcess, child_env, free_port, port_accepts, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,12 +23,22 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def test_local_pod_serves_the_demo_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    gateway_port, provider_port = free_port(), free_port()
+def _answers(client: openai.OpenAI, model: str) -> bool:
+    try:
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi"}])
+    except openai.NotFoundError:
+        return False
+    return True
+
+
+def test_local_pod_serves_the_demo_rolls_config_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    gateway_port, provider_port, s3_port, sync_port = free_port(), free_port(), free_port(), free_port()
     env = child_env(
         {
             "ROUTEIQ_PORT": str(gateway_port),
             "DEMO_PROVIDER_PORT": str(provider_port),
+            "LOCAL_S3_PORT": str(s3_port),
+            "CONFIG_SYNC_HEALTH_PORT": str(sync_port),
             "ROUTEIQ_LOCAL_POD_DIR": str(tmp_path / "pod"),
         }
     )
@@ -39,6 +51,21 @@ def test_local_pod_serves_the_demo_and_stops_on_ctrl_c(tmp_path: Path) -> None:
             reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hello"}])
             assert "demo response" in (reply.choices[0].message.content or "")
         gateway_pid = int((tmp_path / "pod" / "run" / "gateway.pid").read_text())
+
+        # Roll the pod's config as the README shows: the operator's aws CLI against the embedded S3.
+        s3_url = f"http://127.0.0.1:{s3_port}"
+        aws_env = child_env(
+            {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": "us-east-1"}
+        )
+        aws = [str(Path(sys.executable).with_name("aws")), "--endpoint-url", s3_url, "s3", "cp"]
+        current = tmp_path / "config.yaml"
+        subprocess.run([*aws, "s3://routeiq-local/prod/config.yaml", str(current)], env=aws_env, check=True)
+        cfg = yaml.safe_load(current.read_text())
+        alias = {**cfg["model_list"][0], "model_name": "my-new-model"}
+        cfg["model_list"].append(alias)
+        current.write_text(yaml.safe_dump(cfg))
+        subprocess.run([*aws, str(current), "s3://routeiq-local/prod/config.yaml"], env=aws_env, check=True)
+        wait_until(lambda: _answers(client, "my-new-model"), timeout=15, message="the rolled config is served")
 
         pod.send_signal(signal.SIGINT)  # what Ctrl-C delivers to the launcher
         assert pod.wait_exit(timeout=45) == 0
