@@ -25,8 +25,10 @@ from .dispatch import Dispatcher
 from .errors import GatewayError, error_body
 from .inflight import InFlight
 from .metrics import GatewayMetrics
+from .model_watch import ModelsRef
 from .providers import Completed, Streaming
 from .reload import Reloader
+from .routers import decide
 from .shed import admit
 from .state import GatewayState, StateRef
 from .tracing import get_tracer, parent_context, traceparent_of
@@ -70,8 +72,10 @@ class GatewayApp:
         metrics: GatewayMetrics,
         reloader: Reloader,
         admin_keys: tuple[bytes, ...],
+        models: ModelsRef,
     ) -> None:
         self.ref = ref
+        self.models = models
         self.dispatcher = dispatcher
         self.metrics = metrics
         self.reloader = reloader
@@ -198,13 +202,30 @@ class GatewayApp:
         receive: Receive,
     ) -> None:
         model, stream = CHECKS[endpoint](body)
-        if model not in state.groups:
+        headers: list[tuple[bytes, bytes]] = []
+        group = model
+        spec = state.routers.get(model)
+        if spec is not None:
+            decision = decide(spec, self.models.current.get(spec.artifact), body)
+            group = decision.group
+            self.metrics.router_decisions.labels(spec.name, group, decision.reason).inc()
+            headers.append((b"x-routeiq-router-version", (decision.version or "none").encode()))
+            if span.is_recording():
+                span.set_attributes(
+                    {
+                        "routeiq.router": spec.name,
+                        "routeiq.router.version": decision.version or "",
+                        "routeiq.router.reason": decision.reason,
+                        "routeiq.router.choice": group,
+                    }
+                )
+        elif model not in state.groups:
             raise GatewayError(
                 404, f"The model '{model}' does not exist on this gateway.", code="model_not_found", param="model"
             )
         req.model = model
         t0 = time.perf_counter()
-        outcome = await self.dispatcher.send(state, model, endpoint, body, stream, traceparent_of(span), span)
+        outcome = await self.dispatcher.send(state, group, endpoint, body, stream, traceparent_of(span), span)
         dep = outcome.deployment
         self.metrics.observe_upstream(model, dep.path_name, time.perf_counter() - t0)
         if span.is_recording():  # spare the attribute work when nobody exports spans
@@ -218,7 +239,7 @@ class GatewayApp:
                     "routeiq.config_version": state.version,
                 }
             )
-        headers = [(b"x-routeiq-model", dep.model_name.encode()), (b"x-routeiq-provider-path", dep.path_name.encode())]
+        headers += ((b"x-routeiq-model", dep.model_name.encode()), (b"x-routeiq-provider-path", dep.path_name.encode()))
         result = outcome.result
         if isinstance(result, Completed):
             self.metrics.observe_usage(model, result.usage)
@@ -303,6 +324,14 @@ class GatewayApp:
             "version": state.version,
             "models": {name: [d.litellm_model for d in group] for name, group in state.groups.items()},
             "fallbacks": state.fallbacks,
+            "routers": {
+                name: {
+                    "artifact": spec.artifact,
+                    "candidates": spec.candidates,
+                    "serving_version": getattr(self.models.current.get(spec.artifact), "version", None),
+                }
+                for name, spec in state.routers.items()
+            },
             "draining": self.draining,
             "in_flight": self.inflight.requests,
         }

@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from routeiq_shared.jsonlog import setup_logging
+from routeiq_shared.signing import KeyFileError, load_public_key
 from routeiq_shared.telemetry import setup_tracing
 from routeiq_shared.volume import VolumePaths
+
+from .router_models import VerifyPolicy
 
 DEFAULT_SERVICE_NAME = "litellm-gateway"
 
@@ -37,7 +41,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--log-level", default=env.get("LOG_LEVEL", "INFO"), help="env LOG_LEVEL")
     args = p.parse_args(argv)
     args.run_dir = paths.run_dir
+    args.models_dir = paths.models_dir
     return args
+
+
+def verify_policy(env: Mapping[str, str]) -> VerifyPolicy:
+    """MODEL_REQUIRE_SIGNATURE (default true: unpickling is code execution) and MODEL_SIGNING_PUBLIC_KEY
+    (PEM text or a path to it)."""
+    require = env.get("MODEL_REQUIRE_SIGNATURE", "true").strip().lower() not in ("false", "0", "no")
+    raw = env.get("MODEL_SIGNING_PUBLIC_KEY", "").strip()
+    if not raw:
+        return VerifyPolicy(require, None)
+    try:
+        return VerifyPolicy(require, load_public_key(raw))
+    except (KeyFileError, OSError) as exc:
+        raise SystemExit(f"MODEL_SIGNING_PUBLIC_KEY: {exc}") from None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -56,6 +74,8 @@ def main(argv: list[str] | None = None) -> None:
         host=args.host,
         port=args.port,
         run_dir=args.run_dir,
+        models_dir=args.models_dir,
         admin_keys=keys,
+        verify=verify_policy(os.environ),
     )
     sys.exit(uvloop.run(serve(opts, tracer_provider)))

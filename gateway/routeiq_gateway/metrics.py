@@ -59,6 +59,12 @@ class GatewayMetrics:
         self.config_loaded_at = Gauge(
             "routeiq_config_last_reload_success_timestamp_seconds", "When the config last loaded", registry=r
         )
+        self.router_decisions = Counter(
+            "routeiq_router_decisions",
+            "Router choices by router, chosen group and reason",
+            ["router", "group", "reason"],
+            registry=r,
+        )
         self.in_flight = Gauge("routeiq_in_flight_requests", "Requests being served", registry=r)
         self.active_streams = Gauge("active_streams_count", "Streaming responses in progress", registry=r)
         self._request_children: dict[tuple[str, str, int], Counter] = {}

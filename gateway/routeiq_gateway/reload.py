@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from routeiq_shared.config_schema import ConfigError
@@ -28,6 +28,7 @@ class Reloader:
         candidates_path: Path,
         metrics: GatewayMetrics,
         prepare: Callable[[GatewayState], None],
+        after_swap: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.ref = ref
         self.config_path = config_path
@@ -35,6 +36,8 @@ class Reloader:
         self.metrics = metrics
         # Runs in the worker thread before the swap: e.g. load LiteLLM when the new config first needs it.
         self.prepare = prepare
+        # Runs on the event loop after a successful swap: e.g. load the router models the new config names.
+        self.after_swap = after_swap
         self._lock = asyncio.Lock()
 
     def _build(self) -> GatewayState:
@@ -77,4 +80,6 @@ class Reloader:
                     "deployments": sum(len(g) for g in new.groups.values()),
                 },
             )
-            return True, "reloaded" if new.version != old.version else "unchanged"
+        if self.after_swap is not None:
+            await self.after_swap()
+        return True, "reloaded" if new.version != old.version else "unchanged"

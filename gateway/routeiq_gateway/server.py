@@ -26,9 +26,11 @@ from .app import GatewayApp
 from .dispatch import Dispatcher
 from .drain import drain
 from .metrics import GatewayMetrics
+from .model_watch import ModelMetrics, ModelsRef, ModelWatcher
 from .providers.http1 import Pool
 from .providers.native import NativeProvider
 from .reload import Reloader
+from .router_models import VerifyPolicy
 from .state import GatewayState, StateRef, load_state_from_files
 
 log = logging.getLogger("routeiq.gateway")
@@ -41,7 +43,9 @@ class GatewayOptions:
     host: str
     port: int
     run_dir: Path
+    models_dir: Path
     admin_keys: tuple[bytes, ...]
+    verify: VerifyPolicy
 
 
 class _Server(uvicorn.Server):
@@ -76,8 +80,12 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
             dispatcher.litellm = _litellm_provider()
 
     ref = StateRef(state)
-    reloader = Reloader(ref, opts.config_path, opts.candidates_path, metrics, prepare)
-    app = GatewayApp(ref, dispatcher, metrics, reloader, opts.admin_keys)
+    models = ModelsRef()
+    watcher = ModelWatcher(
+        opts.models_dir, opts.verify, models, ModelMetrics(metrics.registry), lambda: ref.current.router_artifacts
+    )
+    reloader = Reloader(ref, opts.config_path, opts.candidates_path, metrics, prepare, watcher.load_wanted)
+    app = GatewayApp(ref, dispatcher, metrics, reloader, opts.admin_keys, models)
     config = uvicorn.Config(
         app,
         host=opts.host,
@@ -105,9 +113,13 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
             "model_groups": len(state.groups),
         },
     )
+    stop_watching = asyncio.Event()
+    watching = asyncio.create_task(watcher.run(stop_watching))
     try:
         await server.serve()
     finally:
+        stop_watching.set()
+        await asyncio.wait({watching}, timeout=2)
         pool.close()
         with contextlib.suppress(OSError):
             if pidfile.read_text().strip() == str(os.getpid()):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from routeiq_shared.config_schema import LoadedConfig, load_config
+from routeiq_shared.config_schema import LoadedConfig, RouterSpec, load_config
 
 from .deployments import Deployment, build_deployment
 
@@ -27,6 +27,11 @@ class GatewayState:
     access_log: bool
     models_payload: bytes
     uses_litellm: bool
+    routers: dict[str, RouterSpec]  # virtual model name → its router
+
+    @property
+    def router_artifacts(self) -> set[str]:
+        return {spec.artifact for spec in self.routers.values()}
 
     @property
     def model_names(self) -> tuple[str, ...]:
@@ -41,7 +46,10 @@ def build_state(loaded: LoadedConfig, created: int) -> GatewayState:
     for entry in cfg.model_list:
         groups.setdefault(entry.model_name, []).append(build_deployment(entry, cfg.router_settings))
     fallbacks = {k: tuple(v) for entry in cfg.router_settings.fallbacks for k, v in entry.items()}
-    models = [{"id": name, "object": "model", "created": created, "owned_by": "routeiq"} for name in groups]
+    routers = {spec.name: spec for spec in cfg.routeiq.routers}
+    models = [
+        {"id": name, "object": "model", "created": created, "owned_by": "routeiq"} for name in (*groups, *routers)
+    ]
     key = cfg.general_settings.master_key
     return GatewayState(
         version=loaded.version,
@@ -56,6 +64,7 @@ def build_state(loaded: LoadedConfig, created: int) -> GatewayState:
         access_log=cfg.routeiq.server.access_log,
         models_payload=orjson.dumps({"object": "list", "data": models}),
         uses_litellm=any(not d.native for group in groups.values() for d in group),
+        routers=routers,
     )
 
 

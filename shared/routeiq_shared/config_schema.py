@@ -80,9 +80,31 @@ class ServerSettings(_Strict):
     access_log: bool = False
 
 
+ARTIFACT_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+ARTIFACT_VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class RouterSpec(_Strict):
+    """A virtual model: requests for `name` are sent to one of `candidates`, chosen by a learned model."""
+
+    name: str = Field(min_length=1, description="the model name clients ask for, e.g. auto")
+    strategy: Literal["learned"] = "learned"
+    artifact: str = Field(pattern=ARTIFACT_NAME_PATTERN, description="router model in the registry and volume")
+    model_version: str | None = Field(
+        default=None, pattern=ARTIFACT_VERSION_PATTERN, description="pin: serve this artifact version, not CURRENT"
+    )
+    candidates: list[str] = Field(min_length=1, description="model groups the router may choose")
+    default: str | None = Field(default=None, description="group used while no artifact is loaded")
+
+    @property
+    def fallback_group(self) -> str:
+        return self.default or self.candidates[0]
+
+
 class RouteIQSettings(_Strict):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    routers: list[RouterSpec] = Field(default_factory=list)
 
 
 class GatewayConfig(_Strict):
@@ -206,6 +228,18 @@ def cross_check(config: GatewayConfig, candidates: Mapping[str, Candidate]) -> N
                     where = f"router_settings.fallbacks[{i}].{primary}"
                     where += f"[{j - 1}]" if j else ""
                     raise ConfigError(where, f"model {target!r} is not in model_list")
+    for i, router in enumerate(config.routeiq.routers):
+        where = f"routeiq.routers[{i}]"
+        if router.name in names:
+            raise ConfigError(f"{where}.name", f"{router.name!r} is also a model_list model_name")
+        for j, target in enumerate(router.candidates):
+            if target not in names:
+                raise ConfigError(f"{where}.candidates[{j}]", f"model {target!r} is not in model_list")
+        if router.default is not None and router.default not in router.candidates:
+            raise ConfigError(f"{where}.default", f"{router.default!r} is not one of the router's candidates")
+    seen_routers = [r.name for r in config.routeiq.routers]
+    if len(seen_routers) != len(set(seen_routers)):
+        raise ConfigError("routeiq.routers", "router names must be unique")
     for name, cand in candidates.items():
         if cand.model not in names and name not in names:
             raise ConfigError(f"{name}.model", f"model {cand.model!r} is not in model_list", "llm_candidates.json")

@@ -1,0 +1,99 @@
+"""Loading a router model from the volume: verified first, unpickled last, never the other way round.
+
+Unpickling is code execution, so an artifact is loaded only through its manifest, only if the manifest's
+signature verifies against the pod's public key (when signatures are required), and only if the bytes being
+unpickled are the bytes whose size and sha256 were checked: the file is opened once, hashed through that open
+descriptor, then loaded from it, so a rename over the path in between cannot slip other bytes in.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from routeiq_shared.manifest import Manifest, ManifestError, sha256_fileobj
+from routeiq_shared.signing import VerificationError, verify_manifest
+
+
+class ModelLoadError(Exception):
+    """Why an artifact was not loaded. `reason` is a short code for metrics."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyPolicy:
+    require_signature: bool
+    public_key: Ed25519PublicKey | None
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    name: str
+    version: str
+    sha256: str
+    model: Any  # a fitted scikit-learn estimator with predict(list[str])
+    load_seconds: float
+
+
+def manifest_path(models_dir: Path, name: str) -> Path:
+    return models_dir / f"{name}.manifest.json"
+
+
+def artifact_path(models_dir: Path, name: str) -> Path:
+    return models_dir / f"{name}.pkl"
+
+
+def read_manifest(models_dir: Path, name: str, policy: VerifyPolicy) -> Manifest:
+    try:
+        manifest = Manifest.from_json(manifest_path(models_dir, name).read_bytes())
+    except FileNotFoundError:
+        raise ModelLoadError("missing", f"no manifest for {name} in {models_dir}") from None
+    except ManifestError as exc:
+        raise ModelLoadError("bad_manifest", str(exc)) from None
+    if manifest.name != name:
+        raise ModelLoadError("bad_manifest", f"{name}.manifest.json describes {manifest.name!r}")
+    if policy.public_key is not None and (policy.require_signature or manifest.signature is not None):
+        try:
+            verify_manifest(manifest, policy.public_key)
+        except VerificationError as exc:
+            raise ModelLoadError(exc.reason, str(exc)) from None
+    elif policy.require_signature:
+        raise ModelLoadError("no_public_key", "signatures are required but MODEL_SIGNING_PUBLIC_KEY is not set")
+    return manifest
+
+
+def load_model(models_dir: Path, name: str, policy: VerifyPolicy) -> LoadedModel:
+    """Verify and load `name`. Blocking (hashing, unpickling): run it in a worker thread."""
+    import joblib
+
+    start = time.perf_counter()
+    manifest = read_manifest(models_dir, name, policy)
+    try:
+        fh = artifact_path(models_dir, name).open("rb")
+    except FileNotFoundError:
+        raise ModelLoadError("missing", f"{name}.pkl is not in {models_dir}") from None
+    with fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size != manifest.artifact.size:
+            raise ModelLoadError(
+                "size_mismatch", f"{name}.pkl is {size} bytes, its manifest says {manifest.artifact.size}"
+            )
+        digest, hashed = sha256_fileobj(fh)
+        if hashed != size or not hmac.compare_digest(digest, manifest.artifact.sha256):
+            raise ModelLoadError("sha256_mismatch", f"{name}.pkl does not match its manifest's sha256")
+        fh.seek(0)
+        try:
+            model = joblib.load(fh)
+        except Exception as exc:  # noqa: BLE001 — a verified pickle can still fail (library drift): report, keep the old
+            raise ModelLoadError("load_failed", f"{name} {manifest.version}: {type(exc).__name__}: {exc}") from None
+    if not callable(getattr(model, "predict", None)):
+        raise ModelLoadError("not_a_router", f"{name} {manifest.version}: the artifact has no predict()")
+    return LoadedModel(name, manifest.version, manifest.artifact.sha256, model, time.perf_counter() - start)
