@@ -70,8 +70,13 @@ def seed_store() -> None:
     """The bucket and the demo config, pointed at the port the demo provider really listens on."""
     import boto3
 
-    s3 = boto3.client("s3", endpoint_url=S3_ENV["AWS_ENDPOINT_URL_S3"], region_name="us-east-1",
-                      aws_access_key_id="local", aws_secret_access_key="local")  # fmt: skip
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=S3_ENV["AWS_ENDPOINT_URL_S3"],
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
     s3.create_bucket(Bucket=BUCKET)
     s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
     demo = DEMO_CONFIG.read_text().replace("127.0.0.1:4010", f"127.0.0.1:{PROVIDER_PORT}")

@@ -9,9 +9,11 @@ class AgentMetrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.attempts = Counter(
-            "routeiq_config_sync_attempts", "Sync attempts by result (applied, unchanged, or why not)", ["result"],
+            "routeiq_config_sync_attempts",
+            "Sync attempts by result (applied, unchanged, or why not)",
+            ["result"],
             registry=r,
-        )  # fmt: skip
+        )
         self.last_success = Gauge(
             "routeiq_config_sync_last_success_timestamp_seconds", "When a sync last succeeded", registry=r
         )
