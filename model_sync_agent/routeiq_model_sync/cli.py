@@ -1,48 +1,177 @@
-"""`routeiq-model-sync`: the sidecar's entry point.
+"""`routeiq-model-sync`: keep the shared volume's router models in step with the registry.
 
-Its sync loop is not built yet; until it is, the agent starts, serves its health endpoint on HEALTH_PORT
-(default 8082) and says plainly that it has never synced, so readiness stays 503 and nobody mistakes it for
-a working agent.
+routeiq-model-sync                    poll every MODEL_SYNC_INTERVAL seconds (health on HEALTH_PORT, 8082)
+routeiq-model-sync --once             one pass; exit 0 when every followed model is in sync
+routeiq-model-sync keygen --out DIR   an Ed25519 key pair: DIR/signing.key (0600), DIR/signing.pub
+routeiq-model-sync publish --registry URI --name NAME --version V --artifact FILE --key DIR/signing.key
+                           [--set-current] [--metrics '{"accuracy": 0.8}'] [--data-digest D --data-rows N]
+routeiq-model-sync rollback --registry URI --name NAME --to V
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
+import logging
 import os
-import time
+import random
+import sys
+from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Gauge
+import orjson
 from routeiq_shared.health_server import HealthServer
 from routeiq_shared.jsonlog import setup_logging
+from routeiq_shared.manifest import ManifestError
+from routeiq_shared.objectstore import StoreError, open_store
 from routeiq_shared.sidecar import run_until_stopped
+from routeiq_shared.signing import KeyFileError, load_private_key, load_public_key, write_keypair
+from routeiq_shared.telemetry import setup_tracing
+
+from . import registry
+from .metrics import ModelSyncMetrics
+from .settings import ModelSyncSettings
+from .sync import ModelSyncer
 
 SERVICE = "routeiq-model-sync"
+log = logging.getLogger("routeiq.model_sync")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=SERVICE, description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--once", action="store_true", help="one pass and exit")
+    parser.add_argument("--health-port", type=int, help="env HEALTH_PORT (8082)")
+    sub = parser.add_subparsers(dest="command")
+    keygen = sub.add_parser("keygen", help="write an Ed25519 signing key pair")
+    keygen.add_argument("--out", type=Path, required=True)
+    pub = sub.add_parser("publish", help="upload a signed model version to the registry")
+    pub.add_argument("--registry", required=True)
+    pub.add_argument("--name", required=True)
+    pub.add_argument("--version", required=True)
+    pub.add_argument("--artifact", type=Path, required=True)
+    pub.add_argument("--key", type=Path, required=True, help="the private key (signing.key)")
+    pub.add_argument("--set-current", action="store_true", help="also make it the version to serve")
+    pub.add_argument("--metrics", default="{}", help="evaluation metrics as a JSON object of numbers")
+    pub.add_argument("--data-digest", default="unknown", help="digest of the training data")
+    pub.add_argument("--data-rows", type=int, default=0)
+    back = sub.add_parser("rollback", help="point CURRENT at an already published version")
+    back.add_argument("--registry", required=True)
+    back.add_argument("--name", required=True)
+    back.add_argument("--to", dest="version", required=True)
+    return parser.parse_args(argv)
+
+
+def make_syncer(settings: ModelSyncSettings) -> tuple[ModelSyncer, Any]:
+    store = open_store(settings.registry)
+    redis_client = None
+    if settings.redis_url:
+        import redis.asyncio as aioredis
+
+        redis_client = aioredis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+    try:
+        key = load_public_key(settings.public_key) if settings.public_key else None
+    except (KeyFileError, OSError) as exc:
+        raise SystemExit(f"MODEL_SIGNING_PUBLIC_KEY: {exc}") from None
+    return ModelSyncer(settings, store, redis_client, ModelSyncMetrics(), key), redis_client
+
+
+async def close(syncer: ModelSyncer, redis_client: Any) -> None:
+    await syncer.store.close()
+    if redis_client is not None:
+        await redis_client.aclose()
+
+
+async def run_once(settings: ModelSyncSettings) -> int:
+    syncer, redis_client = make_syncer(settings)
+    try:
+        results = await syncer.sync_once()
+    finally:
+        await close(syncer, redis_client)
+    sys.stderr.write(f"{SERVICE}: {orjson.dumps(results).decode()}\n")
+    ok = {"unchanged", "installed", "restored_previous"}
+    return 0 if all(r in ok for r in results.values()) else 1
+
+
+async def run_forever(settings: ModelSyncSettings) -> None:
+    syncer, redis_client = make_syncer(settings)
+    health = HealthServer("/health/model-sync", syncer.document, lambda: syncer.passes > 0, syncer.metrics.registry)
+    rng = random.Random()
+
+    async def loop(stop: asyncio.Event) -> None:
+        log.info("Model sync starting", extra={"registry": settings.registry, "interval": settings.interval})
+        while not stop.is_set():
+            await syncer.sync_once()
+            delay = max(0.05, settings.interval * (1 + rng.uniform(-settings.jitter, settings.jitter)))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+
+    try:
+        await run_until_stopped(health, settings.health_port, loop)
+    finally:
+        await close(syncer, redis_client)
+
+
+async def run_publish(args: argparse.Namespace) -> int:
+    try:
+        metrics = {k: float(v) for k, v in orjson.loads(args.metrics).items()}
+    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+        sys.stderr.write("--metrics must be a JSON object of numbers\n")
+        return 2
+    store = open_store(args.registry)
+    try:
+        key = load_private_key(args.key)
+        manifest = registry.build_manifest(
+            args.name, args.version, args.artifact, metrics, args.data_digest, args.data_rows
+        )
+        signed = await registry.publish(store, manifest, args.artifact, key, set_current=args.set_current)
+    except (registry.RegistryError, ManifestError, StoreError, KeyFileError, OSError, ValueError) as exc:
+        sys.stderr.write(f"{SERVICE} publish: {exc}\n")
+        return 1
+    finally:
+        await store.close()
+    current = " (now CURRENT)" if args.set_current else ""
+    sys.stdout.write(f"published {signed.name} {signed.version}, sha256 {signed.artifact.sha256}{current}\n")
+    return 0
+
+
+async def run_rollback(args: argparse.Namespace) -> int:
+    store = open_store(args.registry)
+    try:
+        await registry.rollback(store, args.name, args.version)
+    except (registry.RegistryError, ManifestError, StoreError, ValueError) as exc:
+        sys.stderr.write(f"{SERVICE} rollback: {exc}\n")
+        return 1
+    finally:
+        await store.close()
+    sys.stdout.write(f"{args.name}: CURRENT is now {args.version}\n")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog=SERVICE, description=__doc__)
-    parser.add_argument("--health-port", type=int, default=int(os.environ.get("HEALTH_PORT", "8082")))
-    args = parser.parse_args(argv)
+    args = parse_args(argv)
     setup_logging(SERVICE, os.environ.get("LOG_LEVEL", "INFO"))
-    started = time.time()
-    registry = CollectorRegistry()
-    Gauge("routeiq_model_sync_start_timestamp_seconds", "When the agent started", registry=registry).set(started)
-    source = os.environ.get("MODEL_REGISTRY")
-
-    def status() -> dict[str, Any]:
-        return {
-            "status": "not_synced",
-            "source": source,
-            "started_at": started,
-            "last_success_at": None,
-            "last_error": "sync loop not implemented in this build",
-        }
-
-    health = HealthServer("/health/model-sync", status, lambda: False, registry)
-
-    async def idle(stop: asyncio.Event) -> None:
-        await stop.wait()
-
-    asyncio.run(run_until_stopped(health, args.health_port, idle))
+    if args.command == "keygen":
+        try:
+            private, public = write_keypair(args.out)
+        except (FileExistsError, OSError) as exc:
+            raise SystemExit(f"{SERVICE} keygen: {exc}") from None
+        sys.stdout.write(f"wrote {private} (keep it secret) and {public}\n")
+        return
+    if args.command == "publish":
+        sys.exit(asyncio.run(run_publish(args)))
+    if args.command == "rollback":
+        sys.exit(asyncio.run(run_rollback(args)))
+    settings = ModelSyncSettings.from_env()
+    if args.health_port is not None:
+        settings = dataclasses.replace(settings, health_port=args.health_port)
+    if not settings.registry:
+        raise SystemExit("MODEL_REGISTRY is required: s3://bucket/prefix/ or file:///dir/")
+    provider = setup_tracing(SERVICE)
+    try:
+        if args.once:
+            sys.exit(asyncio.run(run_once(settings)))
+        asyncio.run(run_forever(settings))
+    finally:
+        provider.shutdown()

@@ -1,0 +1,61 @@
+"""The agent's settings, from the environment as in a pod spec."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from routeiq_shared.volume import VolumePaths
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSyncSettings:
+    registry: str
+    interval: float
+    jitter: float
+    names: tuple[str, ...]  # MODEL_NAMES: followed in addition to the synced config's routers
+    require_signature: bool
+    public_key: str | None  # PEM text or a path
+    redis_url: str | None
+    max_concurrent: int
+    lease_ttl_ms: int
+    lock_wait_seconds: float  # how long to wait for a download permit before trying again next poll
+    fallback_delay_max: float  # Redis down: wait a random 0..this many seconds before downloading
+    max_artifact_bytes: int
+    paths: VolumePaths
+    health_port: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ModelSyncSettings:
+        env = os.environ if env is None else env
+        names = tuple(n.strip() for n in env.get("MODEL_NAMES", "").split(",") if n.strip())
+        return cls(
+            registry=env.get("MODEL_REGISTRY", ""),
+            interval=_num(env, "MODEL_SYNC_INTERVAL", 300.0),
+            jitter=_num(env, "MODEL_SYNC_JITTER", 0.1),
+            names=names,
+            require_signature=env.get("MODEL_REQUIRE_SIGNATURE", "true").strip().lower() not in ("false", "0", "no"),
+            public_key=env.get("MODEL_SIGNING_PUBLIC_KEY") or None,
+            redis_url=env.get("REDIS_URL") or None,
+            max_concurrent=max(1, int(_num(env, "MODEL_SYNC_MAX_CONCURRENT", 1))),
+            lease_ttl_ms=int(_num(env, "MODEL_SYNC_LEASE_TTL_MS", 30_000)),
+            lock_wait_seconds=_num(env, "MODEL_SYNC_LOCK_WAIT", 600.0),
+            fallback_delay_max=_num(env, "MODEL_SYNC_FALLBACK_DELAY_MAX", 30.0),
+            max_artifact_bytes=int(_num(env, "MODEL_MAX_BYTES", 4 * 1024**3)),
+            paths=VolumePaths.from_env(env),
+            health_port=int(_num(env, "HEALTH_PORT", 8082)),
+        )
+
+
+def _num(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "")
+    if raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
+    if value < 0:
+        raise SystemExit(f"{name} must not be negative, got {raw!r}")
+    return value
