@@ -3,8 +3,11 @@
 Starts on loopback what a Kubernetes pod runs, and what it talks to:
   - an embedded S3 (moto's server, :4566) holding the DEMO config at s3://routeiq-local/prod/config.yaml;
   - a DEMO fake provider (:4010), so no API key and no network are needed;
+  - a redis-server (:6390) for the model-sync agents' download permits, when redis-server is installed;
+  - a DEMO signing key (.run/keys) and a DEMO router model, published signed to s3://routeiq-local/models/;
   - the config-sync agent: `--once` first (as the pod's init container), then polling every 2 s (health :8081);
-  - the gateway on :4000.
+  - the model-sync agent: polling the registry every 2 s (health :8082);
+  - the gateway on :4000, serving the virtual model `auto` with the router model it swaps in live.
 The pod's shared volume is `.run/` (or ROUTEIQ_LOCAL_POD_DIR). Ctrl-C (or SIGTERM) stops every process it
 started, the gateway first so that it drains.
 """
@@ -12,6 +15,7 @@ started, the gateway first so that it drains.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +31,8 @@ PROVIDER_PORT = int(os.environ.get("DEMO_PROVIDER_PORT", "4010"))
 GATEWAY_PORT = int(os.environ.get("ROUTEIQ_PORT", "4000"))
 S3_PORT = int(os.environ.get("LOCAL_S3_PORT", "4566"))
 SYNC_HEALTH_PORT = int(os.environ.get("CONFIG_SYNC_HEALTH_PORT", "8081"))
+MODEL_HEALTH_PORT = int(os.environ.get("MODEL_SYNC_HEALTH_PORT", "8082"))
+REDIS_PORT = int(os.environ.get("LOCAL_REDIS_PORT", "6390"))
 BUCKET = "routeiq-local"
 S3_ENV = {  # moto accepts any credentials; these only keep the AWS SDKs from looking elsewhere
     "AWS_ACCESS_KEY_ID": "local",
@@ -83,6 +89,19 @@ def seed_store() -> None:
     s3.put_object(Bucket=BUCKET, Key="prod/config.yaml", Body=demo.encode())
 
 
+def publish_demo_router(env: dict[str, str]) -> None:
+    """A signing key (kept across runs) and, on first start, version v1 of the DEMO router, set CURRENT."""
+    keys = RUN / "keys"
+    if not (keys / "signing.key").exists():
+        subprocess.run([str(BIN / "routeiq-model-sync"), "keygen", "--out", str(keys)], check=True)
+    artifact = RUN / "demo-router-v1.pkl"
+    trainer = ROOT / "examples" / "demo" / "train_demo_router.py"
+    subprocess.run([sys.executable, str(trainer), str(artifact)], check=True)
+    publish = [str(BIN / "routeiq-model-sync"), "publish", "--registry", env["MODEL_REGISTRY"], "--name", "demo-router"]
+    publish += ["--version", "v1", "--artifact", str(artifact), "--key", str(keys / "signing.key"), "--set-current"]
+    subprocess.run(publish, env={**os.environ, **env}, check=True)
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM to the launcher stops the pod as Ctrl-C does
 
@@ -99,6 +118,10 @@ def main() -> None:
         "CONFIG_SYNC_INTERVAL": "2",
         "HEALTH_PORT": str(SYNC_HEALTH_PORT),
         "DEMO_PROVIDER_KEY": "demo-key-not-secret",
+        "MODEL_REGISTRY": f"s3://{BUCKET}/models/",
+        "MODEL_SYNC_INTERVAL": "2",
+        "MODEL_SIGNING_PUBLIC_KEY": str(RUN / "keys" / "signing.pub"),
+        "MODEL_SYNC_FALLBACK_DELAY_MAX": "1",
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
         "PYTHONUNBUFFERED": "1",
     }
@@ -109,6 +132,23 @@ def main() -> None:
         procs.append(s3)
         wait_ready(f"http://127.0.0.1:{S3_PORT}/", s3)
         seed_store()
+        if shutil.which("redis-server"):
+            redis_cmd = [
+                "redis-server",
+                "--port",
+                str(REDIS_PORT),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ]
+            procs.append(start("redis", redis_cmd, env))
+            env["REDIS_URL"] = f"redis://127.0.0.1:{REDIS_PORT}/0"
+        else:
+            print("[local-pod] redis-server not installed: model-sync runs degraded (random delay, no permits)")
+        publish_demo_router(env)
         provider_cmd = [sys.executable, str(ROOT / "tests" / "harness" / "fake_upstream.py")]
         provider = start(
             "DEMO fake provider", [*provider_cmd, "--host", "127.0.0.1", "--port", str(PROVIDER_PORT)], env
@@ -125,14 +165,20 @@ def main() -> None:
         agent = start("config-sync agent", [str(BIN / "routeiq-config-sync")], env)
         procs.append(agent)
         wait_ready(f"http://127.0.0.1:{SYNC_HEALTH_PORT}/health/readiness", agent)
+        models_agent = start(
+            "model-sync agent", [str(BIN / "routeiq-model-sync")], {**env, "HEALTH_PORT": str(MODEL_HEALTH_PORT)}
+        )
+        procs.append(models_agent)
+        wait_ready(f"http://127.0.0.1:{MODEL_HEALTH_PORT}/health/readiness", models_agent)
         print(
             f"\n[local-pod] ready. Gateway: http://127.0.0.1:{GATEWAY_PORT}  (DEMO provider :{PROVIDER_PORT}, "
-            f"S3 :{S3_PORT}, config-sync health :{SYNC_HEALTH_PORT})\n"
+            f"S3 :{S3_PORT}, config-sync health :{SYNC_HEALTH_PORT}, model-sync health :{MODEL_HEALTH_PORT})\n"
             f"  curl -s http://127.0.0.1:{GATEWAY_PORT}/v1/chat/completions -H 'Authorization: Bearer sk-routeiq-demo'"
             " -H 'Content-Type: application/json' \\\n"
             '    -d \'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello"}]}\'\n'
             f"  roll config: aws --endpoint-url http://127.0.0.1:{S3_PORT} s3 cp config.yaml "
             f"s3://{BUCKET}/prod/config.yaml   (README: 'Roll config')\n"
+            "  learned routing: ask for model 'auto'; publish a new router model: README 'Roll a router model'\n"
             "  Ctrl-C stops the pod.\n",
             flush=True,
         )

@@ -23,6 +23,15 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def _route(client: openai.OpenAI, text: str) -> tuple[str, str]:
+    raw = client.chat.completions.with_raw_response.create(model="auto", messages=[{"role": "user", "content": text}])
+    return raw.headers["x-routeiq-model"], raw.headers["x-routeiq-router-version"]
+
+
+def _router_version(client: openai.OpenAI) -> str:
+    return _route(client, "hello")[1]
+
+
 def _answers(client: openai.OpenAI, model: str) -> bool:
     try:
         client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hi"}])
@@ -33,12 +42,15 @@ def _answers(client: openai.OpenAI, model: str) -> bool:
 
 def test_local_pod_serves_the_demo_rolls_config_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     gateway_port, provider_port, s3_port, sync_port = free_port(), free_port(), free_port(), free_port()
+    models_port, redis_port = free_port(), free_port()
     env = child_env(
         {
             "ROUTEIQ_PORT": str(gateway_port),
             "DEMO_PROVIDER_PORT": str(provider_port),
             "LOCAL_S3_PORT": str(s3_port),
             "CONFIG_SYNC_HEALTH_PORT": str(sync_port),
+            "MODEL_SYNC_HEALTH_PORT": str(models_port),
+            "LOCAL_REDIS_PORT": str(redis_port),
             "ROUTEIQ_LOCAL_POD_DIR": str(tmp_path / "pod"),
         }
     )
@@ -51,6 +63,12 @@ def test_local_pod_serves_the_demo_rolls_config_and_stops_on_ctrl_c(tmp_path: Pa
             reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hello"}])
             assert "demo response" in (reply.choices[0].message.content or "")
         gateway_pid = int((tmp_path / "pod" / "run" / "gateway.pid").read_text())
+
+        # The learned router: model-sync installs the signed DEMO router, the gateway swaps it in.
+        wait_until(lambda: _router_version(client) == "v1", timeout=30, message="router v1 serving")
+        hard = "Prove that the square root of two is irrational"
+        assert _route(client, hard) == ("claude-3-haiku", "v1")
+        assert _route(client, "Tell me a joke about cats") == ("gpt-4o-mini", "v1")
 
         # Roll the pod's config as the README shows: the operator's aws CLI against the embedded S3.
         s3_url = f"http://127.0.0.1:{s3_port}"
