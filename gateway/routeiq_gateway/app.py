@@ -203,26 +203,7 @@ class GatewayApp:
     ) -> None:
         model, stream = CHECKS[endpoint](body)
         headers: list[tuple[bytes, bytes]] = []
-        group = model
-        spec = state.routers.get(model)
-        if spec is not None:
-            decision = decide(spec, self.models.current.get(spec.artifact), body)
-            group = decision.group
-            self.metrics.router_decisions.labels(spec.name, group, decision.reason).inc()
-            headers.append((b"x-routeiq-router-version", (decision.version or "none").encode()))
-            if span.is_recording():
-                span.set_attributes(
-                    {
-                        "routeiq.router": spec.name,
-                        "routeiq.router.version": decision.version or "",
-                        "routeiq.router.reason": decision.reason,
-                        "routeiq.router.choice": group,
-                    }
-                )
-        elif model not in state.groups:
-            raise GatewayError(
-                404, f"The model '{model}' does not exist on this gateway.", code="model_not_found", param="model"
-            )
+        group = self._group_for(state, model, body, span, headers)
         req.model = model
         t0 = time.perf_counter()
         outcome = await self.dispatcher.send(state, group, endpoint, body, stream, traceparent_of(span), span)
@@ -247,6 +228,36 @@ class GatewayApp:
             await send_response(send, 200, result.body, headers=headers)
             return
         await self._stream(result, model, req, send, receive, headers)
+
+    def _group_for(
+        self,
+        state: GatewayState,
+        model: str,
+        body: dict[str, Any],
+        span: trace.Span,
+        headers: list[tuple[bytes, bytes]],
+    ) -> str:
+        """The model group that serves `model`: itself, or for a virtual model the router's choice."""
+        spec = state.routers.get(model)
+        if spec is None:
+            if model not in state.groups:
+                raise GatewayError(
+                    404, f"The model '{model}' does not exist on this gateway.", code="model_not_found", param="model"
+                )
+            return model
+        decision = decide(spec, self.models.current.get(spec.artifact), body)
+        self.metrics.router_decisions.labels(spec.name, decision.group, decision.reason).inc()
+        headers.append((b"x-routeiq-router-version", (decision.version or "none").encode()))
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    "routeiq.router": spec.name,
+                    "routeiq.router.version": decision.version or "",
+                    "routeiq.router.reason": decision.reason,
+                    "routeiq.router.choice": decision.group,
+                }
+            )
+        return decision.group
 
     async def _stream(
         self,
