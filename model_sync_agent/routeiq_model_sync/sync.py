@@ -21,6 +21,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from opentelemetry import trace
+from redis.exceptions import RedisError
 from routeiq_shared.lease import LeaseSemaphore, LeaseUnavailable
 from routeiq_shared.manifest import Manifest, ManifestError
 from routeiq_shared.objectstore import ObjectStore, StoreError
@@ -69,7 +70,7 @@ class ModelSyncer:
         self.metrics = metrics
         self.public_key = public_key
         self.models: Mapping[str, ModelStatus] = MappingProxyType({})
-        self.redis_state = "not_configured" if redis is None else "ok"
+        self.redis_state = "not_configured" if redis is None else "unknown"
         self.passes = 0
         self._rng = random.Random()
 
@@ -78,11 +79,23 @@ class ModelSyncer:
     async def sync_once(self) -> dict[str, str]:
         paths = self.settings.paths
         wanted = wanted_models(paths.config_file, self.settings.names)
+        await self._check_redis()
         results = {}
         for name, pin in sorted(wanted.items()):
             results[name] = await self.sync_model(name, pin)
         self.passes += 1
         return results
+
+    async def _check_redis(self) -> None:
+        """Health says how Redis is now, not how it was at the last download (one PING a pass)."""
+        if self.redis is None:
+            return
+        try:
+            await self.redis.ping()
+        except (RedisError, OSError):
+            self.redis_state = "unreachable"
+        else:
+            self.redis_state = "ok"
 
     async def sync_model(self, name: str, pin: str | None) -> str:
         with tracer.start_as_current_span("model_sync", attributes={"routeiq.model": name}) as span:
