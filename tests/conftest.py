@@ -2,7 +2,8 @@
 
 Session-scoped services (one process per test run): fake_upstream, moto_s3, redis_server.
 Per-test views that reset shared state first: fresh_upstream, fresh_redis, s3_bucket.
-Per-test: otlp_collector (in-process thread), start_gateway (factory; every gateway stopped at teardown).
+Per-test: otlp_collector (in-process thread), start_gateway, start_config_sync and start_model_sync (factories;
+every process stopped at teardown).
 See tests/harness/README.md.
 """
 
@@ -20,8 +21,21 @@ _TESTS_DIR = str(Path(__file__).resolve().parent)
 if _TESTS_DIR not in sys.path:
     sys.path.insert(0, _TESTS_DIR)
 
+from harness.config_sync_process import (  # noqa: E402
+    DEFAULT_INTERVAL_S,
+    ConfigSyncHandle,
+    StartConfigSync,
+    launch_config_sync,
+)
 from harness.fake_upstream_control import FakeUpstream  # noqa: E402
 from harness.gateway_process import GatewayHandle, StartGateway, VolumeDirs, launch_gateway  # noqa: E402
+from harness.model_sync_process import (  # noqa: E402
+    MODEL_SYNC_FALLBACK_DELAY_MAX_S,
+    MODEL_SYNC_INTERVAL_S,
+    ModelSyncHandle,
+    StartModelSync,
+    launch_model_sync,
+)
 from harness.moto_s3 import MotoS3  # noqa: E402
 from harness.otlp_collector import OtlpCollector  # noqa: E402
 from harness.processes import stop_all  # noqa: E402
@@ -182,3 +196,104 @@ def start_gateway(tmp_path: Path) -> Iterator[StartGateway]:
             handle.stop()
         for index, handle in enumerate(handles, 1):
             print(f"\n---- gateway {index} ({handle.base_url}) log tail ----\n{handle.process.log_tail()}")
+
+
+# -- the config-sync agent ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def start_config_sync(tmp_path: Path) -> Iterator[StartConfigSync]:
+    """Factory: start_config_sync(source, *, root=None, env=None, interval=0.5, s3_env=None) -> ConfigSyncHandle.
+
+    Runs `<venv>/bin/routeiq-config-sync` in polling mode with CONFIG_SOURCE=source, CONFIG_SYNC_INTERVAL=
+    interval, HEALTH_PORT=<free>, and ROUTEIQ_CONFIG_DIR/RUN_DIR/MODELS_DIR on <root> (default tmp_path: the
+    same volume a `start_gateway` gateway uses, so the agent finds its pidfile), plus s3_env (e.g.
+    moto_s3.env()) and env. Waits for GET /health/liveness == 200. Every agent is stopped at teardown and
+    its log tail printed (pytest shows it only for failing tests).
+    """
+    handles: list[ConfigSyncHandle] = []
+
+    def start(
+        source: str,
+        *,
+        root: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        interval: float = DEFAULT_INTERVAL_S,
+        s3_env: Mapping[str, str] | None = None,
+    ) -> ConfigSyncHandle:
+        try:
+            handle = launch_config_sync(
+                VolumeDirs(root or tmp_path),
+                source,
+                s3_env=s3_env,
+                env=env,
+                interval=interval,
+                log_name=f"config-sync-{len(handles) + 1}.log",
+            )
+        except FileNotFoundError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        handles.append(handle)
+        return handle
+
+    try:
+        yield start
+    finally:
+        for handle in reversed(handles):
+            handle.stop()
+        for index, handle in enumerate(handles, 1):
+            print(f"\n---- config-sync {index} ({handle.base_url}) log tail ----\n{handle.log_tail()}")
+
+
+# -- the model-sync agent ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def start_model_sync(tmp_path: Path) -> Iterator[StartModelSync]:
+    """Factory: start_model_sync(registry, *, root=None, env=None, interval=0.5, s3_env=None, public_key=None,
+    redis_url=None, fallback_delay_max=1.0) -> ModelSyncHandle.
+
+    Runs `<venv>/bin/routeiq-model-sync` in polling mode with MODEL_REGISTRY=registry, MODEL_SYNC_INTERVAL=
+    interval, MODEL_REQUIRE_SIGNATURE=true, MODEL_SIGNING_PUBLIC_KEY=public_key (a path or PEM text, when
+    given), REDIS_URL=redis_url (when given), MODEL_SYNC_FALLBACK_DELAY_MAX=fallback_delay_max, HEALTH_PORT=
+    <free>, and ROUTEIQ_CONFIG_DIR/RUN_DIR/MODELS_DIR on <root> (default tmp_path: the same volume a
+    `start_gateway` gateway uses, so both see one models directory and one config.yaml), plus s3_env (e.g.
+    moto_s3.env()) and env (wins). Waits for GET /health/liveness == 200. Every agent is stopped at teardown
+    and its log tail printed (pytest shows it only for failing tests).
+    """
+    handles: list[ModelSyncHandle] = []
+
+    def start(
+        registry: str,
+        *,
+        root: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        interval: float = MODEL_SYNC_INTERVAL_S,
+        s3_env: Mapping[str, str] | None = None,
+        public_key: Path | str | None = None,
+        redis_url: str | None = None,
+        fallback_delay_max: float = MODEL_SYNC_FALLBACK_DELAY_MAX_S,
+    ) -> ModelSyncHandle:
+        try:
+            handle = launch_model_sync(
+                VolumeDirs(root or tmp_path),
+                registry,
+                s3_env=s3_env,
+                env=env,
+                interval=interval,
+                public_key=public_key,
+                redis_url=redis_url,
+                fallback_delay_max=fallback_delay_max,
+                log_name=f"model-sync-{len(handles) + 1}.log",
+            )
+        except FileNotFoundError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        handles.append(handle)
+        return handle
+
+    try:
+        yield start
+    finally:
+        for handle in reversed(handles):
+            handle.stop()
+        for index, handle in enumerate(handles, 1):
+            print(f"\n---- model-sync {index} ({handle.base_url}) log tail ----\n{handle.log_tail()}")

@@ -75,6 +75,13 @@ class _Seen:
     candidates: bytes | None = None
 
 
+class _Missing:
+    """The optional object is not in the store (unlike None: not modified since the ETag we sent)."""
+
+
+MISSING = _Missing()
+
+
 class SyncFailed(Exception):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -120,19 +127,28 @@ class Syncer:
     async def _sync(self, span: trace.Span) -> str:
         with tracer.start_as_current_span("fetch"):
             config_obj = await self._fetch(CONFIG_NAME, self._seen.config_etag, required=True)
-            cand_obj = await self._fetch(CANDIDATES_NAME, self._seen.candidates_etag, required=False)
-        if config_obj is None and cand_obj is None:
+            fetched = await self._fetch(CANDIDATES_NAME, self._seen.candidates_etag, required=False)
+        seen = self._seen
+        cand_gone = isinstance(fetched, _Missing)
+        cand_obj = None if isinstance(fetched, _Missing) else fetched
+        # A candidates file that was in the store and is not any more is a change too.
+        cand_changed = cand_obj is not None or (cand_gone and seen.candidates_etag is not None)
+        if config_obj is None and not cand_changed:
             if self._rejected is not None:
                 raise self._rejected  # the store still holds the upload we rejected: keep saying so
             return "unchanged"
-        seen = self._seen
         config_raw = config_obj.body if config_obj is not None else seen.config
-        cand_raw = cand_obj.body if cand_obj is not None else seen.candidates
+        if cand_obj is not None:
+            cand_raw: bytes | None = cand_obj.body
+        elif cand_gone:
+            cand_raw = self._volume_candidates()  # gone from the store: the gateway reads what the volume keeps
+        else:
+            cand_raw = seen.candidates
         assert config_raw is not None  # config.yaml is required, so the first fetch either got it or failed
         # These are what the store holds now, valid or not: don't download them again until they change.
         self._seen = _Seen(
             config_etag=config_obj.etag if config_obj is not None else seen.config_etag,
-            candidates_etag=cand_obj.etag if cand_obj is not None else seen.candidates_etag,
+            candidates_etag=cand_obj.etag if cand_obj is not None else (None if cand_gone else seen.candidates_etag),
             config=config_raw,
             candidates=cand_raw,
         )
@@ -161,8 +177,9 @@ class Syncer:
         )
         return "applied"
 
-    async def _fetch(self, name: str, etag: str | None, *, required: bool) -> StoredObject | None:
-        """Conditional GET with jittered exponential retries for an unreachable or throttling store."""
+    async def _fetch(self, name: str, etag: str | None, *, required: bool) -> StoredObject | _Missing | None:
+        """Conditional GET with jittered exponential retries for an unreachable or throttling store: None when
+        unchanged since `etag`, MISSING when an optional object is not in the store."""
         try:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception(lambda e: isinstance(e, StoreError) and not isinstance(e, _NOT_RETRIED)),
@@ -175,12 +192,18 @@ class Syncer:
         except ObjectMissing as exc:
             if required:
                 raise SyncFailed(exc.reason, str(exc)) from None
-            return None
+            return MISSING
         except StoreError as exc:
             raise SyncFailed(exc.reason, str(exc)) from None
         if obj is not None:
             self.metrics.bytes_fetched.inc(len(obj.body))
         return obj
+
+    def _volume_candidates(self) -> bytes | None:
+        try:
+            return self.settings.paths.candidates_file.read_bytes()
+        except FileNotFoundError:
+            return None
 
     def _write(self, config_raw: bytes, cand_raw: bytes | None) -> None:
         paths = self.settings.paths

@@ -144,7 +144,9 @@ class S3Store:
             from botocore.config import Config
 
             session = aioboto3.Session()
-            config = Config(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=30)
+            # No botocore retries (its max_attempts counts retries, total_max_attempts counts tries): the
+            # callers retry with their own jittered backoff and count what happened.
+            config = Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=30)
             self._client = await self._stack.enter_async_context(
                 session.client("s3", endpoint_url=self._endpoint_url, config=config)
             )

@@ -1,0 +1,1009 @@
+"""The model-sync agent and the gateway's live router-model swap, end to end.
+
+A training job publishes a signed router model with `routeiq-model-sync publish`; the agent (a real
+`routeiq-model-sync` process polling every 0.5 s) verifies it and renames it into the shared volume; the real
+`routeiq-gateway` on that volume verifies it again, loads it in a worker thread and swaps it in, and clients
+(the official `openai` SDK) asking for the virtual model `auto` see which artifact version chose their model
+(`x-routeiq-router-version`) and which model answered (`x-routeiq-model`). Every bad artifact is refused with
+its reason in health, metrics and log while the previous version serves on.
+
+Real processes over loopback: moto's S3 server (and one file:// registry), redis-server, the fake upstream.
+Routers: v1 answers "fast" for every prompt, v2 and v3 answer "strong" (tests/harness/router_artifacts.py). Most
+tests share one pod (a gateway and an agent on one volume, module scope) and leave it serving v1 as they found it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import concurrent.futures
+import hashlib
+import json
+import signal
+import stat
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import redis as redis_client
+from harness.fake_upstream_control import FakeUpstream
+from harness.gateway_process import GatewayHandle, VolumeDirs, launch_gateway
+from harness.model_sync_process import (
+    ModelSyncHandle,
+    StartModelSync,
+    launch_model_sync,
+    model_sync_script,
+    parse_metrics,
+    run_model_sync,
+)
+from harness.moto_s3 import MotoS3
+from harness.processes import ManagedProcess, child_env, free_port, wait_until
+from harness.redis_server import SETUP_HINT, RedisServer, find_redis_server
+from harness.router_artifacts import (
+    ModelRegistry,
+    SigningKeys,
+    keygen,
+    write_raising_pickle,
+    write_router,
+)
+from openai.types.chat import ChatCompletionMessageParam
+from routeiq_shared.atomic import atomic_write
+from routeiq_shared.manifest import Artifact, Manifest, TrainingData, sha256_file, utc_now_rfc3339
+from routeiq_shared.signing import load_private_key, sign_manifest
+
+pytestmark = pytest.mark.integration
+
+NAME = "router"  # the artifact's name in the registry and on the volume
+INTERVAL = 0.5  # MODEL_SYNC_INTERVAL of every agent here
+FALLBACK_DELAY_MAX = 1.0  # MODEL_SYNC_FALLBACK_DELAY_MAX
+SYNC_BUDGET = 8.0  # from a registry change to the agent's report: a few polls
+VERSION_HEADER = "x-routeiq-router-version"
+MODEL_HEADER = "x-routeiq-model"
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "What is the capital of France?"}]
+CHAT_PATH = "/v1/chat/completions"
+CHOICE = {"v1": "fast", "v2": "strong", "v3": "strong"}  # what each published router answers
+AGENT_REFUSED = "Model not updated; the installed version keeps serving"
+GATEWAY_REFUSED = "Router model not loaded; the previous one keeps serving"
+GATEWAY_LOADED = "Router model loaded"
+DOWNLOADS = "routeiq_model_sync_downloads_total"
+VERIFICATION_FAILURES = "routeiq_model_sync_verification_failures_total"
+
+
+# -- config, clients, metrics --------------------------------------------------------------------------------
+
+
+def router_config(upstream: FakeUpstream, *, pin: str | None = None) -> dict[str, Any]:
+    """Two real model groups on the fake upstream, and the virtual model `auto` choosing between them."""
+    router: dict[str, Any] = {"name": "auto", "artifact": NAME, "candidates": ["fast", "strong"]}
+    if pin is not None:
+        router["model_version"] = pin
+    return {
+        "model_list": [
+            {
+                "model_name": group,
+                "litellm_params": {"model": f"openai/fake-{group}", "api_base": upstream.base_url, "api_key": "sk-up"},
+            }
+            for group in ("fast", "strong")
+        ],
+        "router_settings": {"num_retries": 0, "timeout": 30},
+        "routeiq": {"routers": [router]},
+    }
+
+
+@dataclass(frozen=True)
+class Routed:
+    version: str  # x-routeiq-router-version: the artifact version that chose ("none": no model loaded)
+    model: str  # x-routeiq-model: the model group that answered
+
+
+def ask_auto(client: openai.OpenAI) -> Routed:
+    raw = client.chat.completions.with_raw_response.create(model="auto", messages=MESSAGES)
+    reply = raw.parse()
+    assert raw.status_code == 200 and reply.choices[0].message.content, (raw.status_code, reply)
+    return Routed(raw.headers[VERSION_HEADER], raw.headers[MODEL_HEADER])
+
+
+def wait_serving(client: openai.OpenAI, version: str, timeout: float = SYNC_BUDGET) -> Routed:
+    """Ask for `auto` until the router version `version` answers; every answer must be a 200."""
+    seen: list[Routed] = []
+
+    def check() -> bool:
+        seen.append(ask_auto(client))
+        return seen[-1].version == version
+
+    try:
+        wait_until(check, timeout, interval=0.05, message=f"auto routed by {version}")
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc}; last answers {seen[-3:]}") from None
+    return seen[-1]
+
+
+def assert_serving(client: openai.OpenAI, version: str, times: int = 5) -> None:
+    answers = [ask_auto(client) for _ in range(times)]
+    assert answers == [Routed(version, CHOICE[version])] * times
+
+
+def gateway_metrics(gw: GatewayHandle) -> list[tuple[str, dict[str, str], float]]:
+    with httpx.Client(timeout=5.0, trust_env=False) as http:
+        return parse_metrics(http.get(gw.url("/metrics")).text)
+
+
+def pick(samples: list[tuple[str, dict[str, str], float]], metric: str, /, **labels: str) -> float:
+    """One sample's value from a parsed /metrics snapshot (0.0 when absent)."""
+    for sample, sample_labels, value in samples:
+        if sample == metric and all(sample_labels.get(k) == v for k, v in labels.items()):
+            return value
+    return 0.0
+
+
+def gateway_metric(gw: GatewayHandle, metric: str, /, **labels: str) -> float:
+    return pick(gateway_metrics(gw), metric, **labels)
+
+
+def model_info_versions(gw: GatewayHandle) -> list[str]:
+    return [
+        labels["version"]
+        for sample, labels, value in gateway_metrics(gw)
+        if sample == "routeiq_router_model_info" and labels.get("name") == NAME and value == 1.0
+    ]
+
+
+def reload_counts(gw: GatewayHandle) -> dict[str, float]:
+    """routeiq_router_model_reloads_total of the router, by result."""
+    return {
+        labels["result"]: value
+        for sample, labels, value in gateway_metrics(gw)
+        if sample == "routeiq_router_model_reloads_total" and labels.get("name") == NAME
+    }
+
+
+def records(handle: GatewayHandle | ModelSyncHandle, message: str, after: int = 0) -> list[dict[str, Any]]:
+    return [r for r in handle.json_logs()[after:] if r.get("message") == message]
+
+
+def volume_files(dirs: VolumeDirs) -> dict[str, bytes]:
+    """The models directory, name → bytes (an in-flight download temp file excluded)."""
+    return {p.name: p.read_bytes() for p in sorted(dirs.models_dir.iterdir()) if not p.name.endswith(".download")}
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# -- the registry on moto ------------------------------------------------------------------------------------
+
+
+@dataclass
+class S3Registry:
+    """A registry at s3://bucket/models/ on the session's moto server: the CLI for publish/rollback, boto3
+    for what a broken publisher or an attacker would do to the objects."""
+
+    moto: MotoS3
+    bucket: str
+    prefix: str = "models/"
+    cli: ModelRegistry = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.cli = ModelRegistry(self.uri, self.moto.env())
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    def key(self, *parts: str) -> str:
+        return self.prefix + "/".join(parts)
+
+    def put(self, data: bytes, *parts: str) -> None:
+        self.moto.client().put_object(Bucket=self.bucket, Key=self.key(*parts), Body=data)
+
+    def get(self, *parts: str) -> bytes:
+        body: bytes = self.moto.client().get_object(Bucket=self.bucket, Key=self.key(*parts))["Body"].read()
+        return body
+
+    def set_current(self, version: str) -> None:
+        self.put(f"{version}\n".encode(), NAME, "CURRENT")
+
+    def current(self) -> str:
+        return self.get(NAME, "CURRENT").decode().strip()
+
+    def objects(self) -> dict[str, str]:
+        """key → ETag of every object under the prefix."""
+        listing = self.moto.client().list_objects_v2(Bucket=self.bucket, Prefix=self.prefix)
+        return {o["Key"]: o["ETag"] for o in listing.get("Contents", [])}
+
+    def gets(self, *parts: str) -> int:
+        """GET requests for one object that moto's server has logged (its request log is the S3 side)."""
+        path = f"/{self.bucket}/{self.key(*parts)}"
+        text = self.moto.process.log_text()
+        return text.count(f'"GET {path} ') + text.count(f'"GET {path}?')
+
+
+def publish_all(registry: ModelRegistry, jobs: list[tuple[str, Path, Path, bool]]) -> dict[str, str]:
+    """Publish (version, artifact, key, set_current) jobs with the real CLI, side by side; return each
+    command's stdout by version."""
+    with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
+        done = list(
+            pool.map(lambda job: registry.publish(NAME, job[0], job[1], job[2], set_current=job[3], check=False), jobs)
+        )
+    for (version, *_), result in zip(jobs, done, strict=True):
+        assert result.returncode == 0, f"publish {version}: {result.stderr}"
+    return {version: result.stdout for (version, *_), result in zip(jobs, done, strict=True)}
+
+
+def signed_manifest(artifact: Path, version: str, key: Path, *, sha256: str | None = None) -> Manifest:
+    """A manifest for `artifact` built and signed here with routeiq_shared, as a publisher would; `sha256`
+    overrides the real digest (a publisher that signed a wrong one)."""
+    real_sha, size = sha256_file(artifact)
+    manifest = Manifest(
+        name=NAME,
+        version=version,
+        created_at=utc_now_rfc3339(),
+        artifact=Artifact(sha256=sha256 or real_sha, size=size, format="joblib"),
+        library_versions={"python": "3"},
+        training_data=TrainingData(digest="sha256:test", rows=1),
+        metrics={},
+    )
+    return sign_manifest(manifest, load_private_key(key))
+
+
+@pytest.fixture
+def registry(moto_s3: MotoS3, s3_bucket: str) -> S3Registry:
+    return S3Registry(moto_s3, s3_bucket)
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Trained routers saved with joblib: v1 → "fast", v2 and v3 → "strong"."""
+    root = tmp_path_factory.mktemp("artifacts")
+    return {version: write_router(root / f"{version}.pkl", choice) for version, choice in CHOICE.items()}
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> SigningKeys:
+    return keygen(tmp_path_factory.mktemp("keys") / "trusted")
+
+
+# == the shared pod: one gateway and one agent on one volume ==================================================
+
+
+@dataclass(frozen=True)
+class Boot:
+    """What the pod's start-up showed, recorded by the fixture: the gateway started first on an empty models
+    directory, then the agent installed v1 (published by the CLI with --set-current)."""
+
+    publish_stdout: str  # `routeiq-model-sync publish … --set-current` of v1
+    before_model: Routed  # `auto` answered before any model was installed
+    agent_started: float  # time.time()
+    entry: dict[str, Any]  # /health/model-sync models.router once v1 was installed
+    health: dict[str, Any]  # the whole document, then
+    first_v1: Routed  # the first answer routed by v1
+    agent_metrics: list[tuple[str, dict[str, str], float]]
+    gateway_metrics: list[tuple[str, dict[str, str], float]]
+    agent_logs: list[dict[str, Any]]
+    gateway_logs: list[dict[str, Any]]
+    files: dict[str, bytes]  # the models directory
+    upstream_models: list[str]  # the upstream model of every chat request the gateway sent, in order
+
+
+@dataclass
+class Pod:
+    """One gateway and one agent on one volume, serving v1 from an S3 registry (module scope: the swap, the
+    rollbacks, the bad inputs and the gateway's own check run on it). Every test leaves it as it found it:
+    CURRENT at v1, config.yaml without a pin, the published objects as the CLI wrote them, v1 serving."""
+
+    gw: GatewayHandle
+    agent: ModelSyncHandle
+    dirs: VolumeDirs
+    registry: S3Registry
+    keys: SigningKeys
+    artifacts: dict[str, Path]
+    upstream: FakeUpstream
+    published: dict[str, bytes] = field(default_factory=dict)  # registry key → bytes, as the CLI wrote them
+    boot: Boot | None = None
+    client: openai.OpenAI = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.client = self.gw.openai_client()
+
+    def write_config(self, *, pin: str | None = None) -> None:
+        """config.yaml on the shared volume, as config-sync writes it (atomically, then SIGHUP)."""
+        self.gw.write_config(router_config(self.upstream, pin=pin))
+        self.gw.reload()
+
+    def restore(self) -> None:
+        """Back to the pod's resting state (see the class docstring)."""
+        if b"model_version" in self.dirs.config_path.read_bytes():
+            self.write_config()
+        self.registry.set_current("v1")
+        self.agent.wait_model(
+            NAME,
+            lambda m: m.get("version") == "v1" and m.get("last_error") is None,
+            timeout=SYNC_BUDGET,
+            message="back at v1",
+        )
+        wait_serving(self.client, "v1")
+        client = self.registry.moto.client()
+        for key, body in self.published.items():
+            if client.get_object(Bucket=self.registry.bucket, Key=key)["Body"].read() != body:
+                client.put_object(Bucket=self.registry.bucket, Key=key, Body=body)
+
+
+BROKEN = "v2-broken"  # a properly published version the bad-input cases break
+
+
+@pytest.fixture(scope="module")
+def pod(
+    moto_s3: MotoS3,
+    redis_server: RedisServer,
+    fake_upstream: FakeUpstream,
+    artifacts: dict[str, Path],
+    keys: SigningKeys,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Pod]:
+    root = tmp_path_factory.mktemp("pod")
+    other_keys = keygen(root / "other-key")
+    registry = S3Registry(moto_s3, moto_s3.new_bucket("pod"))
+    raising = write_raising_pickle(root / "raises.pkl")
+    # Published properly by the real CLI (the bad-input cases then break BROKEN in the registry, and put it back;
+    # it is never installed, so the agent has no verified copy of it on disk).
+    stdout = publish_all(
+        registry.cli,
+        [
+            ("v1", artifacts["v1"], keys.private, True),
+            ("v2", artifacts["v2"], keys.private, False),
+            (BROKEN, artifacts["v2"], keys.private, False),
+            ("v2-otherkey", artifacts["v2"], other_keys.private, False),
+            ("v2-raises", raising, keys.private, False),
+        ],
+    )
+    published = {key: registry.get(*key[len(registry.prefix) :].split("/")) for key in registry.objects()}
+    dirs = VolumeDirs(root)
+    fake_upstream.reset()
+    # The gateway first, on an empty models directory; then the agent.
+    gw = launch_gateway(dirs, router_config(fake_upstream), env={"MODEL_SIGNING_PUBLIC_KEY": str(keys.public)})
+    agent: ModelSyncHandle | None = None
+    try:
+        before_model = ask_auto(gw.openai_client())
+        agent_started = time.time()
+        agent = launch_model_sync(
+            dirs, registry.uri, s3_env=moto_s3.env(), public_key=keys.public, redis_url=redis_server.url
+        )
+        pod = Pod(gw, agent, dirs, registry, keys, artifacts, fake_upstream, published)
+        entry = agent.wait_version(NAME, "v1", timeout=SYNC_BUDGET)
+        health = agent.health()
+        first_v1 = wait_serving(pod.client, "v1")
+        pod.boot = Boot(
+            publish_stdout=stdout["v1"],
+            before_model=before_model,
+            agent_started=agent_started,
+            entry=entry,
+            health=health,
+            first_v1=first_v1,
+            agent_metrics=agent.metric_samples(),
+            gateway_metrics=gateway_metrics(gw),
+            agent_logs=agent.json_logs(),
+            gateway_logs=gw.json_logs(),
+            files=volume_files(dirs),
+            upstream_models=[r["body"]["model"] for r in fake_upstream.requests(CHAT_PATH)],
+        )
+        yield pod
+    finally:
+        if agent is not None:
+            agent.stop()
+            print(f"\n---- pod: model-sync log tail ----\n{agent.log_tail()}")
+        gw.stop()
+        print(f"\n---- pod: gateway log tail ----\n{gw.process.log_tail()}")
+
+
+# == 1. publish v1 → served ==================================================================================
+
+
+def test_published_v1_is_installed_and_served(pod: Pod) -> None:
+    boot = pod.boot
+    assert boot is not None
+    v1_bytes = pod.artifacts["v1"].read_bytes()
+    # Before the agent had installed anything, `auto` fell back to its first candidate.
+    assert boot.before_model == Routed("none", "fast")
+    assert "published router v1" in boot.publish_stdout and "(now CURRENT)" in boot.publish_stdout
+    # Then the agent installed v1 and the gateway, watching the volume, loaded it without a restart.
+    assert boot.first_v1 == Routed("v1", "fast")
+    assert boot.upstream_models[0] == "fake-fast" and set(boot.upstream_models) == {"fake-fast"}
+    entry = boot.entry
+    assert set(entry) >= {"version", "sha256", "synced_at", "last_error"}
+    assert entry["version"] == "v1" and entry["sha256"] == sha256_hex(v1_bytes)
+    assert boot.agent_started < entry["synced_at"] < boot.agent_started + SYNC_BUDGET
+    assert entry["last_error"] is None
+    assert boot.health["status"] == "ok" and boot.health["redis"] == "ok"
+    assert boot.health["registry"] == pod.registry.uri and list(boot.health["models"]) == [NAME]
+    # The agent's metrics: what it installed and how (a Redis permit, one download of v1's bytes).
+    agent_metrics = boot.agent_metrics
+    assert pick(agent_metrics, "routeiq_model_sync_version_info", name=NAME, version="v1") == 1.0
+    assert pick(agent_metrics, DOWNLOADS, name=NAME, result="installed") == 1.0
+    assert pick(agent_metrics, "routeiq_model_sync_bytes_total") == len(v1_bytes)
+    assert pick(agent_metrics, "routeiq_model_sync_lock_waits_total") == 1.0
+    assert pick(agent_metrics, "routeiq_model_sync_redis_fallbacks_total") == 0.0
+    # The gateway's: the version serving, one good load.
+    gateway = boot.gateway_metrics
+    assert pick(gateway, "routeiq_router_model_info", name=NAME, version="v1") == 1.0
+    assert pick(gateway, "routeiq_router_model_reloads_total", name=NAME, result="ok") == 1.0
+    assert pick(gateway, "routeiq_router_model_load_seconds_count", name=NAME) == 1.0
+    (loaded,) = [r for r in boot.gateway_logs if r.get("message") == GATEWAY_LOADED]
+    assert loaded["version"] == "v1" and loaded["previous_version"] is None
+    (installed,) = [r for r in boot.agent_logs if r.get("message") == "Model installed"]
+    assert installed["version"] == "v1" and installed["result"] == "installed"
+    permit = [r for r in boot.agent_logs if r.get("message") == "Download permit acquired"]
+    assert len(permit) == 1 and permit[0]["trace_id"] == installed["trace_id"]  # one sync, one trace
+    # On the volume: exactly what was published, and nothing else.
+    assert sorted(boot.files) == ["router.manifest.json", "router.pkl"]
+    assert boot.files["router.pkl"] == v1_bytes
+    assert boot.files["router.manifest.json"] == pod.registry.get(NAME, "v1", "manifest.json")
+    # And now, after whatever other tests did to the pod: v1 serves, in agent and gateway alike.
+    assert_serving(pod.client, "v1")
+    assert pod.agent.metric("routeiq_model_sync_version_info", name=NAME, version="v1") == 1.0
+    assert model_info_versions(pod.gw) == ["v1"]
+
+
+# == 2. publish a new version → swapped under load ===========================================================
+
+LOAD_PACE_PER_S = 150.0
+LOAD_CONCURRENCY = 16
+MIN_RATE_PER_S = 80.0
+
+
+@dataclass(frozen=True)
+class Sample:
+    started: float  # time.monotonic()
+    finished: float
+    ok: bool
+    version: str | None
+    model: str | None
+    error: str | None
+
+
+async def _swap_under_load(
+    gw: GatewayHandle, publish_argv: list[str], publish_env: Mapping[str, str], mark: int
+) -> tuple[list[Sample], float, float]:
+    """Paced `auto` requests (LOAD_PACE_PER_S, at most LOAD_CONCURRENCY in flight) for 1 s, then publish the
+    new version with the CLI, keep the load on until the gateway logs the swap and for 1 s more. Returns the
+    samples, when the publish command was started and when the swap was seen in the log (time.monotonic())."""
+    client = gw.async_openai_client()
+    loop = asyncio.get_running_loop()
+    samples: list[Sample] = []
+    done = asyncio.Event()
+    times: dict[str, float] = {}
+
+    async def one() -> Sample:
+        started = time.monotonic()
+        try:
+            raw = await client.chat.completions.with_raw_response.create(model="auto", messages=MESSAGES)
+            reply = raw.parse()
+            ok = raw.status_code == 200 and bool(reply.choices[0].message.content)
+            return Sample(
+                started, time.monotonic(), ok, raw.headers.get(VERSION_HEADER), raw.headers.get(MODEL_HEADER), None
+            )
+        except openai.APIError as exc:
+            return Sample(started, time.monotonic(), False, None, None, repr(exc))
+
+    async def worker(tickets: Iterator[int], t0: float) -> None:
+        for i in tickets:
+            if done.is_set():
+                return
+            await asyncio.sleep(max(0.0, t0 + i / LOAD_PACE_PER_S - loop.time()))
+            samples.append(await one())
+
+    async def swap() -> None:
+        await asyncio.sleep(1.0)  # load first
+        times["publishing"] = time.monotonic()
+        proc = await asyncio.create_subprocess_exec(
+            *publish_argv, env=dict(publish_env), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+        )
+        _, err = await proc.communicate()
+        assert proc.returncode == 0, err
+        deadline = loop.time() + SYNC_BUDGET
+        while not await asyncio.to_thread(lambda: records(gw, GATEWAY_LOADED, after=mark)):
+            assert loop.time() < deadline, f"no swap logged within {SYNC_BUDGET} s of the publish"
+            await asyncio.sleep(0.05)
+        times["swapped"] = time.monotonic()
+        await asyncio.sleep(1.0)  # and load after the swap
+        done.set()
+
+    try:
+        t0 = loop.time()
+        tickets = iter(range(10**9))
+        workers = [asyncio.create_task(worker(tickets, t0)) for _ in range(LOAD_CONCURRENCY)]
+        await swap()
+        await asyncio.gather(*workers)
+    finally:
+        done.set()
+        await client.close()
+    return samples, times["publishing"], times["swapped"]
+
+
+def test_published_version_is_swapped_in_with_no_failed_request_under_load(pod: Pod) -> None:
+    gw, agent, upstream = pod.gw, pod.agent, pod.upstream
+    mark = len(gw.json_logs())
+    reloads = reload_counts(gw)
+    installed = agent.metric(DOWNLOADS, name=NAME, result="installed")
+    upstream.clear_requests()
+
+    # v3 is the "strong" router, published by the real CLI while the load runs.
+    argv = [str(model_sync_script()), *pod.registry.cli.publish_args(NAME, "v3", pod.artifacts["v3"], pod.keys.private)]
+    argv.append("--set-current")
+    try:
+        samples, publishing, swapped = asyncio.run(_swap_under_load(gw, argv, pod.registry.cli.env, mark))
+
+        failed = [s for s in samples if not s.ok]
+        assert failed == [], f"{len(failed)} of {len(samples)} requests failed, e.g. {failed[:3]}"
+        assert len(upstream.requests(CHAT_PATH)) == len(samples)  # each answered once, by the upstream
+        samples.sort(key=lambda s: s.started)
+        rate = len(samples) / (samples[-1].finished - samples[0].started)
+        before = [s for s in samples if s.finished < publishing]
+        after = [s for s in samples if s.started > swapped]
+        print(
+            f"\nrouter swap under load: {len(samples)} requests at {rate:.0f}/s, 0 failed; "
+            f"{len(before)} finished before the publish started, {len(after)} started after the swap was logged"
+        )
+        assert rate >= MIN_RATE_PER_S
+        assert len(before) >= 50 and len(after) >= 50
+        # Each answer is consistent: the version that chose, and the model its choice sent the request to.
+        assert {(s.version, s.model) for s in samples} == {("v1", "fast"), ("v3", "strong")}
+        assert {s.version for s in before} == {"v1"}
+        assert {s.version for s in after} == {"v3"}
+        # The swap is atomic: once any client has seen v3, no request started later is routed by v1.
+        first_v3_seen = min(s.finished for s in samples if s.version == "v3")
+        assert [s for s in samples if s.started > first_v3_seen and s.version != "v3"] == []
+
+        (loaded,) = records(gw, GATEWAY_LOADED, after=mark)
+        assert loaded["level"] == "INFO" and loaded["version"] == "v3" and loaded["previous_version"] == "v1"
+        assert records(gw, GATEWAY_REFUSED, after=mark) == []
+        assert model_info_versions(gw) == ["v3"]
+        assert reload_counts(gw) == {**reloads, "ok": reloads["ok"] + 1}
+        entry = agent.wait_version(NAME, "v3")
+        assert entry["sha256"] == sha256_hex(pod.artifacts["v3"].read_bytes())
+        assert agent.metric("routeiq_model_sync_version_info", name=NAME, version="v3") == 1.0
+        assert agent.metric("routeiq_model_sync_version_info", name=NAME, version="v1") == 0.0
+        assert agent.metric(DOWNLOADS, name=NAME, result="installed") == installed + 1
+
+        # The version it replaced is kept beside it for an instant rollback.
+        files = volume_files(pod.dirs)
+        assert sorted(files) == [
+            "router.manifest.json",
+            "router.pkl",
+            "router.previous.manifest.json",
+            "router.previous.pkl",
+        ]
+        assert files["router.pkl"] == pod.artifacts["v3"].read_bytes()
+        assert json.loads(files["router.manifest.json"])["version"] == "v3"
+        assert files["router.previous.pkl"] == pod.artifacts["v1"].read_bytes()
+        assert json.loads(files["router.previous.manifest.json"])["version"] == "v1"
+    finally:
+        pod.restore()
+
+
+# == 4. rollback =============================================================================================
+
+
+def test_rollback_through_current_restores_the_kept_copy_without_a_download(pod: Pod) -> None:
+    agent, registry = pod.agent, pod.registry
+    registry.set_current("v2")  # what `publish --set-current` writes
+    try:
+        agent.wait_version(NAME, "v2")
+        assert wait_serving(pod.client, "v2") == Routed("v2", "strong")
+        assert json.loads(volume_files(pod.dirs)["router.previous.manifest.json"])["version"] == "v1"
+        restored = agent.metric(DOWNLOADS, name=NAME, result="restored_previous")
+        downloaded = agent.metric("routeiq_model_sync_bytes_total")
+        v1_gets, polls = registry.gets(NAME, "v1", "model.pkl"), registry.gets(NAME, "CURRENT")
+        agent_mark = len(agent.json_logs())
+
+        done = registry.cli.rollback(NAME, "v1")  # the operator's command
+
+        assert done.stdout.strip() == "router: CURRENT is now v1"
+        assert registry.current() == "v1"
+        entry = agent.wait_version(NAME, "v1")
+        assert entry["sha256"] == sha256_hex(pod.artifacts["v1"].read_bytes())
+        assert wait_serving(pod.client, "v1") == Routed("v1", "fast")
+        assert agent.metric(DOWNLOADS, name=NAME, result="restored_previous") == restored + 1
+        assert agent.metric("routeiq_model_sync_bytes_total") == downloaded
+        (record,) = [r for r in agent.json_logs()[agent_mark:] if r.get("message") == "Model installed"]
+        assert record["result"] == "restored_previous" and record["version"] == "v1"
+        # The S3 side: moto logs each request once answered; after two more polls of CURRENT, still no GET of v1.
+        wait_until(lambda: registry.gets(NAME, "CURRENT") >= polls + 2, SYNC_BUDGET, message="two more polls")
+        assert registry.gets(NAME, "v1", "model.pkl") == v1_gets
+        files = volume_files(pod.dirs)
+        assert files["router.pkl"] == pod.artifacts["v1"].read_bytes()
+        assert files["router.previous.pkl"] == pod.artifacts["v2"].read_bytes()  # and v2 is kept in turn
+    finally:
+        pod.restore()
+
+
+def test_rollback_through_the_config_pin_wins_over_current(pod: Pod) -> None:
+    agent, registry = pod.agent, pod.registry
+    registry.set_current("v2")
+    try:
+        agent.wait_version(NAME, "v2")
+        wait_serving(pod.client, "v2")
+        agent_mark = len(agent.json_logs())
+
+        pod.write_config(pin="v1")  # `model_version: v1` in config.yaml on the shared volume
+
+        entry = agent.wait_version(NAME, "v1")
+        assert entry["sha256"] == sha256_hex(pod.artifacts["v1"].read_bytes())
+        assert wait_serving(pod.client, "v1") == Routed("v1", "fast")
+        assert registry.current() == "v2"  # CURRENT still says v2: the pin wins …
+        (record,) = [r for r in agent.json_logs()[agent_mark:] if r.get("message") == "Model installed"]
+        assert record["version"] == "v1"
+        synced = agent.metric("routeiq_model_sync_last_success_timestamp_seconds", name=NAME)
+        wait_until(
+            lambda: (
+                agent.metric("routeiq_model_sync_last_success_timestamp_seconds", name=NAME) > synced + 2 * INTERVAL
+            ),
+            SYNC_BUDGET,
+            message="passes with the pin for two intervals more",
+        )
+        assert agent.model(NAME)["version"] == "v1"  # … pass after pass
+        assert agent.model(NAME)["last_error"] is None
+        assert_serving(pod.client, "v1")
+
+        pod.write_config()  # unpinned: CURRENT again
+        agent.wait_version(NAME, "v2")
+        wait_serving(pod.client, "v2")
+    finally:
+        pod.restore()
+
+
+# == 3. bad input ============================================================================================
+
+
+@dataclass(frozen=True)
+class BadInput:
+    id: str
+    reason: str  # the agent's result code: health last_result, metric label, log "result"
+    error_has: str  # a substring of health last_error
+    verification: bool  # counted in routeiq_model_sync_verification_failures_total too
+    fetches_artifact: bool  # the refusal comes after the download (bytes checks), not before (manifest checks)
+    make: Callable[[Pod], str]  # breaks the registry; returns the version CURRENT is then set to
+
+
+def _tampered(pod: Pod) -> str:
+    data = bytearray(pod.registry.get(NAME, BROKEN, "model.pkl"))
+    data[len(data) // 2] ^= 0xFF  # other bytes, same size
+    pod.registry.put(bytes(data), NAME, BROKEN, "model.pkl")
+    return BROKEN
+
+
+def _bad_signature(pod: Pod) -> str:
+    manifest = json.loads(pod.registry.get(NAME, BROKEN, "manifest.json"))
+    value = bytearray(base64.b64decode(manifest["signature"]["value"]))
+    value[0] ^= 0x01  # still 64 bytes of valid base64, by the trusted key's id, but not its signature
+    manifest["signature"]["value"] = base64.b64encode(bytes(value)).decode()
+    pod.registry.put(json.dumps(manifest).encode(), NAME, BROKEN, "manifest.json")
+    return BROKEN
+
+
+def _other_key(pod: Pod) -> str:
+    return "v2-otherkey"  # published and signed properly, by a key the pod does not trust
+
+
+def _wrong_sha256(pod: Pod) -> str:
+    # Only a publisher holding the key can sign a wrong digest: a manifest built and signed here, over v1's.
+    wrong = sha256_hex(pod.artifacts["v1"].read_bytes())
+    manifest = signed_manifest(pod.artifacts["v2"], "v2-wrongsha", pod.keys.private, sha256=wrong)
+    pod.registry.put(pod.artifacts["v2"].read_bytes(), NAME, "v2-wrongsha", "model.pkl")
+    pod.registry.put(manifest.to_json(), NAME, "v2-wrongsha", "manifest.json")
+    return "v2-wrongsha"
+
+
+def _truncated(pod: Pod) -> str:
+    data = pod.registry.get(NAME, BROKEN, "model.pkl")
+    pod.registry.put(data[: len(data) // 2], NAME, BROKEN, "model.pkl")
+    return BROKEN
+
+
+def _unsigned(pod: Pod) -> str:
+    manifest = signed_manifest(pod.artifacts["v2"], "v2-unsigned", pod.keys.private).with_signature(None)
+    assert b"signature" not in manifest.to_json()
+    pod.registry.put(pod.artifacts["v2"].read_bytes(), NAME, "v2-unsigned", "model.pkl")
+    pod.registry.put(manifest.to_json(), NAME, "v2-unsigned", "manifest.json")
+    return "v2-unsigned"
+
+
+def _not_json(pod: Pod) -> str:
+    pod.registry.put(pod.artifacts["v2"].read_bytes(), NAME, "v2-notjson", "model.pkl")
+    pod.registry.put(b"{ this is not JSON\n", NAME, "v2-notjson", "manifest.json")
+    return "v2-notjson"
+
+
+def _missing(pod: Pod) -> str:
+    return "v2-never-published"
+
+
+BAD_INPUTS = [
+    BadInput("tampered-artifact", "sha256_mismatch", "manifest says", True, True, _tampered),
+    BadInput("bad-signature", "bad_signature", "signature does not match", True, False, _bad_signature),
+    BadInput("other-key", "unknown_key", "signed by key", True, False, _other_key),
+    BadInput("wrong-sha256", "sha256_mismatch", "manifest says", True, True, _wrong_sha256),
+    BadInput("truncated", "size_mismatch", "bytes, manifest says", True, True, _truncated),
+    BadInput("unsigned", "unsigned", "has no signature", True, False, _unsigned),
+    BadInput("not-json", "bad_manifest", "not valid JSON", True, False, _not_json),
+    BadInput("missing-version", "missing_version", "is not in the registry", False, False, _missing),
+]
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=[c.id for c in BAD_INPUTS])
+def test_bad_artifact_is_refused_and_v1_serves_on(pod: Pod, case: BadInput) -> None:
+    agent, gw = pod.agent, pod.gw
+    before = volume_files(pod.dirs)
+    assert before["router.pkl"] == pod.artifacts["v1"].read_bytes()
+    v1_sha = sha256_hex(pod.artifacts["v1"].read_bytes())
+    downloads = agent.metric(DOWNLOADS, name=NAME, result=case.reason)
+    failures = agent.metric(VERIFICATION_FAILURES, reason=case.reason)
+    agent_mark, gw_mark = len(agent.json_logs()), len(gw.json_logs())
+    reloads = reload_counts(gw)
+
+    version = case.make(pod)
+    gets = pod.registry.gets(NAME, version, "model.pkl")
+    pod.registry.set_current(version)
+    try:
+        entry = agent.wait_model(
+            NAME, lambda m: m.get("last_result") == case.reason, SYNC_BUDGET, f"the agent refusing {version}"
+        )
+        # Health: the installed version is still v1, and why the new one is not.
+        assert entry["version"] == "v1" and entry["sha256"] == v1_sha
+        assert case.error_has in (entry["last_error"] or ""), entry
+        assert agent.health()["status"] == "degraded"
+        # Metrics and log.
+        assert agent.metric(DOWNLOADS, name=NAME, result=case.reason) > downloads
+        verification = agent.metric(VERIFICATION_FAILURES, reason=case.reason)
+        assert verification > failures if case.verification else verification == failures == 0.0
+        record = agent.wait_for_log(
+            lambda r: r.get("message") == AGENT_REFUSED and r.get("result") == case.reason, after=agent_mark
+        )
+        assert record["level"] == "ERROR" and record["model"] == NAME and record["serving_version"] == "v1"
+        assert case.error_has in record["reason"]
+        # Nothing was renamed into place; the gateway saw no new manifest and serves v1 on.
+        assert_serving(pod.client, "v1")
+        assert volume_files(pod.dirs) == before
+        assert records(gw, GATEWAY_LOADED, after=gw_mark) == records(gw, GATEWAY_REFUSED, after=gw_mark) == []
+        assert reload_counts(gw) == reloads
+        assert model_info_versions(gw) == ["v1"]
+        # Refused again at the next poll (the registry still says so), and still nothing changes.
+        counted = agent.metric(DOWNLOADS, name=NAME, result=case.reason)
+        wait_until(
+            lambda: agent.metric(DOWNLOADS, name=NAME, result=case.reason) > counted,
+            SYNC_BUDGET,
+            message="the next refusal",
+        )
+        assert agent.model(NAME)["version"] == "v1"
+        assert volume_files(pod.dirs) == before
+        # A signature or manifest problem is found before a byte of the artifact is fetched.
+        fetched = pod.registry.gets(NAME, version, "model.pkl") - gets
+        assert fetched >= 1 if case.fetches_artifact else fetched == 0, fetched
+    finally:
+        pod.restore()
+    # No temp file left behind, and the same v1 still in place.
+    assert sorted(p.name for p in pod.dirs.models_dir.iterdir()) == sorted(before)
+    assert volume_files(pod.dirs) == before
+
+
+def test_pickle_that_raises_on_load_is_never_swapped_in(pod: Pod) -> None:
+    """Signed and intact, so the agent installs it; unpickling it raises, so the gateway keeps v1."""
+    gw, agent = pod.gw, pod.agent
+    gw_mark = len(gw.json_logs())
+    failed = gateway_metric(gw, "routeiq_router_model_reloads_total", name=NAME, result="load_failed")
+    assert failed == 0.0
+
+    pod.registry.set_current("v2-raises")
+    try:
+        agent.wait_version(NAME, "v2-raises", timeout=SYNC_BUDGET)
+        record = gw.wait_for_log(lambda r: r.get("message") == GATEWAY_REFUSED, after=gw_mark)
+        assert record["level"] == "ERROR" and record["result"] == "load_failed", record
+        assert record["model"] == NAME and record["serving_version"] == "v1"
+        assert "v2-raises" in record["reason"] and "ZeroDivisionError" in record["reason"]
+        assert gateway_metric(gw, "routeiq_router_model_reloads_total", name=NAME, result="load_failed") == 1.0
+        assert_serving(pod.client, "v1")
+        assert model_info_versions(gw) == ["v1"]
+        assert records(gw, GATEWAY_LOADED, after=gw_mark) == []
+    finally:
+        pod.restore()
+    # Back at v1 from the copy the agent kept: the gateway loads it again.
+    reloaded = gw.wait_for_log(lambda r: r.get("message") == GATEWAY_LOADED, after=gw_mark)
+    assert reloaded["version"] == "v1" and reloaded["previous_version"] == "v1"
+    assert agent.model(NAME)["last_result"] in ("restored_previous", "unchanged")
+
+
+def test_gateway_refuses_a_tampered_file_written_past_the_agent(pod: Pod) -> None:
+    """The gateway's own check: a valid signed manifest beside other bytes, written straight into the models
+    directory while the agent is stopped (SIGSTOP), is refused; v1 serves on."""
+    gw, models = pod.gw, pod.dirs.models_dir
+    before = volume_files(pod.dirs)
+    mark = len(gw.json_logs())
+    reloads = reload_counts(gw)
+    tampered = bytearray(pod.artifacts["v2"].read_bytes())
+    tampered[len(tampered) // 2] ^= 0xFF  # v2's size, other bytes …
+    manifest = pod.registry.get(NAME, "v2", "manifest.json")  # … and v2's valid, signed manifest
+
+    pod.agent.process.send_signal(signal.SIGSTOP)
+    try:
+        atomic_write(models / "router.pkl", bytes(tampered))
+        atomic_write(models / "router.manifest.json", manifest)
+
+        record = gw.wait_for_log(lambda r: r.get("message") == GATEWAY_REFUSED, after=mark)
+        assert record["level"] == "ERROR" and record["result"] == "sha256_mismatch", record
+        assert record["model"] == NAME and record["serving_version"] == "v1"
+        assert reload_counts(gw) == {**reloads, "sha256_mismatch": reloads.get("sha256_mismatch", 0.0) + 1}
+        assert_serving(pod.client, "v1")
+        assert model_info_versions(gw) == ["v1"]
+        assert records(gw, GATEWAY_LOADED, after=mark) == []
+    finally:
+        for name in ("router.pkl", "router.manifest.json"):  # put v1 back, artifact first, then continue the agent
+            atomic_write(models / name, before[name])
+        pod.agent.process.send_signal(signal.SIGCONT)
+    pod.restore()
+
+
+# == 5. Redis unreachable, on a file:// registry =============================================================
+
+
+def test_air_gapped_pod_with_redis_unreachable_installs_after_a_random_delay(
+    start_model_sync: StartModelSync, artifacts: dict[str, Path], keys: SigningKeys, tmp_path: Path
+) -> None:
+    store = tmp_path / "registry"
+    store.mkdir()
+    registry = ModelRegistry(f"file://{store}/")  # a mounted directory as the registry
+    publish_all(registry, [("v1", artifacts["v1"], keys.private, True), ("v2", artifacts["v2"], keys.private, False)])
+    assert (store / NAME / "CURRENT").read_text() == "v1\n"
+    assert (store / NAME / "v1" / "model.pkl").read_bytes() == artifacts["v1"].read_bytes()
+    closed = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    agent = start_model_sync(
+        registry.uri,
+        public_key=keys.public_pem(),  # PEM text, as a pod spec sets it from a Secret
+        redis_url=closed,
+        fallback_delay_max=FALLBACK_DELAY_MAX,
+        env={"MODEL_NAMES": NAME},  # no config.yaml on this volume: follow the model by name
+    )
+    agent.wait_version(NAME, "v1", timeout=SYNC_BUDGET)
+    atomic_write(store / NAME / "CURRENT", b"v2\n")  # what `publish --set-current` writes on a file:// registry
+    entry = agent.wait_version(NAME, "v2", timeout=SYNC_BUDGET)
+
+    assert entry["sha256"] == sha256_hex(artifacts["v2"].read_bytes())
+    files = volume_files(VolumeDirs(tmp_path))
+    assert files["router.pkl"] == artifacts["v2"].read_bytes()
+    assert files["router.manifest.json"] == (store / NAME / "v2" / "manifest.json").read_bytes()
+    assert files["router.previous.pkl"] == artifacts["v1"].read_bytes()
+    health = agent.health()
+    assert health["redis"] == "unreachable" and health["status"] == "degraded"
+    assert agent.metric("routeiq_model_sync_redis_fallbacks_total") == 2.0
+    assert agent.metric("routeiq_model_sync_lock_waits_total") == 0.0
+    assert agent.metric(DOWNLOADS, name=NAME, result="installed") == 2.0
+    logs = agent.json_logs()
+    fallbacks = [r for r in logs if r.get("event") == "model_permit"]
+    installs = [r for r in logs if r.get("message") == "Model installed"]
+    assert [r["version"] for r in installs] == ["v1", "v2"]
+    assert len(fallbacks) == 2
+    for fallback, installed in zip(fallbacks, installs, strict=True):
+        assert fallback["message"] == "No download permit (Redis unavailable): downloading after a random delay"
+        assert fallback["level"] == "WARNING" and fallback["model"] == NAME
+        assert 0.0 <= fallback["delay_s"] <= FALLBACK_DELAY_MAX
+        assert fallback["reason"]
+        # It did wait that long before installing (log timestamps have millisecond resolution).
+        waited = _log_time(installed) - _log_time(fallback)
+        assert waited >= fallback["delay_s"] - 0.002, (fallback, installed)
+    assert agent.is_running()
+    assert "Traceback" not in agent.log_text()
+    assert [r for r in logs if r["level"] not in ("INFO", "WARNING")] == []
+
+
+def test_health_reports_redis_as_it_is_between_downloads(
+    start_model_sync: StartModelSync, artifacts: dict[str, Path], keys: SigningKeys, tmp_path: Path
+) -> None:
+    """/health/model-sync "redis" must follow Redis going away and coming back even when there is nothing to
+    download (a pod restarted while Redis is down, a Redis that recovers after the last download)."""
+    store = tmp_path / "registry"
+    store.mkdir()
+    registry = ModelRegistry(f"file://{store}/")
+    registry.publish(NAME, "v1", artifacts["v1"], keys.private, set_current=True)
+    port = free_port()
+    agent = start_model_sync(
+        registry.uri,
+        public_key=keys.public,
+        redis_url=f"redis://127.0.0.1:{port}/0",  # nothing listens there yet
+        fallback_delay_max=0.1,
+        env={"MODEL_NAMES": NAME},
+    )
+    agent.wait_version(NAME, "v1", timeout=SYNC_BUDGET)
+    assert agent.health()["redis"] == "unreachable"  # learnt while downloading v1
+
+    redis = start_redis_at(port, tmp_path / "redis")  # Redis comes back; v1 stays CURRENT, nothing to download
+    try:
+        agent.wait_health(
+            lambda h: h["redis"] == "ok" and h["status"] == "ok",
+            timeout=SYNC_BUDGET,
+            message='health "redis": "ok" once Redis answers again',
+        )
+    finally:
+        redis.stop()
+    agent.wait_health(
+        lambda h: h["redis"] == "unreachable",
+        timeout=SYNC_BUDGET,
+        message='health "redis": "unreachable" once Redis is gone again',
+    )
+
+
+def start_redis_at(port: int, work_dir: Path) -> ManagedProcess:
+    """A redis-server (no persistence) on a given loopback port."""
+    binary = find_redis_server()
+    assert binary is not None, SETUP_HINT
+    work_dir.mkdir(parents=True, exist_ok=True)
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    argv += ["--dir", str(work_dir)]
+    process = ManagedProcess(argv, work_dir / "redis-server.log", env=child_env(), name="redis-server").start()
+
+    def pings() -> bool:
+        try:
+            with redis_client.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.2) as conn:
+                return bool(conn.ping())
+        except redis_client.RedisError:
+            return False
+
+    try:
+        process.wait_ready(pings, 10.0, f"PING on 127.0.0.1:{port}")
+    except BaseException:
+        process.stop()
+        raise
+    return process
+
+
+def _log_time(record: Mapping[str, Any]) -> float:
+    return datetime.fromisoformat(str(record["ts"]).replace("Z", "+00:00")).timestamp()
+
+
+# == 6. operator commands ====================================================================================
+
+
+def test_keygen_publish_and_rollback_refuse_what_they_must(
+    registry: S3Registry, artifacts: dict[str, Path], keys: SigningKeys, tmp_path: Path
+) -> None:
+    out = tmp_path / "keys"
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:  # independent commands, side by side
+        made_f = pool.submit(keygen, out)
+        pool.submit(registry.cli.publish, NAME, "v1", artifacts["v1"], keys.private, set_current=True).result()
+        made = made_f.result()
+        before = registry.objects()
+        private, public = made.private.read_bytes(), made.public.read_bytes()
+        again_f = pool.submit(run_model_sync, ["keygen", "--out", out])
+        refused_f = pool.submit(
+            registry.cli.publish, NAME, "v1", artifacts["v2"], keys.private, set_current=True, check=False
+        )
+        missing_f = pool.submit(registry.cli.rollback, NAME, "v9", check=False)
+        again, refused, missing = again_f.result(), refused_f.result(), missing_f.result()
+
+    # keygen: an Ed25519 pair, the private key 0600; a second keygen into the same place refuses, changes nothing.
+    assert stat.S_IMODE(made.private.stat().st_mode) == 0o600
+    assert b"PRIVATE KEY" in private and b"PUBLIC KEY" in public
+    assert again.returncode == 1
+    assert "already exists" in again.stderr and "refusing to overwrite" in again.stderr
+    assert made.private.read_bytes() == private and made.public.read_bytes() == public
+    assert stat.S_IMODE(made.private.stat().st_mode) == 0o600
+    assert sorted(p.name for p in out.iterdir()) == ["signing.key", "signing.pub"]
+
+    # publish: a published version is immutable; the registry is exactly as the first publish left it.
+    assert sorted(before) == [
+        registry.key(NAME, "CURRENT"),
+        registry.key(NAME, "v1", "manifest.json"),
+        registry.key(NAME, "v1", "model.pkl"),
+    ]
+    assert refused.returncode == 1
+    assert "router v1 is already published" in refused.stderr
+    assert registry.get(NAME, "v1", "model.pkl") == artifacts["v1"].read_bytes()
+
+    # rollback: to a version never published, refused; CURRENT stays.
+    assert missing.returncode == 1
+    assert "version v9 is not in the registry" in missing.stderr
+    assert registry.current() == "v1"
+    assert registry.objects() == before
