@@ -30,7 +30,7 @@ from routeiq_shared.signing import VerificationError, verify_artifact, verify_ma
 from .metrics import ModelSyncMetrics
 from .registry import RegistryError, artifact_key, read_current, read_manifest
 from .settings import ModelSyncSettings
-from .volume import PREVIOUS, artifact_file, install, installed, temp_path
+from .volume import PREVIOUS, artifact_file, install, installed, remove_stale_downloads, temp_path
 from .wanted import wanted_models
 
 log = logging.getLogger("routeiq.model_sync")
@@ -128,6 +128,11 @@ class ModelSyncer:
     async def _sync(self, name: str, pin: str | None, span: trace.Span) -> tuple[str, Manifest]:
         models_dir = self.settings.paths.models_dir
         models_dir.mkdir(parents=True, exist_ok=True)
+        for stale in remove_stale_downloads(models_dir, name):
+            log.warning(
+                "Removed a partial download left by an earlier run",
+                extra={"event": "model_sync", "model": name, "path": str(stale)},
+            )
         try:
             target = pin or await read_current(self.store, name)
             local = installed(models_dir, name)

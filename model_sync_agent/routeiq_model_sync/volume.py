@@ -11,6 +11,7 @@ with the new artifact, refuses the mismatch, and keeps serving).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from routeiq_shared.atomic import atomic_write
@@ -56,3 +57,16 @@ def _replace_link(src: Path, dest: Path) -> None:
 def temp_path(models_dir: Path, name: str) -> Path:
     """A download target on the same filesystem as its destination, so the final rename is atomic."""
     return models_dir / f".{name}.{os.getpid()}.download"
+
+
+def remove_stale_downloads(models_dir: Path, name: str) -> list[Path]:
+    """Delete partial downloads of `name` left by an agent that died mid-download (a restarted agent has another
+    pid). Only one agent writes a volume: another pid's download is dead weight."""
+    pattern = re.compile(rf"^\.{re.escape(name)}\.\d+\.download$")
+    mine = temp_path(models_dir, name)
+    removed = []
+    for path in models_dir.glob(f".{name}.*.download"):
+        if path != mine and pattern.match(path.name):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
