@@ -22,8 +22,7 @@ from routeiq_shared.config_schema import ConfigError
 from routeiq_shared.health_server import HealthServer
 from routeiq_shared.jsonlog import setup_logging
 from routeiq_shared.objectstore import StoreError, open_store
-from routeiq_shared.sidecar import run_until_stopped
-from routeiq_shared.telemetry import setup_tracing
+from routeiq_shared.sidecar import jittered, run_agent, run_until_stopped
 
 from . import rollout
 from .metrics import AgentMetrics
@@ -65,11 +64,6 @@ def settings_from(args: argparse.Namespace) -> AgentSettings:
     return settings
 
 
-def next_delay(settings: AgentSettings, rng: random.Random) -> float:
-    """The interval, jittered ± CONFIG_SYNC_JITTER, so a fleet's polls don't arrive in lockstep."""
-    return max(0.05, settings.interval * (1 + rng.uniform(-settings.jitter, settings.jitter)))
-
-
 async def run_once(settings: AgentSettings) -> int:
     store = open_store(settings.source, settings.endpoint_url)
     syncer = Syncer(settings, store, AgentMetrics())
@@ -102,7 +96,7 @@ async def run_forever(settings: AgentSettings) -> None:
             with contextlib.suppress(SyncFailed):  # recorded in status, metrics and the log by the syncer
                 await syncer.sync_once()
             try:
-                await asyncio.wait_for(stop.wait(), next_delay(settings, rng))
+                await asyncio.wait_for(stop.wait(), jittered(settings.interval, settings.jitter, rng))
             except TimeoutError:
                 continue
 
@@ -143,10 +137,4 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "rollout":
         sys.exit(asyncio.run(run_rollout(args)))
     settings = settings_from(args)
-    provider = setup_tracing(SERVICE)
-    try:
-        if args.once:
-            sys.exit(asyncio.run(run_once(settings)))
-        asyncio.run(run_forever(settings))
-    finally:
-        provider.shutdown()
+    run_agent(SERVICE, args.once, lambda: run_once(settings), lambda: run_forever(settings))

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from routeiq_shared.sidecar import env_number
 from routeiq_shared.volume import VolumePaths
 
 CONFIG_NAME = "config.yaml"
@@ -29,25 +30,12 @@ class AgentSettings:
         env = os.environ if env is None else env
         return cls(
             source=env.get("CONFIG_SOURCE", ""),
-            interval=_number(env, "CONFIG_SYNC_INTERVAL", 60.0),
-            jitter=_number(env, "CONFIG_SYNC_JITTER", 0.1),
-            max_object_bytes=int(_number(env, "CONFIG_MAX_BYTES", 1024 * 1024)),
+            interval=env_number(env, "CONFIG_SYNC_INTERVAL", 60.0),
+            jitter=env_number(env, "CONFIG_SYNC_JITTER", 0.1),
+            max_object_bytes=int(env_number(env, "CONFIG_MAX_BYTES", 1024 * 1024)),
             paths=VolumePaths.from_env(env),
-            health_port=int(_number(env, "HEALTH_PORT", 8081)),
+            health_port=int(env_number(env, "HEALTH_PORT", 8081)),
             gateway_admin_url=env.get("GATEWAY_ADMIN_URL") or None,
             gateway_admin_key=env.get("GATEWAY_ADMIN_KEY") or None,
             endpoint_url=env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None,
         )
-
-
-def _number(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "")
-    if raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
-    if value < 0:
-        raise SystemExit(f"{name} must not be negative, got {raw!r}")
-    return value

@@ -26,9 +26,8 @@ from routeiq_shared.health_server import HealthServer
 from routeiq_shared.jsonlog import setup_logging
 from routeiq_shared.manifest import ManifestError
 from routeiq_shared.objectstore import StoreError, open_store
-from routeiq_shared.sidecar import run_until_stopped
+from routeiq_shared.sidecar import jittered, run_agent, run_until_stopped
 from routeiq_shared.signing import KeyFileError, load_private_key, load_public_key, write_keypair
-from routeiq_shared.telemetry import setup_tracing
 
 from . import registry
 from .metrics import ModelSyncMetrics
@@ -103,9 +102,8 @@ async def run_forever(settings: ModelSyncSettings) -> None:
         log.info("Model sync starting", extra={"registry": settings.registry, "interval": settings.interval})
         while not stop.is_set():
             await syncer.sync_once()
-            delay = max(0.05, settings.interval * (1 + rng.uniform(-settings.jitter, settings.jitter)))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+                await asyncio.wait_for(stop.wait(), jittered(settings.interval, settings.jitter, rng))
 
     try:
         await run_until_stopped(health, settings.health_port, loop)
@@ -168,10 +166,4 @@ def main(argv: list[str] | None = None) -> None:
         settings = dataclasses.replace(settings, health_port=args.health_port)
     if not settings.registry:
         raise SystemExit("MODEL_REGISTRY is required: s3://bucket/prefix/ or file:///dir/")
-    provider = setup_tracing(SERVICE)
-    try:
-        if args.once:
-            sys.exit(asyncio.run(run_once(settings)))
-        asyncio.run(run_forever(settings))
-    finally:
-        provider.shutdown()
+    run_agent(SERVICE, args.once, lambda: run_once(settings), lambda: run_forever(settings))

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from routeiq_shared.sidecar import env_number
 from routeiq_shared.volume import VolumePaths
 
 
@@ -32,30 +33,17 @@ class ModelSyncSettings:
         names = tuple(n.strip() for n in env.get("MODEL_NAMES", "").split(",") if n.strip())
         return cls(
             registry=env.get("MODEL_REGISTRY", ""),
-            interval=_num(env, "MODEL_SYNC_INTERVAL", 300.0),
-            jitter=_num(env, "MODEL_SYNC_JITTER", 0.1),
+            interval=env_number(env, "MODEL_SYNC_INTERVAL", 300.0),
+            jitter=env_number(env, "MODEL_SYNC_JITTER", 0.1),
             names=names,
             require_signature=env.get("MODEL_REQUIRE_SIGNATURE", "true").strip().lower() not in ("false", "0", "no"),
             public_key=env.get("MODEL_SIGNING_PUBLIC_KEY") or None,
             redis_url=env.get("REDIS_URL") or None,
-            max_concurrent=max(1, int(_num(env, "MODEL_SYNC_MAX_CONCURRENT", 1))),
-            lease_ttl_ms=int(_num(env, "MODEL_SYNC_LEASE_TTL_MS", 30_000)),
-            lock_wait_seconds=_num(env, "MODEL_SYNC_LOCK_WAIT", 600.0),
-            fallback_delay_max=_num(env, "MODEL_SYNC_FALLBACK_DELAY_MAX", 30.0),
-            max_artifact_bytes=int(_num(env, "MODEL_MAX_BYTES", 4 * 1024**3)),
+            max_concurrent=max(1, int(env_number(env, "MODEL_SYNC_MAX_CONCURRENT", 1))),
+            lease_ttl_ms=int(env_number(env, "MODEL_SYNC_LEASE_TTL_MS", 30_000)),
+            lock_wait_seconds=env_number(env, "MODEL_SYNC_LOCK_WAIT", 600.0),
+            fallback_delay_max=env_number(env, "MODEL_SYNC_FALLBACK_DELAY_MAX", 30.0),
+            max_artifact_bytes=int(env_number(env, "MODEL_MAX_BYTES", 4 * 1024**3)),
             paths=VolumePaths.from_env(env),
-            health_port=int(_num(env, "HEALTH_PORT", 8082)),
+            health_port=int(env_number(env, "HEALTH_PORT", 8082)),
         )
-
-
-def _num(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "")
-    if raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
-    if value < 0:
-        raise SystemExit(f"{name} must not be negative, got {raw!r}")
-    return value

@@ -4,10 +4,14 @@ and a clean stop on SIGTERM/SIGINT."""
 from __future__ import annotations
 
 import asyncio
+import random
 import signal
-from collections.abc import Awaitable, Callable
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any
 
 from .health_server import HealthServer
+from .telemetry import setup_tracing
 
 
 async def run_until_stopped(
@@ -23,3 +27,38 @@ async def run_until_stopped(
         await loop_body(stop)
     finally:
         await health.stop()
+
+
+def env_number(env: Mapping[str, str], name: str, default: float) -> float:
+    """A non-negative number from the environment; a bad value stops the agent with a message naming it."""
+    raw = env.get(name, "")
+    if raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
+    if value < 0:
+        raise SystemExit(f"{name} must not be negative, got {raw!r}")
+    return value
+
+
+def jittered(interval: float, jitter: float, rng: random.Random) -> float:
+    """The poll interval ± `jitter` (a fraction), so a fleet's polls don't arrive in lockstep."""
+    return max(0.05, interval * (1 + rng.uniform(-jitter, jitter)))
+
+
+def run_agent(
+    service: str,
+    once: bool,
+    run_once: Callable[[], Coroutine[Any, Any, int]],
+    run_forever: Callable[[], Coroutine[Any, Any, None]],
+) -> None:
+    """Tracing around the agent's life; with `once`, exit with run_once's code."""
+    provider = setup_tracing(service)
+    try:
+        if once:
+            sys.exit(asyncio.run(run_once()))
+        asyncio.run(run_forever())
+    finally:
+        provider.shutdown()
