@@ -10,9 +10,9 @@ See tests/harness/README.md.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import pytest
 
@@ -21,24 +21,13 @@ _TESTS_DIR = str(Path(__file__).resolve().parent)
 if _TESTS_DIR not in sys.path:
     sys.path.insert(0, _TESTS_DIR)
 
-from harness.config_sync_process import (  # noqa: E402
-    DEFAULT_INTERVAL_S,
-    ConfigSyncHandle,
-    StartConfigSync,
-    launch_config_sync,
-)
+from harness.config_sync_process import ConfigSyncHandle, StartConfigSync, launch_config_sync  # noqa: E402
 from harness.fake_upstream_control import FakeUpstream  # noqa: E402
 from harness.gateway_process import GatewayHandle, StartGateway, VolumeDirs, launch_gateway  # noqa: E402
-from harness.model_sync_process import (  # noqa: E402
-    MODEL_SYNC_FALLBACK_DELAY_MAX_S,
-    MODEL_SYNC_INTERVAL_S,
-    ModelSyncHandle,
-    StartModelSync,
-    launch_model_sync,
-)
+from harness.model_sync_process import ModelSyncHandle, StartModelSync, launch_model_sync  # noqa: E402
 from harness.moto_s3 import MotoS3  # noqa: E402
 from harness.otlp_collector import OtlpCollector  # noqa: E402
-from harness.processes import stop_all  # noqa: E402
+from harness.processes import ManagedProcess, stop_all  # noqa: E402
 from harness.redis_server import SETUP_HINT, RedisServer, find_redis_server  # noqa: E402
 
 
@@ -48,6 +37,48 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     leaked = stop_all()
     if leaked:
         sys.stderr.write(f"\nharness: stopped processes left running at session end: {leaked}\n")
+
+
+class _Handle(Protocol):
+    """What `_Started` needs of a handle: GatewayHandle, ConfigSyncHandle, ModelSyncHandle."""
+
+    process: ManagedProcess
+    base_url: str
+
+    def stop(self) -> int | None: ...
+
+
+H = TypeVar("H", bound=_Handle)
+
+
+class _Started(Generic[H]):
+    """The processes one factory fixture started: each launched with a numbered log (`<label>-N.log`); at
+    teardown all stopped (last first) and their log tails printed (pytest shows them only for failing tests)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.handles: list[H] = []
+
+    def launch(self, launcher: Callable[..., H], *args: Any, **kwargs: Any) -> H:
+        """launcher(*args, log_name=…, **kwargs); a missing console script fails the test with its hint."""
+        try:
+            handle = launcher(*args, log_name=f"{self.label}-{len(self.handles) + 1}.log", **kwargs)
+        except FileNotFoundError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        self.handles.append(handle)
+        return handle
+
+    def __enter__(self) -> _Started[H]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for handle in reversed(self.handles):
+            handle.stop()
+        for index, handle in enumerate(self.handles, 1):
+            print(f"\n---- {self.label} {index} ({handle.base_url}) log tail ----\n{handle.process.log_tail()}")
 
 
 # -- fake LLM provider -------------------------------------------------------------------------------
@@ -161,41 +192,20 @@ def start_gateway(tmp_path: Path) -> Iterator[StartGateway]:
     GET /health/readiness == 200 unless wait_ready=False. Every gateway is stopped at teardown, and its
     log tail is printed (pytest shows it only for failing tests).
     """
-    handles: list[GatewayHandle] = []
+    with _Started[GatewayHandle]("gateway") as started:
 
-    def start(
-        config: str | Mapping[str, Any],
-        env: Mapping[str, str] | None = None,
-        candidates: Mapping[str, Any] | None = None,
-        *,
-        root: Path | None = None,
-        port: int | None = None,
-        wait_ready: bool = True,
-        ready_timeout: float = 30.0,
-    ) -> GatewayHandle:
-        try:
-            handle = launch_gateway(
-                VolumeDirs(root or tmp_path),
-                config,
-                env=env,
-                candidates=candidates,
-                port=port,
-                log_name=f"gateway-{len(handles) + 1}.log",
-                wait_ready=wait_ready,
-                ready_timeout=ready_timeout,
-            )
-        except FileNotFoundError as exc:
-            pytest.fail(str(exc), pytrace=False)
-        handles.append(handle)
-        return handle
+        def start(
+            config: str | Mapping[str, Any],
+            env: Mapping[str, str] | None = None,
+            candidates: Mapping[str, Any] | None = None,
+            *,
+            root: Path | None = None,
+            **options: Any,
+        ) -> GatewayHandle:
+            dirs = VolumeDirs(root or tmp_path)
+            return started.launch(launch_gateway, dirs, config, env=env, candidates=candidates, **options)
 
-    try:
         yield start
-    finally:
-        for handle in reversed(handles):
-            handle.stop()
-        for index, handle in enumerate(handles, 1):
-            print(f"\n---- gateway {index} ({handle.base_url}) log tail ----\n{handle.process.log_tail()}")
 
 
 # -- the config-sync agent ---------------------------------------------------------------------------
@@ -211,37 +221,12 @@ def start_config_sync(tmp_path: Path) -> Iterator[StartConfigSync]:
     moto_s3.env()) and env. Waits for GET /health/liveness == 200. Every agent is stopped at teardown and
     its log tail printed (pytest shows it only for failing tests).
     """
-    handles: list[ConfigSyncHandle] = []
+    with _Started[ConfigSyncHandle]("config-sync") as started:
 
-    def start(
-        source: str,
-        *,
-        root: Path | None = None,
-        env: Mapping[str, str] | None = None,
-        interval: float = DEFAULT_INTERVAL_S,
-        s3_env: Mapping[str, str] | None = None,
-    ) -> ConfigSyncHandle:
-        try:
-            handle = launch_config_sync(
-                VolumeDirs(root or tmp_path),
-                source,
-                s3_env=s3_env,
-                env=env,
-                interval=interval,
-                log_name=f"config-sync-{len(handles) + 1}.log",
-            )
-        except FileNotFoundError as exc:
-            pytest.fail(str(exc), pytrace=False)
-        handles.append(handle)
-        return handle
+        def start(source: str, *, root: Path | None = None, **options: Any) -> ConfigSyncHandle:
+            return started.launch(launch_config_sync, VolumeDirs(root or tmp_path), source, **options)
 
-    try:
         yield start
-    finally:
-        for handle in reversed(handles):
-            handle.stop()
-        for index, handle in enumerate(handles, 1):
-            print(f"\n---- config-sync {index} ({handle.base_url}) log tail ----\n{handle.log_tail()}")
 
 
 # -- the model-sync agent ----------------------------------------------------------------------------
@@ -260,40 +245,9 @@ def start_model_sync(tmp_path: Path) -> Iterator[StartModelSync]:
     moto_s3.env()) and env (wins). Waits for GET /health/liveness == 200. Every agent is stopped at teardown
     and its log tail printed (pytest shows it only for failing tests).
     """
-    handles: list[ModelSyncHandle] = []
+    with _Started[ModelSyncHandle]("model-sync") as started:
 
-    def start(
-        registry: str,
-        *,
-        root: Path | None = None,
-        env: Mapping[str, str] | None = None,
-        interval: float = MODEL_SYNC_INTERVAL_S,
-        s3_env: Mapping[str, str] | None = None,
-        public_key: Path | str | None = None,
-        redis_url: str | None = None,
-        fallback_delay_max: float = MODEL_SYNC_FALLBACK_DELAY_MAX_S,
-    ) -> ModelSyncHandle:
-        try:
-            handle = launch_model_sync(
-                VolumeDirs(root or tmp_path),
-                registry,
-                s3_env=s3_env,
-                env=env,
-                interval=interval,
-                public_key=public_key,
-                redis_url=redis_url,
-                fallback_delay_max=fallback_delay_max,
-                log_name=f"model-sync-{len(handles) + 1}.log",
-            )
-        except FileNotFoundError as exc:
-            pytest.fail(str(exc), pytrace=False)
-        handles.append(handle)
-        return handle
+        def start(registry: str, *, root: Path | None = None, **options: Any) -> ModelSyncHandle:
+            return started.launch(launch_model_sync, VolumeDirs(root or tmp_path), registry, **options)
 
-    try:
         yield start
-    finally:
-        for handle in reversed(handles):
-            handle.stop()
-        for index, handle in enumerate(handles, 1):
-            print(f"\n---- model-sync {index} ({handle.base_url}) log tail ----\n{handle.log_tail()}")

@@ -10,35 +10,28 @@ port. `ConfigSyncHandle` reads what the agent says about itself (/health/config-
 from __future__ import annotations
 
 import hashlib
-import json
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from .gateway_process import VolumeDirs
 from .moto_s3 import CREDENTIALS, REGION, MotoS3
-from .processes import ManagedProcess, child_env, free_port, wait_until
+from .processes import ManagedProcess, child_env
+from .sidecar_process import SidecarHandle, launch_sidecar, run_sidecar, venv_script
 
 HEALTH_PATH = "/health/config-sync"
-READY_PATH = "/health/readiness"
-LIVE_PATH = "/health/liveness"
 DEFAULT_INTERVAL_S = 0.5
 
 
 def config_sync_script() -> Path:
     """The console script installed next to the running interpreter (the project's venv)."""
-    return Path(sys.executable).with_name("routeiq-config-sync")
+    return venv_script("routeiq-config-sync")
 
 
 def aws_script() -> Path:
-    return Path(sys.executable).with_name("aws")
+    return venv_script("aws")
 
 
 def agent_env(
@@ -63,77 +56,17 @@ def agent_env(
     return child_env(env)
 
 
-def _get(url: str, timeout: float = 2.0) -> tuple[int | None, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return int(resp.status), resp.read()
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), exc.read()
-    except (OSError, ValueError):
-        return None, b""
+class ConfigSyncHandle(SidecarHandle):
+    """One running agent in polling mode. Create through the `start_config_sync` fixture.
 
+    health() is GET /health/config-sync: {status, last_success_at, last_attempt_at, version, etag, last_error, …}.
+    """
 
-class ConfigSyncHandle:
-    """One running agent in polling mode. Create through the `start_config_sync` fixture."""
+    health_path = HEALTH_PATH
 
     def __init__(self, process: ManagedProcess, health_port: int, dirs: VolumeDirs, source: str) -> None:
-        self.process = process
-        self.health_port = health_port
-        self.base_url = f"http://127.0.0.1:{health_port}"
-        self.dirs = dirs
+        super().__init__(process, health_port, dirs, source)
         self.source = source
-
-    def url(self, path: str) -> str:
-        return f"{self.base_url}/{path.lstrip('/')}"
-
-    # -- what the agent reports -------------------------------------------------------------------------
-
-    def health(self) -> dict[str, Any]:
-        """GET /health/config-sync: {status, last_success_at, last_attempt_at, version, etag, last_error, …}."""
-        status, body = _get(self.url(HEALTH_PATH))
-        if status != 200:
-            raise AssertionError(f"GET {HEALTH_PATH} answered {status}: {body[:300]!r}")
-        document: dict[str, Any] = json.loads(body)
-        return document
-
-    def readiness_status(self) -> int | None:
-        return _get(self.url(READY_PATH))[0]
-
-    def metric_samples(self) -> list[tuple[str, dict[str, str], float]]:
-        status, body = _get(self.url("/metrics"))
-        if status != 200:
-            raise AssertionError(f"GET /metrics answered {status}")
-        return [
-            (sample.name, dict(sample.labels), sample.value)
-            for family in text_string_to_metric_families(body.decode())
-            for sample in family.samples
-        ]
-
-    def metric(self, name: str, **labels: str) -> float:
-        """The value of one sample (0.0 when absent, as a counter not yet incremented is absent)."""
-        for sample_name, sample_labels, value in self.metric_samples():
-            if sample_name == name and all(sample_labels.get(k) == v for k, v in labels.items()):
-                return value
-        return 0.0
-
-    def wait_health(
-        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0, message: str = "health"
-    ) -> dict[str, Any]:
-        """Poll /health/config-sync until predicate(document); return that document."""
-        seen: list[dict[str, Any]] = [{}]
-
-        def check() -> bool:
-            status, body = _get(self.url(HEALTH_PATH))
-            if status != 200:
-                return False
-            seen[0] = json.loads(body)
-            return predicate(seen[0])
-
-        try:
-            wait_until(check, timeout, message=message)
-        except TimeoutError as exc:
-            raise TimeoutError(f"{exc}\nlast health: {seen[0]}\n--- agent log tail ---\n{self.log_tail()}") from None
-        return seen[0]
 
     def wait_version(self, version: str, timeout: float = 10.0) -> dict[str, Any]:
         return self.wait_health(
@@ -141,37 +74,6 @@ class ConfigSyncHandle:
             timeout,
             message=f"agent status ok at version {version}",
         )
-
-    # -- logs and process -------------------------------------------------------------------------------
-
-    def log_text(self) -> str:
-        return self.process.log_text()
-
-    def log_tail(self, chars: int = 4000) -> str:
-        return self.process.log_tail(chars)
-
-    def json_logs(self) -> list[dict[str, Any]]:
-        records: list[dict[str, Any]] = []
-        for line in self.log_text().splitlines():
-            line = line.strip()
-            if line.startswith("{"):
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(record, dict):
-                    records.append(record)
-        return records
-
-    @property
-    def returncode(self) -> int | None:
-        return self.process.returncode
-
-    def stop(self, timeout: float = 5.0) -> int | None:
-        return self.process.stop(timeout=timeout)
-
-    def __repr__(self) -> str:
-        return f"<ConfigSyncHandle {self.base_url} {self.source} {self.process!r}>"
 
 
 def launch_config_sync(
@@ -186,19 +88,14 @@ def launch_config_sync(
     start_timeout: float = 20.0,
 ) -> ConfigSyncHandle:
     """Start `routeiq-config-sync` (polling mode) on `dirs` and wait until its health server answers."""
-    script = config_sync_script()
-    if not script.exists():
-        raise FileNotFoundError(f"{script} not found; run `make setup` to install the config-sync package")
-    dirs.create()
-    port = health_port or free_port()
-    process_env = agent_env(dirs, source, s3_env=s3_env, interval=interval, health_port=port, extra=env)
-    process = ManagedProcess([str(script)], dirs.root / log_name, env=process_env, name="routeiq-config-sync")
-    process.start()
-    try:
-        process.wait_http_ok(f"http://127.0.0.1:{port}{LIVE_PATH}", timeout=start_timeout)
-    except BaseException:
-        process.stop()
-        raise
+    process, port = launch_sidecar(
+        config_sync_script(),
+        dirs,
+        lambda port: agent_env(dirs, source, s3_env=s3_env, interval=interval, health_port=port, extra=env),
+        health_port=health_port,
+        log_name=log_name,
+        start_timeout=start_timeout,
+    )
     return ConfigSyncHandle(process, port, dirs, source)
 
 
@@ -207,15 +104,7 @@ def run_config_sync(
 ) -> subprocess.CompletedProcess[str]:
     """Run `routeiq-config-sync ARGS` to completion (`--once`, `rollout promote …`); `env` is complete
     (build it with agent_env or child_env)."""
-    return subprocess.run(
-        [str(config_sync_script()), *args],
-        env=dict(env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
+    return run_sidecar(config_sync_script(), args, env, timeout)
 
 
 class StartConfigSync(Protocol):
@@ -305,14 +194,4 @@ class AwsCli:
 def start_moto_at(log_dir: Path, port: int, host: str = "127.0.0.1", timeout: float = 30.0) -> MotoS3:
     """A `moto_server` on a given port (to stop it and start it again at the same address). moto keeps its
     state in memory: a restarted server is empty."""
-    script = Path(sys.executable).with_name("moto_server")
-    base = [str(script)] if script.exists() else [sys.executable, "-m", "moto.server"]
-    argv = [*base, "-H", host, "-p", str(port)]
-    process = ManagedProcess(argv, Path(log_dir) / f"moto_server-{port}.log", env=child_env(), name="moto_server")
-    process.start()
-    try:
-        process.wait_http_ok(f"http://{host}:{port}/moto-api/", timeout=timeout)
-    except BaseException:
-        process.stop()
-        raise
-    return MotoS3(process, host, port)
+    return MotoS3.start(log_dir, host, timeout, port=port, log_name=f"moto_server-{port}.log")

@@ -40,12 +40,7 @@ class FakeUpstream:
         if latency_ms:
             argv += ["--latency-ms", str(latency_ms)]
         process = ManagedProcess(argv, Path(log_dir) / "fake_upstream.log", env=child_env(), name="fake_upstream")
-        process.start()
-        try:
-            process.wait_http_ok(f"http://{host}:{port}/_control/health", timeout=timeout)
-        except BaseException:
-            process.stop()
-            raise
+        process.start_http_ok(f"http://{host}:{port}/_control/health", timeout=timeout)
         return cls(process, host, port)
 
     # -- behaviour control ------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import openai
 import yaml
 from routeiq_shared.atomic import atomic_write
 
-from .processes import ManagedProcess, child_env, free_port, wait_until
+from .processes import ManagedProcess, child_env, free_port
 
 READY_PATH = "/health/readiness"
 
@@ -135,18 +135,7 @@ class GatewayHandle:
 
     def json_logs(self) -> list[dict[str, Any]]:
         """Every stdout/stderr line that parses as a JSON object, in order; other lines are skipped."""
-        records: list[dict[str, Any]] = []
-        for line in self.log_text().splitlines():
-            line = line.strip()
-            if not line.startswith("{"):
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                records.append(record)
-        return records
+        return self.process.json_logs()
 
     def wait_for_log(
         self, match: str | Callable[[dict[str, Any]], bool], timeout: float = 10.0, after: int = 0
@@ -154,17 +143,9 @@ class GatewayHandle:
         """Wait for a JSON log record; `match` is a substring of its "message"/"msg"/"event" field or a
         predicate. `after`: skip the first N records (pass len(handle.json_logs()) taken before acting)."""
         predicate = match if callable(match) else _message_contains(match)
-        found: list[dict[str, Any]] = []
-
-        def check() -> bool:
-            found[:] = [r for r in self.json_logs()[after:] if predicate(r)]
-            return bool(found)
-
-        try:
-            wait_until(check, timeout, message=f"log record matching {match!r}")
-        except TimeoutError as exc:
-            raise TimeoutError(f"{exc}\n--- gateway log tail ---\n{self.process.log_tail()}") from None
-        return found[0]
+        return self.process.wait_for_json_log(
+            predicate, timeout, after, message=f"log record matching {match!r}", who="gateway"
+        )
 
     def __repr__(self) -> str:
         return f"<GatewayHandle {self.base_url} {self.process!r}>"

@@ -10,30 +10,24 @@ training job drive it.
 
 from __future__ import annotations
 
-import json
 import subprocess
-import sys
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from .gateway_process import VolumeDirs
-from .processes import ManagedProcess, child_env, free_port, wait_until
+from .processes import ManagedProcess, child_env
+from .sidecar_process import SidecarHandle, launch_sidecar, run_sidecar, venv_script
+from .sidecar_process import parse_metrics as parse_metrics  # re-exported: tests import it from here
 
 HEALTH_PATH = "/health/model-sync"
-LIVE_PATH = "/health/liveness"
-READY_PATH = "/health/readiness"
 MODEL_SYNC_INTERVAL_S = 0.5
 MODEL_SYNC_FALLBACK_DELAY_MAX_S = 1.0
 
 
 def model_sync_script() -> Path:
     """The console script installed next to the running interpreter (the project's venv)."""
-    return Path(sys.executable).with_name("routeiq-model-sync")
+    return venv_script("routeiq-model-sync")
 
 
 def model_sync_env(
@@ -71,105 +65,23 @@ def model_sync_env(
     return child_env(env)
 
 
-def _get(url: str, timeout: float = 2.0) -> tuple[int | None, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return int(resp.status), resp.read()
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), exc.read()
-    except (OSError, ValueError):
-        return None, b""
+class ModelSyncHandle(SidecarHandle):
+    """One running agent in polling mode. Create through the `start_model_sync` fixture.
 
+    health() is GET /health/model-sync: {status, registry, redis, models: {name: {version, sha256, synced_at,
+    last_result, last_error}}}.
+    """
 
-def parse_metrics(text: str) -> list[tuple[str, dict[str, str], float]]:
-    """Prometheus text → [(sample name, labels, value)] (counters appear as `<name>_total`)."""
-    return [
-        (sample.name, dict(sample.labels), sample.value)
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    ]
-
-
-def json_records(text: str) -> list[dict[str, Any]]:
-    """Every line of `text` that parses as a JSON object, in order."""
-    records: list[dict[str, Any]] = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
-
-
-class ModelSyncHandle:
-    """One running agent in polling mode. Create through the `start_model_sync` fixture."""
+    health_path = HEALTH_PATH
 
     def __init__(self, process: ManagedProcess, health_port: int, dirs: VolumeDirs, registry: str) -> None:
-        self.process = process
-        self.health_port = health_port
-        self.base_url = f"http://127.0.0.1:{health_port}"
-        self.dirs = dirs
+        super().__init__(process, health_port, dirs, registry)
         self.registry = registry
-
-    def url(self, path: str) -> str:
-        return f"{self.base_url}/{path.lstrip('/')}"
-
-    # -- what the agent reports -------------------------------------------------------------------------
-
-    def health(self) -> dict[str, Any]:
-        """GET /health/model-sync: {status, registry, redis, models: {name: {version, sha256, synced_at,
-        last_result, last_error}}}."""
-        status, body = _get(self.url(HEALTH_PATH))
-        if status != 200:
-            raise AssertionError(f"GET {HEALTH_PATH} answered {status}: {body[:300]!r}")
-        document: dict[str, Any] = json.loads(body)
-        return document
 
     def model(self, name: str) -> dict[str, Any]:
         """The health document's entry for one model ({} while the agent has not reported on it)."""
         entry: dict[str, Any] = self.health().get("models", {}).get(name, {})
         return entry
-
-    def readiness_status(self) -> int | None:
-        return _get(self.url(READY_PATH))[0]
-
-    def metric_samples(self) -> list[tuple[str, dict[str, str], float]]:
-        status, body = _get(self.url("/metrics"))
-        if status != 200:
-            raise AssertionError(f"GET /metrics answered {status}")
-        return parse_metrics(body.decode())
-
-    def metric(self, sample: str, /, **labels: str) -> float:
-        """The value of one sample (0.0 when absent, as a counter not yet incremented is absent). Labels are
-        keyword arguments (`name=` included: the metric's name is positional-only)."""
-        for sample_name, sample_labels, value in self.metric_samples():
-            if sample_name == sample and all(sample_labels.get(k) == v for k, v in labels.items()):
-                return value
-        return 0.0
-
-    def wait_health(
-        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0, message: str = "health"
-    ) -> dict[str, Any]:
-        """Poll /health/model-sync until predicate(document); return that document."""
-        seen: list[dict[str, Any]] = [{}]
-
-        def check() -> bool:
-            status, body = _get(self.url(HEALTH_PATH))
-            if status != 200:
-                return False
-            seen[0] = json.loads(body)
-            return predicate(seen[0])
-
-        try:
-            wait_until(check, timeout, message=message)
-        except TimeoutError as exc:
-            raise TimeoutError(f"{exc}\nlast health: {seen[0]}\n--- agent log tail ---\n{self.log_tail()}") from None
-        return seen[0]
 
     def wait_model(
         self, name: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0, message: str = ""
@@ -190,46 +102,6 @@ class ModelSyncHandle:
             f"{name} at version {version} without error",
         )
 
-    # -- logs and process -------------------------------------------------------------------------------
-
-    def log_text(self) -> str:
-        return self.process.log_text()
-
-    def log_tail(self, chars: int = 4000) -> str:
-        return self.process.log_tail(chars)
-
-    def json_logs(self) -> list[dict[str, Any]]:
-        return json_records(self.log_text())
-
-    def wait_for_log(
-        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0, after: int = 0
-    ) -> dict[str, Any]:
-        """The first JSON log record after the first `after` ones that matches; waits for it."""
-        found: list[dict[str, Any]] = []
-
-        def check() -> bool:
-            found[:] = [r for r in self.json_logs()[after:] if predicate(r)]
-            return bool(found)
-
-        try:
-            wait_until(check, timeout, message="agent log record")
-        except TimeoutError as exc:
-            raise TimeoutError(f"{exc}\n--- agent log tail ---\n{self.log_tail()}") from None
-        return found[0]
-
-    @property
-    def returncode(self) -> int | None:
-        return self.process.returncode
-
-    def is_running(self) -> bool:
-        return self.process.is_running()
-
-    def stop(self, timeout: float = 5.0) -> int | None:
-        return self.process.stop(timeout=timeout)
-
-    def __repr__(self) -> str:
-        return f"<ModelSyncHandle {self.base_url} {self.registry} {self.process!r}>"
-
 
 def launch_model_sync(
     dirs: VolumeDirs,
@@ -246,29 +118,24 @@ def launch_model_sync(
     start_timeout: float = 20.0,
 ) -> ModelSyncHandle:
     """Start `routeiq-model-sync` (polling mode) on `dirs` and wait until its health server answers."""
-    script = model_sync_script()
-    if not script.exists():
-        raise FileNotFoundError(f"{script} not found; run `make setup` to install the model-sync package")
-    dirs.create()
-    port = health_port or free_port()
-    process_env = model_sync_env(
+    process, port = launch_sidecar(
+        model_sync_script(),
         dirs,
-        registry,
-        s3_env=s3_env,
-        interval=interval,
-        public_key=public_key,
-        redis_url=redis_url,
-        fallback_delay_max=fallback_delay_max,
-        health_port=port,
-        extra=env,
+        lambda port: model_sync_env(
+            dirs,
+            registry,
+            s3_env=s3_env,
+            interval=interval,
+            public_key=public_key,
+            redis_url=redis_url,
+            fallback_delay_max=fallback_delay_max,
+            health_port=port,
+            extra=env,
+        ),
+        health_port=health_port,
+        log_name=log_name,
+        start_timeout=start_timeout,
     )
-    process = ManagedProcess([str(script)], dirs.root / log_name, env=process_env, name="routeiq-model-sync")
-    process.start()
-    try:
-        process.wait_http_ok(f"http://127.0.0.1:{port}{LIVE_PATH}", timeout=start_timeout)
-    except BaseException:
-        process.stop()
-        raise
     return ModelSyncHandle(process, port, dirs, registry)
 
 
@@ -277,15 +144,7 @@ def run_model_sync(
 ) -> subprocess.CompletedProcess[str]:
     """Run `routeiq-model-sync ARGS` to completion (`--once`, `keygen`, `publish`, `rollback`). `env` is
     complete (build it with model_sync_env or child_env); None: child_env()."""
-    return subprocess.run(
-        [str(model_sync_script()), *(str(a) for a in args)],
-        env=dict(env) if env is not None else child_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
+    return run_sidecar(model_sync_script(), args, env, timeout)
 
 
 class StartModelSync(Protocol):

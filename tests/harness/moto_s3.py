@@ -40,17 +40,19 @@ class MotoS3:
         self._run_id = uuid.uuid4().hex[:8]
 
     @classmethod
-    def start(cls, log_dir: Path, host: str = "127.0.0.1", timeout: float = 30.0) -> MotoS3:
-        port = free_port(host)
-        process = ManagedProcess(
-            _moto_argv(host, port), Path(log_dir) / "moto_server.log", env=child_env(), name="moto_server"
-        )
-        process.start()
-        try:
-            process.wait_http_ok(f"http://{host}:{port}/moto-api/", timeout=timeout)
-        except BaseException:
-            process.stop()
-            raise
+    def start(
+        cls,
+        log_dir: Path,
+        host: str = "127.0.0.1",
+        timeout: float = 30.0,
+        *,
+        port: int | None = None,
+        log_name: str = "moto_server.log",
+    ) -> MotoS3:
+        """Start `moto_server` on `port` (default: a free one) and wait until it answers."""
+        port = port or free_port(host)
+        process = ManagedProcess(_moto_argv(host, port), Path(log_dir) / log_name, env=child_env(), name="moto_server")
+        process.start_http_ok(f"http://{host}:{port}/moto-api/", timeout=timeout)
         return cls(process, host, port)
 
     def client(self, service: str = "s3", **kwargs: Any) -> Any:

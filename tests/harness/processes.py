@@ -8,6 +8,7 @@ into every error message because that is the first thing one needs when a start 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -17,6 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 POLL_INTERVAL_S = 0.02
 LOG_TAIL_CHARS = 4000
@@ -92,15 +94,34 @@ def wait_until(
     timeout: float,
     interval: float = POLL_INTERVAL_S,
     message: str = "condition",
+    detail: Callable[[], str] | None = None,
 ) -> None:
-    """Poll predicate until it is true; raise TimeoutError with `message` after `timeout` seconds."""
+    """Poll predicate until it is true; raise TimeoutError with `message` after `timeout` seconds, followed by
+    a line break and detail() when given (e.g. a log tail, read at that moment)."""
     deadline = time.monotonic() + timeout
     while True:
         if predicate():
             return
         if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {message}")
+            error = f"timed out after {timeout:.1f}s waiting for {message}"
+            raise TimeoutError(error if detail is None else f"{error}\n{detail()}")
         time.sleep(interval)
+
+
+def json_records(text: str) -> list[dict[str, Any]]:
+    """Every line of `text` that parses as a JSON object, in order; other lines are skipped."""
+    records: list[dict[str, Any]] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
 
 
 # Every started, not yet stopped process; the safety net for `stop_all` at the end of a pytest session.
@@ -186,6 +207,16 @@ class ManagedProcess:
     def wait_http_ok(self, url: str, timeout: float = 15.0, expect_status: int = 200) -> None:
         self.wait_ready(lambda: url_status(url) == expect_status, timeout, f"GET {url} == {expect_status}")
 
+    def start_http_ok(self, url: str, timeout: float = 15.0) -> ManagedProcess:
+        """start(), then wait_http_ok(url); a process that never gets there is stopped before the error."""
+        self.start()
+        try:
+            self.wait_http_ok(url, timeout=timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
     def wait_port(self, host: str, port: int, timeout: float = 15.0) -> None:
         self.wait_ready(lambda: port_accepts(host, port), timeout, f"{host}:{port} accepting")
 
@@ -229,6 +260,29 @@ class ManagedProcess:
 
     def log_tail(self, chars: int = LOG_TAIL_CHARS) -> str:
         return self.log_text()[-chars:]
+
+    def json_logs(self) -> list[dict[str, Any]]:
+        """Every log line that parses as a JSON object, in order (see json_records)."""
+        return json_records(self.log_text())
+
+    def wait_for_json_log(
+        self,
+        predicate: Callable[[dict[str, Any]], bool],
+        timeout: float = 10.0,
+        after: int = 0,
+        message: str = "log record",
+        who: str = "process",
+    ) -> dict[str, Any]:
+        """The first JSON log record after the first `after` ones that matches; waits for it. On timeout the
+        error carries the log tail under `--- {who} log tail ---`."""
+        found: list[dict[str, Any]] = []
+
+        def check() -> bool:
+            found[:] = [r for r in self.json_logs()[after:] if predicate(r)]
+            return bool(found)
+
+        wait_until(check, timeout, message=message, detail=lambda: f"--- {who} log tail ---\n{self.log_tail()}")
+        return found[0]
 
     def _describe(self) -> str:
         return f"command: {' '.join(self.argv)}\nlog {self.log_path} (tail):\n{self.log_tail()}"
