@@ -19,6 +19,9 @@ types are errors naming the key's path, because a manifest decides whether a pic
 from __future__ import annotations
 
 import hashlib
+import io
+import mmap
+import os
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -167,23 +170,36 @@ def canonical_bytes(manifest: Manifest) -> bytes:
 
 
 def sha256_file(path: Path | str, chunk: int = HASH_CHUNK_BYTES) -> tuple[str, int]:
-    """(hex sha256, size in bytes) of a file, read in `chunk`-sized pieces so a 500 MB artifact is never
-    held in memory."""
+    """(hex sha256, size in bytes) of a file, memory-mapped (or read in `chunk`-sized pieces), so a 500 MB
+    artifact is never copied into the process's memory."""
     with open(path, "rb", buffering=0) as fh:
         return sha256_fileobj(fh, chunk)
 
 
 def sha256_fileobj(fh: BinaryIO, chunk: int = HASH_CHUNK_BYTES) -> tuple[str, int]:
-    """The same over an open binary file from its current position: lets a reader hash and then load the very
-    bytes it opened, whatever is renamed over the path meanwhile."""
+    """(hex sha256, size) of the whole file behind an open binary file object: lets a reader hash and then load
+    the very bytes it opened, whatever is renamed over the path meanwhile.
+
+    A memory map hashed in one call releases the GIL for the whole digest; a read loop takes the GIL back for
+    every chunk, which on a gateway whose event loop keeps the core busy made hashing a 500 MB model 3x slower.
+    """
+    try:
+        fileno = fh.fileno()
+        size = os.fstat(fileno).st_size
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        fileno, size = -1, 0
+    if size > 0:
+        with mmap.mmap(fileno, 0, access=mmap.ACCESS_READ) as mapped:
+            return hashlib.sha256(mapped).hexdigest(), len(mapped)
+    fh.seek(0)
     digest = hashlib.sha256()
-    size = 0
+    total = 0
     buffer = bytearray(chunk)
     view = memoryview(buffer)
     while n := fh.readinto(buffer):  # type: ignore[attr-defined]
         digest.update(view[:n])
-        size += n
-    return digest.hexdigest(), size
+        total += n
+    return digest.hexdigest(), total
 
 
 def utc_now_rfc3339() -> str:

@@ -4,6 +4,7 @@ signature or an artifact must fail, and the key files' modes."""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import stat
 from pathlib import Path
@@ -14,7 +15,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from routeiq_shared import signing
-from routeiq_shared.manifest import Manifest, ManifestError, canonical_bytes, sha256_file, utc_now_rfc3339
+from routeiq_shared.manifest import (
+    Manifest,
+    ManifestError,
+    canonical_bytes,
+    sha256_file,
+    sha256_fileobj,
+    utc_now_rfc3339,
+)
 from routeiq_shared.signing import (
     ArtifactMismatch,
     KeyFileError,
@@ -290,6 +298,20 @@ def test_sha256_file_streams_a_multi_mib_file(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.write_bytes(b"")
     assert sha256_file(empty) == (hashlib.sha256(b"").hexdigest(), 0)
+
+
+def test_sha256_fileobj_hashes_the_file_it_holds_open_whatever_is_renamed_over_its_path(tmp_path: Path) -> None:
+    path = tmp_path / "router.pkl"
+    path.write_bytes(b"the verified bytes")
+    with path.open("rb") as fh:
+        other = tmp_path / ".new"
+        other.write_bytes(b"bytes swapped in afterwards")
+        os.replace(other, path)
+        assert sha256_fileobj(fh) == (hashlib.sha256(b"the verified bytes").hexdigest(), 18)
+    # Not a real file (no descriptor): the read loop, from the start.
+    stream = io.BytesIO(b"x" * 5000)
+    stream.read(10)
+    assert sha256_fileobj(stream, chunk=1024) == (hashlib.sha256(b"x" * 5000).hexdigest(), 5000)
 
 
 def test_verify_artifact_accepts_the_exact_bytes(tmp_path: Path) -> None:
