@@ -31,7 +31,6 @@ class Deployment:
     stream_timeout: float
     headers: tuple[tuple[str, str], ...]
     extra_params: tuple[tuple[str, Any], ...]
-    model_info: tuple[tuple[str, Any], ...]
 
     @property
     def path_name(self) -> str:
@@ -68,5 +67,4 @@ def build_deployment(entry: ModelEntry, router: RouterSettings) -> Deployment:
         stream_timeout=params.stream_timeout or router.stream_timeout or timeout,
         headers=tuple(headers),
         extra_params=tuple((k, v) for k, v in extra.items() if k not in _ROUTING_KEYS and k != "organization"),
-        model_info=tuple(entry.model_info.items()),
     )

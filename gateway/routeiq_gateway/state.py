@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 from routeiq_shared.config_schema import LoadedConfig, RouterSpec, load_config
 
 from .deployments import Deployment, build_deployment
@@ -39,8 +40,6 @@ class GatewayState:
 
 
 def build_state(loaded: LoadedConfig, created: int) -> GatewayState:
-    import orjson
-
     cfg = loaded.config
     groups: dict[str, list[Deployment]] = {}
     for entry in cfg.model_list:

@@ -254,8 +254,8 @@ class Pool:
         self._idle: dict[Origin, collections.deque[_Connection]] = {}
         self._ssl: ssl.SSLContext | None = None
 
-    async def post(self, target: Target, body: bytes) -> Response:
-        """Send and wait for the response headers.
+    async def post(self, target: Target, body: bytes, extra_head: bytes = b"") -> Response:
+        """Send and wait for the response headers. `extra_head`: per-request header lines (CRLF-terminated).
 
         A pooled connection that the upstream closed cleanly (FIN) before answering a single byte is the
         keep-alive race: the upstream timed the connection out as we reused it, and its application never saw
@@ -265,7 +265,7 @@ class Pool:
         conn = self._take_idle(target.origin)
         if conn is not None:
             try:
-                await conn.send(target.head_prefix, body)
+                await conn.send(target.head_prefix + extra_head, body)
                 return Response(conn, self)
             except UpstreamClosed:
                 conn._close()
@@ -276,7 +276,7 @@ class Pool:
                 raise
         conn = await self._connect(target.origin)
         try:
-            await conn.send(target.head_prefix, body)
+            await conn.send(target.head_prefix + extra_head, body)
         except BaseException:
             conn._close()
             raise

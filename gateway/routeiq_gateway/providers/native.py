@@ -117,11 +117,10 @@ class NativeProvider:
     ) -> Completed | NativeStream:
         payload = orjson.dumps({**body, "model": dep.upstream_model})
         target = self._target(dep, endpoint)
-        if traceparent:
-            target = Target(target.origin, target.head_prefix + b"traceparent: " + traceparent.encode() + b"\r\n")
+        extra_head = b"traceparent: " + traceparent.encode() + b"\r\n" if traceparent else b""
         try:
             async with asyncio.timeout(dep.timeout):
-                resp = await self._pool.post(target, payload)
+                resp = await self._pool.post(target, payload, extra_head)
                 if stream and resp.status == 200:
                     return NativeStream(resp, dep.stream_timeout)
                 raw = await resp.read()
