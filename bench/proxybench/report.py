@@ -138,11 +138,19 @@ def goal_lines(results: list[TargetResult]) -> list[str]:
     ]
 
 
+def settings_document(settings: Settings) -> dict[str, Any]:
+    """The run's settings as plain JSON values, for the results file."""
+    plain: dict[str, Any] = {
+        k: v if isinstance(v, int | float) else str(v) for k, v in dataclasses.asdict(settings).items()
+    }
+    plain["targets"], plain["explicit"] = list(settings.targets), sorted(settings.explicit)
+    return plain
+
+
 def write_json(settings: Settings, results: list[TargetResult], env: dict[str, str], when: dt.datetime) -> Path:
     RESULTS_DIR.mkdir(exist_ok=True)
     path = RESULTS_DIR / f"proxy_throughput-{when:%Y%m%dT%H%M%SZ}.json"
-    plain = {k: v if isinstance(v, int | float) else str(v) for k, v in dataclasses.asdict(settings).items()}
-    plain["targets"], plain["explicit"] = list(settings.targets), sorted(settings.explicit)
+    plain = settings_document(settings)
     document: dict[str, Any] = {
         "date": when.isoformat(),
         "command": reproduce_command(),

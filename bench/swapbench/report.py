@@ -9,7 +9,14 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from proxybench.report import DISTURBED_PCT, cpu_model, first_line, package_version, reproduce_command
+from proxybench.report import (
+    DISTURBED_PCT,
+    cpu_model,
+    first_line,
+    package_version,
+    reproduce_command,
+    settings_document,
+)
 from proxybench.settings import RESULTS_DIR, Settings
 
 from .artifact import BuiltArtifact
@@ -133,8 +140,7 @@ def markdown_report(settings: Settings, run: Run, env: dict[str, str], when: dt.
 def write_json(settings: Settings, run: Run, env: dict[str, str], when: dt.datetime) -> Path:
     RESULTS_DIR.mkdir(exist_ok=True)
     path = RESULTS_DIR / f"model_swap-{when:%Y%m%dT%H%M%SZ}.json"
-    plain = {k: v if isinstance(v, int | float) else str(v) for k, v in dataclasses.asdict(settings).items()}
-    plain["targets"], plain["explicit"] = list(settings.targets), sorted(settings.explicit)
+    plain = settings_document(settings)
     document: dict[str, Any] = {
         "date": when.isoformat(),
         "command": reproduce_command(),
