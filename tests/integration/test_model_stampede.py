@@ -32,7 +32,7 @@ import pytest
 import redis
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from harness.moto_s3 import MotoS3
-from harness.processes import ManagedProcess, child_env
+from harness.processes import ManagedProcess, child_env, wait_until
 from harness.redis_server import RedisServer
 from harness.s3_counting_proxy import CountingProxy, Transfer
 from routeiq_model_sync import registry
@@ -316,7 +316,11 @@ def test_fifty_agents_converge_without_exceeding_the_download_bound(
     # The other half of the claim: downloads do overlap when the bound allows it, so a bound of 1 being respected
     # is the lease at work and not downloads too short to meet.
     assert peak == max_concurrent
-    assert fresh_redis.client().keys(LEASE_KEYS) == []  # every permit given back
+    # Every permit given back. The last installer writes its manifest inside its lease and releases right
+    # after, so allow it a moment: 0.5 s, well under the 1.3 s or more a renewed key has left, so a permit
+    # left to expire instead of released still fails here.
+    client = fresh_redis.client()
+    wait_until(lambda: client.keys(LEASE_KEYS) == [], timeout=0.5, message="every download permit released")
 
 
 def test_a_holder_killed_mid_download_delays_the_rest_by_at_most_one_lease(
