@@ -19,20 +19,20 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 
-from . import auth
-from .asgi import TEXT, ClientGone, Receive, Scope, Send, read_body, send_error, send_response
-from .dispatch import Dispatcher
-from .errors import GatewayError, error_body
-from .inflight import InFlight
-from .metrics import GatewayMetrics
-from .model_watch import ModelsRef
-from .providers import Completed, Streaming
-from .reload import Reloader
-from .routers import decide
-from .shed import admit
-from .state import GatewayState, StateRef
-from .tracing import get_tracer, parent_context, traceparent_of
-from .validate import CHECKS, parse_json_object
+from routeiq_gateway.admission import auth
+from routeiq_gateway.admission.inflight import InFlight
+from routeiq_gateway.admission.shed import admit
+from routeiq_gateway.admission.validate import CHECKS, parse_json_object
+from routeiq_gateway.dispatch.dispatcher import Dispatcher
+from routeiq_gateway.http.asgi import TEXT, ClientGone, Receive, Scope, Send, read_body, send_error, send_response
+from routeiq_gateway.http.errors import GatewayError, error_body
+from routeiq_gateway.lifecycle.reload import Reloader
+from routeiq_gateway.observability.metrics import GatewayMetrics
+from routeiq_gateway.observability.tracing import get_tracer, parent_context, traceparent_of
+from routeiq_gateway.providers import Completed, Streaming
+from routeiq_gateway.routing.model_watch import ModelsRef
+from routeiq_gateway.routing.routers import decide
+from routeiq_gateway.state import GatewayState, StateRef
 
 log = logging.getLogger("routeiq.gateway")
 

@@ -13,7 +13,7 @@ from routeiq_shared.signing import KeyFileError, load_public_key
 from routeiq_shared.telemetry import setup_tracing
 from routeiq_shared.volume import VolumePaths
 
-from .router_models import VerifyPolicy
+from routeiq_gateway.routing.router_models import VerifyPolicy
 
 DEFAULT_SERVICE_NAME = "litellm-gateway"
 
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import uvloop
 
-    from .server import GatewayOptions, serve
+    from routeiq_gateway.lifecycle.server import GatewayOptions, serve
 
     opts = GatewayOptions(
         config_path=args.config,

@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 from routeiq_shared.config_schema import LoadedConfig, RouterSpec, load_config
 
-from .deployments import Deployment, build_deployment
+from routeiq_gateway.routing.deployments import Deployment, build_deployment
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,11 +6,11 @@ import random
 
 import orjson
 import pytest
-from routeiq_gateway import auth
-from routeiq_gateway.dispatch import MAX_BACKOFF_SECONDS, attempt_plan, backoff_seconds
-from routeiq_gateway.errors import GatewayError
+from routeiq_gateway.admission import auth
+from routeiq_gateway.admission.validate import check_chat, check_completion, check_embedding, parse_json_object
+from routeiq_gateway.dispatch.dispatcher import MAX_BACKOFF_SECONDS, attempt_plan, backoff_seconds
+from routeiq_gateway.http.errors import GatewayError
 from routeiq_gateway.state import build_state
-from routeiq_gateway.validate import check_chat, check_completion, check_embedding, parse_json_object
 from routeiq_shared.config_schema import load_config
 
 CONFIG = b"""

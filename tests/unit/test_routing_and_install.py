@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from routeiq_gateway.router_models import LoadedModel
-from routeiq_gateway.routers import MAX_ROUTING_TEXT, decide, prompt_text
+from routeiq_gateway.routing.router_models import LoadedModel
+from routeiq_gateway.routing.routers import MAX_ROUTING_TEXT, decide, prompt_text
 from routeiq_model_sync.volume import PREVIOUS, artifact_file, install, installed
 from routeiq_model_sync.wanted import wanted_models
 from routeiq_shared.config_schema import RouterSpec

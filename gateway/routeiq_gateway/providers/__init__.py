@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..deployments import Deployment
+from routeiq_gateway.routing.deployments import Deployment
 
 
 @dataclass(slots=True)

@@ -12,9 +12,9 @@ from typing import Any
 
 import orjson
 
-from ..deployments import Deployment
-from ..errors import GatewayError
-from . import Completed
+from routeiq_gateway.http.errors import GatewayError
+from routeiq_gateway.providers import Completed
+from routeiq_gateway.routing.deployments import Deployment
 
 # Request fields a client may set on the LiteLLM path. Anything else is dropped: LiteLLM takes api_base, api_key,
 # headers, cloud credentials … as call arguments, and a client must never be able to redirect our provider key.

@@ -12,10 +12,10 @@ from typing import Any
 
 import orjson
 
-from ..deployments import Deployment
-from ..errors import GatewayError
-from . import Completed
-from .http1 import Pool, Response, Target
+from routeiq_gateway.http.errors import GatewayError
+from routeiq_gateway.providers import Completed
+from routeiq_gateway.providers.http1 import Pool, Response, Target
+from routeiq_gateway.routing.deployments import Deployment
 
 _USAGE_MARK = b'"usage":'
 

@@ -13,11 +13,11 @@ from typing import Any
 
 from opentelemetry.trace import Span
 
-from .deployments import Deployment
-from .errors import GatewayError
-from .metrics import GatewayMetrics
-from .providers import Completed, Provider, Streaming
-from .state import GatewayState
+from routeiq_gateway.http.errors import GatewayError
+from routeiq_gateway.observability.metrics import GatewayMetrics
+from routeiq_gateway.providers import Completed, Provider, Streaming
+from routeiq_gateway.routing.deployments import Deployment
+from routeiq_gateway.state import GatewayState
 
 MAX_BACKOFF_SECONDS = 5.0
 

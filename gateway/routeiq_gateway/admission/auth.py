@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 
-from .errors import GatewayError
+from routeiq_gateway.http.errors import GatewayError
 
 _UNAUTHORIZED = "Missing or invalid API key. Send 'Authorization: Bearer <key>'."
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from .errors import GatewayError, bad_request
+from routeiq_gateway.http.errors import GatewayError, bad_request
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:

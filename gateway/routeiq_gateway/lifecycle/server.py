@@ -22,16 +22,16 @@ from opentelemetry.sdk.trace import TracerProvider
 from routeiq_shared.atomic import atomic_write
 from routeiq_shared.config_schema import ConfigError
 
-from .app import GatewayApp
-from .dispatch import Dispatcher
-from .drain import drain
-from .metrics import GatewayMetrics
-from .model_watch import ModelMetrics, ModelsRef, ModelWatcher
-from .providers.http1 import Pool
-from .providers.native import NativeProvider
-from .reload import Reloader
-from .router_models import VerifyPolicy
-from .state import GatewayState, StateRef, load_state_from_files
+from routeiq_gateway.app import GatewayApp
+from routeiq_gateway.dispatch.dispatcher import Dispatcher
+from routeiq_gateway.lifecycle.drain import drain
+from routeiq_gateway.lifecycle.reload import Reloader
+from routeiq_gateway.observability.metrics import GatewayMetrics
+from routeiq_gateway.providers.http1 import Pool
+from routeiq_gateway.providers.native import NativeProvider
+from routeiq_gateway.routing.model_watch import ModelMetrics, ModelsRef, ModelWatcher
+from routeiq_gateway.routing.router_models import VerifyPolicy
+from routeiq_gateway.state import GatewayState, StateRef, load_state_from_files
 
 log = logging.getLogger("routeiq.gateway")
 
@@ -55,7 +55,7 @@ class _Server(uvicorn.Server):
 
 
 def _litellm_provider() -> Any:
-    from .providers.litellm_client import LiteLLMProvider
+    from routeiq_gateway.providers.litellm_client import LiteLLMProvider
 
     return LiteLLMProvider()
 

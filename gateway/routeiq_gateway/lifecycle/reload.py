@@ -14,8 +14,8 @@ from pathlib import Path
 
 from routeiq_shared.config_schema import ConfigError
 
-from .metrics import GatewayMetrics
-from .state import GatewayState, StateRef, load_state_from_files
+from routeiq_gateway.observability.metrics import GatewayMetrics
+from routeiq_gateway.state import GatewayState, StateRef, load_state_from_files
 
 log = logging.getLogger("routeiq.gateway.reload")
 

@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from .app import GatewayApp
+from routeiq_gateway.app import GatewayApp
 
 log = logging.getLogger("routeiq.gateway.drain")
 

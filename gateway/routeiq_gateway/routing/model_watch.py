@@ -15,7 +15,7 @@ from types import MappingProxyType
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from .router_models import LoadedModel, ModelLoadError, VerifyPolicy, load_model
+from routeiq_gateway.routing.router_models import LoadedModel, ModelLoadError, VerifyPolicy, load_model
 
 log = logging.getLogger("routeiq.gateway.models")
 MANIFEST_SUFFIX = ".manifest.json"

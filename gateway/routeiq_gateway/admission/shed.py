@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .errors import GatewayError, retry_after_header
-from .inflight import InFlight
+from routeiq_gateway.admission.inflight import InFlight
+from routeiq_gateway.http.errors import GatewayError, retry_after_header
 
 
 def admit(inflight: InFlight, limit: int, draining: bool) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from .errors import GatewayError
+from routeiq_gateway.http.errors import GatewayError
 
 Scope = dict[str, Any]
 Message = dict[str, Any]

@@ -12,7 +12,7 @@ from typing import Any
 
 from routeiq_shared.config_schema import RouterSpec
 
-from .router_models import LoadedModel
+from routeiq_gateway.routing.router_models import LoadedModel
 
 MAX_ROUTING_TEXT = 4096  # characters of prompt the router reads; the tail of a long prompt adds little
 

@@ -1,0 +1,1 @@
+"""Dispatch: the attempt plan over a group's deployments, retries with backoff, fallbacks."""

@@ -1,0 +1,1 @@
+"""The process's life: start-up, SIGHUP reload, SIGTERM drain."""

@@ -1,0 +1,1 @@
+"""Measurement: Prometheus metrics and OpenTelemetry spans."""
