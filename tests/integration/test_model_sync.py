@@ -1007,3 +1007,58 @@ def test_keygen_publish_and_rollback_refuse_what_they_must(
     assert "version v9 is not in the registry" in missing.stderr
     assert registry.current() == "v1"
     assert registry.objects() == before
+
+
+# == 7. faults of the volume (issue 7, items 15 and 18) ======================================================
+
+
+def _half_installed(models: Path, artifacts: dict[str, Path], keys: SigningKeys) -> bytes:
+    """The volume an agent killed between the artifact's rename and the manifest's leaves: v1's pair kept as
+    previous, v2's bytes under v1's manifest. Returns v1's manifest bytes."""
+    models.mkdir(parents=True, exist_ok=True)
+    v1_manifest = signed_manifest(artifacts["v1"], "v1", keys.private).to_json()
+    for name, data in (
+        ("router.previous.pkl", artifacts["v1"].read_bytes()),
+        ("router.previous.manifest.json", v1_manifest),
+        ("router.pkl", artifacts["v2"].read_bytes()),
+        ("router.manifest.json", v1_manifest),
+    ):
+        atomic_write(models / name, data)
+    return v1_manifest
+
+
+def test_gateway_restarted_on_a_half_installed_pair_serves_the_kept_previous_pair(
+    start_gateway: Callable[..., GatewayHandle],
+    fresh_upstream: FakeUpstream,
+    artifacts: dict[str, Path],
+    keys: SigningKeys,
+    tmp_path: Path,
+) -> None:
+    _half_installed(VolumeDirs(tmp_path).models_dir, artifacts, keys)
+
+    gw = start_gateway(router_config(fresh_upstream), env={"MODEL_SIGNING_PUBLIC_KEY": str(keys.public)})
+
+    assert wait_serving(gw.openai_client(), "v1") == Routed("v1", "fast")
+    record = gw.wait_for_log(lambda r: r.get("message") == GATEWAY_LOADED)
+    assert record["version"] == "v1" and record["slot"] == "previous", record
+    assert model_info_versions(gw) == ["v1"]
+    assert gateway_metric(gw, "routeiq_router_model_reloads_total", name=NAME, result="previous") == 1.0
+
+
+def test_gateway_refuses_a_tampered_previous_pair_too(
+    start_gateway: Callable[..., GatewayHandle],
+    fresh_upstream: FakeUpstream,
+    artifacts: dict[str, Path],
+    keys: SigningKeys,
+    tmp_path: Path,
+) -> None:
+    """The fallback is verified the same way: a previous pair whose bytes differ is not loaded either."""
+    models = VolumeDirs(tmp_path).models_dir
+    _half_installed(models, artifacts, keys)
+    atomic_write(models / "router.previous.pkl", artifacts["v3"].read_bytes())
+
+    gw = start_gateway(router_config(fresh_upstream), env={"MODEL_SIGNING_PUBLIC_KEY": str(keys.public)})
+
+    record = gw.wait_for_log(lambda r: r.get("message") == GATEWAY_REFUSED)
+    assert record["result"] == "sha256_mismatch", record
+    assert ask_auto(gw.openai_client()) == Routed("none", "fast")
