@@ -54,8 +54,16 @@ from harness.router_artifacts import (
 )
 from openai.types.chat import ChatCompletionMessageParam
 from routeiq_shared.atomic import atomic_write
-from routeiq_shared.manifest import Artifact, Manifest, TrainingData, sha256_file, utc_now_rfc3339
-from routeiq_shared.signing import load_private_key, sign_manifest
+from routeiq_shared.manifest import (
+    POINTER_KIND,
+    Artifact,
+    CurrentPointer,
+    Manifest,
+    TrainingData,
+    sha256_file,
+    utc_now_rfc3339,
+)
+from routeiq_shared.signing import load_private_key, sign_manifest, sign_pointer
 
 pytestmark = pytest.mark.integration
 
@@ -172,6 +180,12 @@ def volume_files(dirs: VolumeDirs) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(dirs.models_dir.iterdir()) if not p.name.endswith(".download")}
 
 
+def model_files(dirs: VolumeDirs) -> dict[str, bytes]:
+    """The models and their manifests, without the accepted CURRENT pointer (which a new signed pointer moves
+    on even when the version it names is refused)."""
+    return {name: data for name, data in volume_files(dirs).items() if not name.endswith(".current.json")}
+
+
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -186,6 +200,7 @@ class S3Registry:
 
     moto: MotoS3
     bucket: str
+    key_file: Path  # the publisher's signing.key: set_current signs CURRENT as `rollback --key` does
     prefix: str = "models/"
     cli: ModelRegistry = field(init=False)
 
@@ -207,10 +222,29 @@ class S3Registry:
         return body
 
     def set_current(self, version: str) -> None:
-        self.put(f"{version}\n".encode(), NAME, "CURRENT")
+        """A new signed CURRENT pointer (a higher sequence), as `publish --set-current`/`rollback` write it,
+        in-process (the CLI's start-up would cost a second a call)."""
+        pointer = CurrentPointer(
+            kind=POINTER_KIND,
+            name=NAME,
+            version=version,
+            sequence=self._next_sequence(),
+            created_at=utc_now_rfc3339(),
+        )
+        self.put(sign_pointer(pointer, load_private_key(self.key_file)).to_json(), NAME, "CURRENT")
+
+    def _next_sequence(self) -> int:
+        floor = time.time_ns() // 1_000_000
+        try:
+            return max(self.pointer().sequence + 1, floor)
+        except (ValueError, self.moto.client().exceptions.NoSuchKey):
+            return floor
+
+    def pointer(self) -> CurrentPointer:
+        return CurrentPointer.from_json(self.get(NAME, "CURRENT"))
 
     def current(self) -> str:
-        return self.get(NAME, "CURRENT").decode().strip()
+        return self.pointer().version
 
     def objects(self) -> dict[str, str]:
         """key → ETag of every object under the prefix."""
@@ -253,8 +287,8 @@ def signed_manifest(artifact: Path, version: str, key: Path, *, sha256: str | No
 
 
 @pytest.fixture
-def registry(moto_s3: MotoS3, s3_bucket: str) -> S3Registry:
-    return S3Registry(moto_s3, s3_bucket)
+def registry(moto_s3: MotoS3, s3_bucket: str, keys: SigningKeys) -> S3Registry:
+    return S3Registry(moto_s3, s3_bucket, keys.private)
 
 
 @pytest.fixture(scope="module")
@@ -335,6 +369,9 @@ class Pod:
 
 
 BROKEN = "v2-broken"  # a properly published version the bad-input cases break
+# Its own version: the agent remembers a version whose bytes it refused (not fetched again until its manifest
+# changes or a backoff passes), so a second break of BROKEN's bytes would not be fetched at all.
+TRUNCATED = "v2-truncated"
 
 
 @pytest.fixture(scope="module")
@@ -348,7 +385,7 @@ def pod(
 ) -> Iterator[Pod]:
     root = tmp_path_factory.mktemp("pod")
     other_keys = keygen(root / "other-key")
-    registry = S3Registry(moto_s3, moto_s3.new_bucket("pod"))
+    registry = S3Registry(moto_s3, moto_s3.new_bucket("pod"), keys.private)
     raising = write_raising_pickle(root / "raises.pkl")
     # Published properly by the real CLI (the bad-input cases then break BROKEN in the registry, and put it back;
     # it is never installed, so the agent has no verified copy of it on disk).
@@ -358,6 +395,7 @@ def pod(
             ("v1", artifacts["v1"], keys.private, True),
             ("v2", artifacts["v2"], keys.private, False),
             (BROKEN, artifacts["v2"], keys.private, False),
+            (TRUNCATED, artifacts["v2"], keys.private, False),
             ("v2-otherkey", artifacts["v2"], other_keys.private, False),
             ("v2-raises", raising, keys.private, False),
         ],
@@ -440,7 +478,8 @@ def test_published_v1_is_installed_and_served(pod: Pod) -> None:
     permit = [r for r in boot.agent_logs if r.get("message") == "Download permit acquired"]
     assert len(permit) == 1 and permit[0]["trace_id"] == installed["trace_id"]  # one sync, one trace
     # On the volume: exactly what was published, and nothing else.
-    assert sorted(boot.files) == ["router.manifest.json", "router.pkl"]
+    assert sorted(boot.files) == ["router.current.json", "router.manifest.json", "router.pkl"]
+    assert CurrentPointer.from_json(boot.files["router.current.json"]).version == "v1"  # the accepted CURRENT
     assert boot.files["router.pkl"] == v1_bytes
     assert boot.files["router.manifest.json"] == pod.registry.get(NAME, "v1", "manifest.json")
     # And now, after whatever other tests did to the pod: v1 serves, in agent and gateway alike.
@@ -573,6 +612,7 @@ def test_published_version_is_swapped_in_with_no_failed_request_under_load(pod: 
         # The version it replaced is kept beside it for an instant rollback.
         files = volume_files(pod.dirs)
         assert sorted(files) == [
+            "router.current.json",
             "router.manifest.json",
             "router.pkl",
             "router.previous.manifest.json",
@@ -601,7 +641,7 @@ def test_rollback_through_current_restores_the_kept_copy_without_a_download(pod:
         v1_gets, polls = registry.gets(NAME, "v1", "model.pkl"), registry.gets(NAME, "CURRENT")
         agent_mark = len(agent.json_logs())
 
-        done = registry.cli.rollback(NAME, "v1")  # the operator's command
+        done = registry.cli.rollback(NAME, "v1", pod.keys.private)  # the operator's command
 
         assert done.stdout.strip() == "router: CURRENT is now v1"
         assert registry.current() == "v1"
@@ -700,9 +740,9 @@ def _wrong_sha256(pod: Pod) -> str:
 
 
 def _truncated(pod: Pod) -> str:
-    data = pod.registry.get(NAME, BROKEN, "model.pkl")
-    pod.registry.put(data[: len(data) // 2], NAME, BROKEN, "model.pkl")
-    return BROKEN
+    data = pod.registry.get(NAME, TRUNCATED, "model.pkl")
+    pod.registry.put(data[: len(data) // 2], NAME, TRUNCATED, "model.pkl")
+    return TRUNCATED
 
 
 def _unsigned(pod: Pod) -> str:
@@ -738,7 +778,7 @@ BAD_INPUTS = [
 @pytest.mark.parametrize("case", BAD_INPUTS, ids=[c.id for c in BAD_INPUTS])
 def test_bad_artifact_is_refused_and_v1_serves_on(pod: Pod, case: BadInput) -> None:
     agent, gw = pod.agent, pod.gw
-    before = volume_files(pod.dirs)
+    before = model_files(pod.dirs)
     assert before["router.pkl"] == pod.artifacts["v1"].read_bytes()
     v1_sha = sha256_hex(pod.artifacts["v1"].read_bytes())
     downloads = agent.metric(DOWNLOADS, name=NAME, result=case.reason)
@@ -768,7 +808,7 @@ def test_bad_artifact_is_refused_and_v1_serves_on(pod: Pod, case: BadInput) -> N
         assert case.error_has in record["reason"]
         # Nothing was renamed into place; the gateway saw no new manifest and serves v1 on.
         assert_serving(pod.client, "v1")
-        assert volume_files(pod.dirs) == before
+        assert model_files(pod.dirs) == before
         assert records(gw, GATEWAY_LOADED, after=gw_mark) == records(gw, GATEWAY_REFUSED, after=gw_mark) == []
         assert reload_counts(gw) == reloads
         assert model_info_versions(gw) == ["v1"]
@@ -780,15 +820,15 @@ def test_bad_artifact_is_refused_and_v1_serves_on(pod: Pod, case: BadInput) -> N
             message="the next refusal",
         )
         assert agent.model(NAME)["version"] == "v1"
-        assert volume_files(pod.dirs) == before
+        assert model_files(pod.dirs) == before
         # A signature or manifest problem is found before a byte of the artifact is fetched.
         fetched = pod.registry.gets(NAME, version, "model.pkl") - gets
         assert fetched >= 1 if case.fetches_artifact else fetched == 0, fetched
     finally:
         pod.restore()
     # No temp file left behind, and the same v1 still in place.
-    assert sorted(p.name for p in pod.dirs.models_dir.iterdir()) == sorted(before)
-    assert volume_files(pod.dirs) == before
+    assert sorted(p.name for p in pod.dirs.models_dir.iterdir()) == sorted([*before, "router.current.json"])
+    assert model_files(pod.dirs) == before
 
 
 def test_pickle_that_raises_on_load_is_never_swapped_in(pod: Pod) -> None:
@@ -857,7 +897,7 @@ def test_air_gapped_pod_with_redis_unreachable_installs_after_a_random_delay(
     store.mkdir()
     registry = ModelRegistry(f"file://{store}/")  # a mounted directory as the registry
     publish_all(registry, [("v1", artifacts["v1"], keys.private, True), ("v2", artifacts["v2"], keys.private, False)])
-    assert (store / NAME / "CURRENT").read_text() == "v1\n"
+    assert CurrentPointer.from_json((store / NAME / "CURRENT").read_bytes()).version == "v1"
     assert (store / NAME / "v1" / "model.pkl").read_bytes() == artifacts["v1"].read_bytes()
     closed = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     agent = start_model_sync(
@@ -868,7 +908,7 @@ def test_air_gapped_pod_with_redis_unreachable_installs_after_a_random_delay(
         env={"MODEL_NAMES": NAME},  # no config.yaml on this volume: follow the model by name
     )
     agent.wait_version(NAME, "v1", timeout=SYNC_BUDGET)
-    atomic_write(store / NAME / "CURRENT", b"v2\n")  # what `publish --set-current` writes on a file:// registry
+    registry.rollback(NAME, "v2", keys.private)  # a signed CURRENT naming v2, on a file:// registry
     entry = agent.wait_version(NAME, "v2", timeout=SYNC_BUDGET)
 
     assert entry["sha256"] == sha256_hex(artifacts["v2"].read_bytes())
@@ -980,7 +1020,7 @@ def test_keygen_publish_and_rollback_refuse_what_they_must(
         refused_f = pool.submit(
             registry.cli.publish, NAME, "v1", artifacts["v2"], keys.private, set_current=True, check=False
         )
-        missing_f = pool.submit(registry.cli.rollback, NAME, "v9", check=False)
+        missing_f = pool.submit(registry.cli.rollback, NAME, "v9", keys.private, check=False)
         again, refused, missing = again_f.result(), refused_f.result(), missing_f.result()
 
     # keygen: an Ed25519 pair, the private key 0600; a second keygen into the same place refuses, changes nothing.
