@@ -19,8 +19,10 @@ import base64
 import concurrent.futures
 import hashlib
 import json
+import os
 import signal
 import stat
+import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +34,7 @@ import httpx
 import openai
 import pytest
 import redis as redis_client
+import yaml
 from harness.fake_upstream_control import FakeUpstream
 from harness.gateway_process import GatewayHandle, VolumeDirs, launch_gateway
 from harness.model_sync_process import (
@@ -52,6 +55,7 @@ from harness.router_artifacts import (
     write_raising_pickle,
     write_router,
 )
+from harness.s3_counting_proxy import CountingProxy
 from openai.types.chat import ChatCompletionMessageParam
 from routeiq_shared.atomic import atomic_write
 from routeiq_shared.manifest import (
@@ -1102,3 +1106,126 @@ def test_gateway_refuses_a_tampered_previous_pair_too(
     record = gw.wait_for_log(lambda r: r.get("message") == GATEWAY_REFUSED)
     assert record["result"] == "sha256_mismatch", record
     assert ask_auto(gw.openai_client()) == Routed("none", "fast")
+
+
+# == 8. hostile registries (issue 7, items 16 and 17) ========================================================
+
+
+def test_an_older_signed_current_put_back_is_refused_and_v1_serves_on(pod: Pod) -> None:
+    """The rollback attack: someone with write access to the bucket but not the key puts back a CURRENT signed
+    earlier (naming v2, which this pod served once); the agent refuses it, the gateway keeps v1."""
+    agent, registry = pod.agent, pod.registry
+    registry.set_current("v2")
+    old_pointer = registry.get(NAME, "CURRENT")  # what the attacker saved
+    try:
+        agent.wait_version(NAME, "v2")
+        pod.restore()  # a legitimate signed move back to v1 (a higher sequence)
+        mark = len(agent.json_logs())
+
+        registry.put(old_pointer, NAME, "CURRENT")
+
+        entry = agent.wait_model(NAME, lambda m: m.get("last_result") == "stale_current", SYNC_BUDGET, "refusal")
+        assert entry["version"] == "v1" and "sequence" in entry["last_error"]
+        record = agent.wait_for_log(lambda r: r.get("result") == "stale_current", after=mark)
+        assert record["message"] == AGENT_REFUSED and record["serving_version"] == "v1"
+        assert agent.metric(DOWNLOADS, name=NAME, result="stale_current") >= 1.0
+        assert_serving(pod.client, "v1")
+    finally:
+        pod.restore()
+
+
+def test_an_artifact_grown_behind_its_manifest_is_read_to_the_manifest_size_once(
+    start_model_sync: StartModelSync,
+    moto_s3: MotoS3,
+    s3_bucket: str,
+    fresh_redis: RedisServer,
+    artifacts: dict[str, Path],
+    keys: SigningKeys,
+) -> None:
+    """A 30 MB object under a manifest saying a few KB: the store serves at most the manifest's size + 1 byte,
+    and the next polls do not fetch it again (what the store saw, counted by a proxy in front of moto)."""
+    registry = S3Registry(moto_s3, s3_bucket, keys.private)
+    publish_all(
+        registry.cli, [("v1", artifacts["v1"], keys.private, True), ("v2", artifacts["v2"], keys.private, False)]
+    )
+    size = json.loads(registry.get(NAME, "v2", "manifest.json"))["artifact"]["size"]
+    registry.put(b"\0" * (30 * 1024 * 1024), NAME, "v2", "model.pkl")
+    with CountingProxy(moto_s3.endpoint_url) as proxy:
+        s3_env = {**moto_s3.env(), "AWS_ENDPOINT_URL_S3": proxy.url(0)}
+        agent = start_model_sync(
+            registry.uri, s3_env=s3_env, public_key=keys.public, redis_url=fresh_redis.url, env={"MODEL_NAMES": NAME}
+        )
+        agent.wait_version(NAME, "v1", timeout=SYNC_BUDGET)
+        registry.set_current("v2")
+        agent.wait_model(NAME, lambda m: m.get("last_result") == "size_mismatch", SYNC_BUDGET, "the refusal")
+        refused = agent.metric(DOWNLOADS, name=NAME, result="size_mismatch")
+        wait_until(
+            lambda: agent.metric(DOWNLOADS, name=NAME, result="size_mismatch") >= refused + 3,
+            SYNC_BUDGET,
+            message="three more polls",
+        )
+        v2 = [t for t in proxy.transfers() if t.path.endswith("/v2/model.pkl")]
+    assert len(v2) == 1, v2  # fetched once, not once a poll
+    assert v2[0].bytes_sent <= size + 1, v2  # and only as far as the manifest says (+1 byte to see more)
+    assert agent.model(NAME)["version"] == "v1"
+
+
+@pytest.fixture
+def tiny_models_volume(tmp_path: Path) -> Iterator[Path]:
+    """The models directory on a 2 MiB tmpfs of its own, to fill for real (skipped where mounting is not allowed)."""
+    models = VolumeDirs(tmp_path).models_dir
+    models.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(models)], capture_output=True, check=False
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield models
+    finally:
+        subprocess.run(["umount", "-l", str(models)], check=False)  # lazy: the agent may still hold it
+
+
+def test_a_full_volume_at_the_manifest_write_is_reported_and_v1_serves_on(
+    start_model_sync: StartModelSync,
+    fresh_upstream: FakeUpstream,
+    artifacts: dict[str, Path],
+    keys: SigningKeys,
+    tmp_path: Path,
+    tiny_models_volume: Path,
+) -> None:
+    models = tiny_models_volume
+    store = tmp_path / "registry"
+    store.mkdir()
+    registry = ModelRegistry(f"file://{store}/")
+    publish_all(registry, [("v1", artifacts["v1"], keys.private, True), ("v2", artifacts["v2"], keys.private, False)])
+    dirs = VolumeDirs(tmp_path)
+    dirs.config_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(dirs.config_path, yaml.safe_dump(router_config(fresh_upstream, pin="v1")).encode())
+    agent = start_model_sync(registry.uri, public_key=keys.public, fallback_delay_max=0.0)
+    agent.wait_version(NAME, "v1", timeout=SYNC_BUDGET)
+    # Leave room for v2's artifact and not one page more: its manifest, written last, finds the volume full.
+    page = os.statvfs(models).f_frsize
+    free = os.statvfs(models).f_bavail * page
+    need = -(-artifacts["v2"].stat().st_size // page) * page
+    filler = models / "filler"
+    filler.write_bytes(b"\0" * (free - need))
+    mark = len(agent.json_logs())
+
+    atomic_write(dirs.config_path, yaml.safe_dump(router_config(fresh_upstream, pin="v2")).encode())
+
+    entry = agent.wait_model(NAME, lambda m: m.get("last_result") == "volume_error", SYNC_BUDGET, "volume_error")
+    assert entry["version"] == "v1" and "ENOSPC" in entry["last_error"], entry
+    record = agent.wait_for_log(lambda r: r.get("result") == "volume_error", after=mark)
+    assert record["message"] == AGENT_REFUSED and record["serving_version"] == "v1"
+    assert agent.metric(DOWNLOADS, name=NAME, result="volume_error") >= 1.0
+    assert agent.health()["status"] == "degraded" and agent.is_running()
+    # The volume holds v1's pair, consistent, and no partial file.
+    assert (models / "router.pkl").read_bytes() == artifacts["v1"].read_bytes()
+    assert json.loads((models / "router.manifest.json").read_bytes())["version"] == "v1"
+    assert [p.name for p in models.iterdir() if p.name.startswith(".")] == []
+
+    filler.unlink()  # space again: the next pass installs v2
+    agent.wait_version(NAME, "v2", timeout=SYNC_BUDGET)
+    assert (models / "router.pkl").read_bytes() == artifacts["v2"].read_bytes()
+    assert "Traceback" not in agent.log_text()
