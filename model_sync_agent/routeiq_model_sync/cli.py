@@ -107,7 +107,7 @@ async def run_forever(settings: ModelSyncSettings) -> None:
         while not stop.is_set():
             try:
                 await syncer.sync_once()
-            except Exception as exc:  # noqa: BLE001 — the last guard: a pass that fails must not end the agent
+            except Exception as exc:  # the last guard: a pass that fails must not end the agent
                 log.exception("Sync pass failed", extra={"event": "model_sync", "error": type(exc).__name__})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), jittered(settings.interval, settings.jitter, rng))
