@@ -5,7 +5,10 @@ routeiq-model-sync --once             one pass; exit 0 when every followed model
 routeiq-model-sync keygen --out DIR   an Ed25519 key pair: DIR/signing.key (0600), DIR/signing.pub
 routeiq-model-sync publish --registry URI --name NAME --version V --artifact FILE --key DIR/signing.key
                            [--set-current] [--metrics '{"accuracy": 0.8}'] [--data-digest D --data-rows N]
-routeiq-model-sync rollback --registry URI --name NAME --to V
+routeiq-model-sync rollback --registry URI --name NAME --to V --key DIR/signing.key
+
+`publish --set-current` and `rollback` write CURRENT as a signed pointer with a higher sequence than the last:
+agents refuse an older one, so only the key's holder decides what the fleet serves.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     back.add_argument("--registry", required=True)
     back.add_argument("--name", required=True)
     back.add_argument("--to", dest="version", required=True)
+    back.add_argument("--key", type=Path, required=True, help="the private key (signing.key): CURRENT is signed")
     return parser.parse_args(argv)
 
 
@@ -101,7 +105,10 @@ async def run_forever(settings: ModelSyncSettings) -> None:
     async def loop(stop: asyncio.Event) -> None:
         log.info("Model sync starting", extra={"registry": settings.registry, "interval": settings.interval})
         while not stop.is_set():
-            await syncer.sync_once()
+            try:
+                await syncer.sync_once()
+            except Exception as exc:  # the last guard: a pass that fails must not end the agent
+                log.exception("Sync pass failed", extra={"event": "model_sync", "error": type(exc).__name__})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), jittered(settings.interval, settings.jitter, rng))
 
@@ -137,13 +144,18 @@ async def run_publish(args: argparse.Namespace) -> int:
 async def run_rollback(args: argparse.Namespace) -> int:
     store = open_store(args.registry)
     try:
-        await registry.rollback(store, args.name, args.version)
-    except (registry.RegistryError, ManifestError, StoreError, ValueError) as exc:
+        key = load_private_key(args.key)
+        pointer = await registry.rollback(store, args.name, args.version, key)
+    except (registry.RegistryError, ManifestError, StoreError, KeyFileError, OSError, ValueError) as exc:
         sys.stderr.write(f"{SERVICE} rollback: {exc}\n")
         return 1
     finally:
         await store.close()
     sys.stdout.write(f"{args.name}: CURRENT is now {args.version}\n")
+    log.info(
+        "CURRENT signed",
+        extra={"event": "model_rollback", "model": args.name, "version": args.version, "sequence": pointer.sequence},
+    )
     return 0
 
 

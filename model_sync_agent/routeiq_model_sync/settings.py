@@ -24,6 +24,8 @@ class ModelSyncSettings:
     lock_wait_seconds: float  # how long to wait for a download permit before trying again next poll
     fallback_delay_max: float  # Redis down: wait a random 0..this many seconds before downloading
     max_artifact_bytes: int
+    retry_backoff: float  # a version whose bytes failed verification: first wait before downloading it again
+    retry_backoff_max: float  # the wait doubles per failure up to this
     paths: VolumePaths
     health_port: int
 
@@ -44,6 +46,8 @@ class ModelSyncSettings:
             lock_wait_seconds=env_number(env, "MODEL_SYNC_LOCK_WAIT", 600.0),
             fallback_delay_max=env_number(env, "MODEL_SYNC_FALLBACK_DELAY_MAX", 30.0),
             max_artifact_bytes=int(env_number(env, "MODEL_MAX_BYTES", 4 * 1024**3)),
+            retry_backoff=env_number(env, "MODEL_SYNC_RETRY_BACKOFF", 300.0),
+            retry_backoff_max=env_number(env, "MODEL_SYNC_RETRY_BACKOFF_MAX", 3600.0),
             paths=VolumePaths.from_env(env),
             health_port=int(env_number(env, "HEALTH_PORT", 8082)),
         )

@@ -3,7 +3,12 @@ verify its manifest, take a fleet-wide download permit, download, verify the byt
 
 Nothing unverified is ever renamed into place: the signature is checked before a byte of the artifact is
 fetched, and size and sha256 after, on the temp file. Every failure leaves the installed version serving and
-is reported (status, metrics, log) with a reason code.
+is reported (status, metrics, log) with a reason code; so does an error of the volume itself (full, read-only,
+a name too long for it), after which the pair that served is put back.
+
+Which version to serve is an authenticated decision: a config pin, or a signed CURRENT pointer whose sequence
+is above the highest this volume has accepted (kept in `<name>.current.json`). A version whose bytes failed
+verification is not downloaded again until its manifest changes or its backoff (doubling) has passed.
 """
 
 from __future__ import annotations
@@ -11,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import logging
 import random
+import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -23,14 +30,24 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from opentelemetry import trace
 from redis.exceptions import RedisError
 from routeiq_shared.lease import LeaseSemaphore, LeaseUnavailable
-from routeiq_shared.manifest import Manifest, ManifestError
-from routeiq_shared.objectstore import ObjectStore, StoreError
-from routeiq_shared.signing import VerificationError, verify_artifact, verify_manifest
+from routeiq_shared.manifest import NAME_PATTERN, CurrentPointer, Manifest, ManifestError
+from routeiq_shared.objectstore import ObjectStore, ObjectTooLarge, StoreError
+from routeiq_shared.signing import VerificationError, verify_artifact, verify_manifest, verify_pointer
 
 from .metrics import ModelSyncMetrics
 from .registry import RegistryError, artifact_key, read_current, read_manifest
 from .settings import ModelSyncSettings
-from .volume import PREVIOUS, artifact_file, install, installed, remove_stale_downloads, temp_path
+from .volume import (
+    PREVIOUS,
+    accepted_pointer,
+    artifact_file,
+    install,
+    installed,
+    keep_pointer,
+    remove_stale_downloads,
+    repair,
+    temp_path,
+)
 from .wanted import wanted_models
 
 log = logging.getLogger("routeiq.model_sync")
@@ -55,6 +72,20 @@ class SyncFailure(Exception):
         self.reason = reason
 
 
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A version whose downloaded bytes failed verification: not fetched again before `retry_at`."""
+
+    reason: str
+    message: str
+    failures: int
+    retry_at: float  # time.monotonic()
+
+
+# Failures that are facts about the published bytes, not accidents of the transfer: worth remembering.
+_BYTES_REASONS = frozenset({"size_mismatch", "sha256_mismatch", "too_large"})
+
+
 class ModelSyncer:
     def __init__(
         self,
@@ -73,6 +104,9 @@ class ModelSyncer:
         self.redis_state = "not_configured" if redis is None else "unknown"
         self.passes = 0
         self._rng = random.Random()
+        self._refused: dict[tuple[str, str, str], Refusal] = {}  # (name, version, manifest sha256) → refusal
+        self._accepted: dict[str, CurrentPointer] = {}  # name → newest CURRENT pointer accepted
+        self._checked: set[str] = set()  # models whose volume pair was checked (repaired) since start
 
     # --- a pass ----------------------------------------------------------------------------------------
 
@@ -100,7 +134,11 @@ class ModelSyncer:
     async def sync_model(self, name: str, pin: str | None) -> str:
         with tracer.start_as_current_span("model_sync", attributes={"routeiq.model": name}) as span:
             try:
-                result, manifest = await self._sync(name, pin, span)
+                try:
+                    result, manifest = await self._sync(name, pin, span)
+                except OSError as exc:  # the volume itself: full, read-only, a name it cannot hold
+                    self._checked.discard(name)  # look at the pair again next pass
+                    raise SyncFailure("volume_error", _describe_os_error(exc)) from None
             except SyncFailure as exc:
                 span.set_status(trace.StatusCode.ERROR, str(exc))
                 self._record(name, ModelStatus(last_result=exc.reason, last_error=str(exc)), failed=True)
@@ -126,6 +164,10 @@ class ModelSyncer:
             return result
 
     async def _sync(self, name: str, pin: str | None, span: trace.Span) -> tuple[str, Manifest]:
+        if not re.match(NAME_PATTERN, name):  # MODEL_NAMES is free text; config names are checked by the schema
+            raise SyncFailure(
+                "bad_name", f"MODEL_NAMES: {name[:80]!r} is not a model name (lowercase a-z, 0-9, '.', '_', '-'; <= 64)"
+            )
         models_dir = self.settings.paths.models_dir
         models_dir.mkdir(parents=True, exist_ok=True)
         for stale in remove_stale_downloads(models_dir, name):
@@ -133,11 +175,20 @@ class ModelSyncer:
                 "Removed a partial download left by an earlier run",
                 extra={"event": "model_sync", "model": name, "path": str(stale)},
             )
+        if name not in self._checked:
+            done = await asyncio.to_thread(repair, models_dir, name)
+            self._checked.add(name)
+            if done:
+                log.warning(
+                    "Repaired a model pair left half-installed",
+                    extra={"event": "model_sync", "model": name, "action": done},
+                )
         try:
-            target = pin or await read_current(self.store, name)
+            target, pointer = (pin, None) if pin else await self._current(name)
             local = installed(models_dir, name)
             span.set_attribute("routeiq.model.version", target)
             if local is not None and local.version == target:
+                self._accept(pointer)
                 return "unchanged", local
             manifest, _ = await read_manifest(self.store, name, target)
         except RegistryError as exc:
@@ -151,12 +202,109 @@ class ModelSyncer:
                 "bad_manifest", f"{name}/{target}/manifest.json describes {manifest.name} {manifest.version}"
             )
         self._verify_signature(manifest)
+        # Accepted before the download: a pointer seen once is the floor, whatever happens to the install.
+        self._accept(pointer)
         previous = installed(models_dir, name, PREVIOUS)
         if previous is not None and previous.version == target and await self._reinstall_previous(previous):
             return "restored_previous", previous
+        self._check_not_refused(manifest)
+        if manifest.artifact.size > self.settings.max_artifact_bytes:
+            raise SyncFailure(
+                "too_large",
+                f"{name} {target}: the manifest says {manifest.artifact.size} bytes, "
+                f"over MODEL_MAX_BYTES ({self.settings.max_artifact_bytes})",
+            )
         async with self._permit(name):
-            await self._download_and_install(manifest)
+            try:
+                await self._download_and_install(manifest)
+            except SyncFailure as exc:
+                self._remember_refusal(manifest, exc)
+                raise
+        self._refused.pop(_refusal_key(manifest), None)
         return "installed", manifest
+
+    # --- CURRENT: which version to serve --------------------------------------------------------------------
+
+    async def _current(self, name: str) -> tuple[str, CurrentPointer | None]:
+        """The version CURRENT names, if it is an authenticated decision newer than any accepted before."""
+        current = await read_current(self.store, name)
+        pointer = current.pointer
+        if pointer is None or pointer.signature is None:
+            if self.settings.require_signature:
+                raise SyncFailure(
+                    "unsigned_current",
+                    f"{name}/CURRENT is not a signed pointer; point it again with "
+                    "`routeiq-model-sync rollback --to VERSION --key signing.key` (or publish --set-current)",
+                )
+            return current.version, None  # MODEL_REQUIRE_SIGNATURE=false: followed as it is
+        if self.public_key is None:
+            if self.settings.require_signature:
+                raise SyncFailure(
+                    "no_public_key", "MODEL_REQUIRE_SIGNATURE is on but MODEL_SIGNING_PUBLIC_KEY is unset"
+                )
+            return current.version, None
+        try:
+            verify_pointer(pointer, self.public_key)
+        except VerificationError as exc:
+            raise SyncFailure(f"current_{exc.reason}", str(exc)) from None
+        floor = self._floor(name)
+        if floor is not None and pointer.sequence <= floor.sequence and pointer.version != floor.version:
+            raise SyncFailure(
+                "stale_current",
+                f"{name}/CURRENT names {pointer.version} with sequence {pointer.sequence}, not above the sequence "
+                f"{floor.sequence} ({floor.version}) this pod accepted: refused as an unsigned rollback; "
+                "roll back with `routeiq-model-sync rollback`",
+            )
+        return current.version, pointer
+
+    def _floor(self, name: str) -> CurrentPointer | None:
+        """The newest pointer accepted for `name`: in memory, else from the volume (if it verifies)."""
+        if name in self._accepted:
+            return self._accepted[name]
+        kept = accepted_pointer(self.settings.paths.models_dir, name)
+        if kept is None or kept.name != name or self.public_key is None:
+            return None
+        try:
+            verify_pointer(kept, self.public_key)
+        except VerificationError:
+            log.warning(
+                "Ignored a kept CURRENT pointer that does not verify",
+                extra={"event": "model_sync", "model": name},
+            )
+            return None
+        self._accepted[name] = kept
+        return kept
+
+    def _accept(self, pointer: CurrentPointer | None) -> None:
+        if pointer is None:
+            return
+        floor = self._floor(pointer.name)
+        if floor is not None and pointer.sequence <= floor.sequence:
+            return  # the same pointer again, or an older one naming the same version: the floor stays
+        self._accepted[pointer.name] = pointer  # in memory first: even if the volume refuses the write
+        keep_pointer(self.settings.paths.models_dir, pointer)
+
+    # --- versions whose bytes were refused ------------------------------------------------------------------
+
+    def _check_not_refused(self, manifest: Manifest) -> None:
+        refusal = self._refused.get(_refusal_key(manifest))
+        if refusal is None:
+            return
+        wait = refusal.retry_at - time.monotonic()
+        if wait > 0:
+            raise SyncFailure(
+                refusal.reason,
+                f"{refusal.message} (not downloaded again for {wait:.0f} s, or until its manifest changes)",
+            )
+
+    def _remember_refusal(self, manifest: Manifest, exc: SyncFailure) -> None:
+        if exc.reason not in _BYTES_REASONS:
+            return  # a transfer or volume accident: the next poll tries again
+        key = _refusal_key(manifest)
+        failures = self._refused[key].failures + 1 if key in self._refused else 1
+        base, cap = self.settings.retry_backoff, self.settings.retry_backoff_max
+        delay = min(cap, base * 2 ** (failures - 1))
+        self._refused[key] = Refusal(exc.reason, str(exc), failures, time.monotonic() + delay)
 
     def _verify_signature(self, manifest: Manifest) -> None:
         if self.public_key is None:
@@ -177,10 +325,17 @@ class ModelSyncer:
         tmp = temp_path(models_dir, manifest.name)
         try:
             with tracer.start_as_current_span("download"):
+                # Never more than the manifest says (+1 byte, to see that there is more): a grown object costs
+                # a manifest's worth of transfer, not its own size, while the fleet-wide permit is held.
+                expected = manifest.artifact.size
                 try:
                     size = await self.store.download(
-                        artifact_key(manifest.name, manifest.version), tmp, max_bytes=self.settings.max_artifact_bytes
+                        artifact_key(manifest.name, manifest.version), tmp, max_bytes=expected
                     )
+                except ObjectTooLarge as exc:
+                    raise SyncFailure(
+                        "size_mismatch", f"{manifest.name} {manifest.version}: {exc}; the manifest says {expected}"
+                    ) from None
                 except StoreError as exc:
                     raise SyncFailure(exc.reason, str(exc)) from None
             self.metrics.bytes.inc(size)
@@ -293,9 +448,26 @@ class ModelSyncer:
         }
 
 
+def _refusal_key(manifest: Manifest) -> tuple[str, str, str]:
+    return manifest.name, manifest.version, manifest.artifact.sha256
+
+
+def _describe_os_error(exc: OSError) -> str:
+    code = errno.errorcode.get(exc.errno or 0, "OSError")
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"{code} {exc.strerror or exc}{where}"
+
+
 _VERIFICATION_REASONS = frozenset(
     {
         "unsigned",
+        "current_unsigned",
+        "current_bad_signature",
+        "current_unknown_key",
+        "current_unsupported_algorithm",
+        "unsigned_current",
+        "bad_current",
+        "stale_current",
         "bad_signature",
         "unknown_key",
         "unsupported_algorithm",

@@ -14,6 +14,12 @@ types are errors naming the key's path, because a manifest decides whether a pic
     }
 
 `signature` may be absent (an unsigned manifest); signing and verifying live in `signing.py`.
+
+`CurrentPointer` is the registry's `<name>/CURRENT`: which version to serve, as a signed decision with a sequence
+that only grows, so a pointer put back from the past (a rollback nobody signed) is told from a new one:
+
+    {"kind": "routeiq.current/v1", "name": "auto-router", "version": "2024-06-01.1", "sequence": 1717243200000,
+     "created_at": "2024-06-01T12:00:00Z", "signature": {...}}
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Annotated, Any, BinaryIO
+from typing import Annotated, Any, BinaryIO, Literal
 
 import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, ValidationError
@@ -44,6 +50,8 @@ _CREATED_AT_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$
 
 HASH_CHUNK_BYTES = 1024 * 1024
 MANIFEST_SOURCE = "manifest.json"
+CURRENT_SOURCE = "CURRENT"
+POINTER_KIND = "routeiq.current/v1"
 
 
 class ManifestError(ValueError):
@@ -136,6 +144,31 @@ class Manifest(_Strict):
         return self.model_copy(update={"signature": signature})
 
 
+class CurrentPointer(_Strict):
+    """The signed `CURRENT` of one model. `kind` keeps its signed bytes apart from a manifest's."""
+
+    kind: Literal["routeiq.current/v1"]
+    name: str = Field(pattern=NAME_PATTERN)
+    version: str = Field(pattern=VERSION_PATTERN)
+    sequence: int = Field(ge=1, lt=2**63, description="grows with every pointer written; never reused")
+    created_at: Annotated[str, AfterValidator(_check_created_at)]
+    signature: Signature | None = None
+
+    @classmethod
+    def from_json(cls, raw: bytes | str, source: str = CURRENT_SOURCE) -> CurrentPointer:
+        try:
+            return cls.model_validate_json(raw)
+        except ValidationError as exc:
+            raise _first_error(exc, source) from None
+
+    def to_json(self) -> bytes:
+        data = self.model_dump(mode="json", exclude_none=True)
+        return orjson.dumps(data, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+
+    def with_signature(self, signature: Signature | None) -> CurrentPointer:
+        return self.model_copy(update={"signature": signature})
+
+
 def _first_error(exc: ValidationError, source: str) -> ManifestError:
     err = exc.errors(include_url=False)[0]
     kind = err["type"]
@@ -152,8 +185,8 @@ def _first_error(exc: ValidationError, source: str) -> ManifestError:
     return ManifestError(format_loc(tuple(err["loc"])), msg, source)
 
 
-def canonical_bytes(manifest: Manifest) -> bytes:
-    """The bytes an Ed25519 signature covers. To reproduce them elsewhere:
+def canonical_bytes(manifest: Manifest | CurrentPointer) -> bytes:
+    """The bytes an Ed25519 signature covers (a manifest's or a CURRENT pointer's). To reproduce them elsewhere:
 
     1. Take the manifest as a JSON object and drop the top-level "signature" key (present or not).
     2. Serialise as UTF-8 JSON with the keys of every object sorted by Unicode code point (= UTF-8 byte

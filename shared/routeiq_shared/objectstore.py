@@ -50,6 +50,12 @@ class NotSupported(StoreError):
     reason = "not_supported"
 
 
+class LocalWriteError(StoreError):
+    """Writing the download to the local file failed (a full or read-only volume): not the store's fault."""
+
+    reason = "volume_error"
+
+
 @dataclass(frozen=True, slots=True)
 class StoreLocation:
     scheme: str  # "s3" or "file"
@@ -193,22 +199,35 @@ class S3Store:
         return StoredObject(name, body, str(resp.get("ETag", "")), resp.get("VersionId"))
 
     async def download(self, name: str, dest: Path, *, max_bytes: int) -> int:
+        from botocore.exceptions import ClientError
+
         s3 = await self._s3()
+        key = self.location.key(name)
         async with self._errors(name):
-            resp = await s3.get_object(Bucket=self.location.bucket, Key=self.location.key(name))
+            try:
+                # A ranged GET: the store sends at most max_bytes + 1 bytes, however large the object is.
+                resp = await s3.get_object(Bucket=self.location.bucket, Key=key, Range=f"bytes=0-{max_bytes}")
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "InvalidRange":
+                    raise
+                _write_local(dest, [])  # no byte 0: the object is empty
+                return 0
             declared = resp.get("ContentLength")
-            if declared is not None and declared > max_bytes:
+            total = _range_total(resp.get("ContentRange")) or declared
+            if total is not None and total > max_bytes:
                 resp["Body"].close()
-                raise ObjectTooLarge(f"{self.location.key(name)}: {declared} bytes, over the {max_bytes} limit")
+                raise ObjectTooLarge(f"{key}: {total} bytes, over the {max_bytes} limit")
             size = 0
-            with dest.open("wb") as fh:
+            fh = _open_local(dest)
+            with fh:
                 async for chunk in resp["Body"].iter_chunks(READ_CHUNK):
                     size += len(chunk)
                     if size > max_bytes:
-                        raise ObjectTooLarge(f"{self.location.key(name)}: over the {max_bytes} limit")
-                    fh.write(chunk)
-                fh.flush()
-                os.fsync(fh.fileno())
+                        resp["Body"].close()
+                        raise ObjectTooLarge(f"{key}: over the {max_bytes} limit")
+                    _local(fh.write, dest, chunk)
+                _local(fh.flush, dest)
+                _local(os.fsync, dest, fh.fileno())
         _check_declared(name, size, declared, None, None)
         return size
 
@@ -302,16 +321,17 @@ class FileStore:
         src = self._path(name)
         size = 0
         try:
-            with src.open("rb") as fin, dest.open("wb") as fout:
-                while chunk := fin.read(READ_CHUNK):
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise ObjectTooLarge(f"{src}: over the {max_bytes} limit")
-                    fout.write(chunk)
-                fout.flush()
-                os.fsync(fout.fileno())
+            fin = src.open("rb")
         except FileNotFoundError:
             raise ObjectMissing(f"{src} does not exist") from None
+        with fin, _open_local(dest) as fout:
+            while chunk := fin.read(min(READ_CHUNK, max_bytes + 1 - size)):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise ObjectTooLarge(f"{src}: over the {max_bytes} limit")
+                _local(fout.write, dest, chunk)
+            _local(fout.flush, dest)
+            _local(os.fsync, dest, fout.fileno())
         return size
 
     def _put(self, name: str, data: bytes) -> str:
@@ -347,6 +367,36 @@ class FileStore:
 
     async def close(self) -> None:
         return None
+
+
+def _range_total(content_range: str | None) -> int | None:
+    """The object's full size from `bytes 0-N/TOTAL` (None when absent or `*`)."""
+    if not content_range or "/" not in content_range:
+        return None
+    total = content_range.rsplit("/", 1)[1].strip()
+    return int(total) if total.isdigit() else None
+
+
+def _open_local(dest: Path) -> Any:
+    try:
+        return dest.open("wb")
+    except OSError as exc:
+        raise LocalWriteError(f"{dest}: {exc.strerror or exc}") from None
+
+
+def _local(op: Any, dest: Path, *args: Any) -> Any:
+    try:
+        return op(*args)
+    except OSError as exc:
+        raise LocalWriteError(f"{dest}: {exc.strerror or exc}") from None
+
+
+def _write_local(dest: Path, chunks: list[bytes]) -> None:
+    with _open_local(dest) as fh:
+        for chunk in chunks:
+            _local(fh.write, dest, chunk)
+        _local(fh.flush, dest)
+        _local(os.fsync, dest, fh.fileno())
 
 
 def open_store(uri: str, endpoint_url: str | None = None) -> ObjectStore:

@@ -26,7 +26,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .manifest import Manifest, Signature, canonical_bytes, sha256_file
+from .manifest import CurrentPointer, Manifest, Signature, canonical_bytes, sha256_file
 
 ALGORITHM = "ed25519"
 PRIVATE_KEY_FILE = "signing.key"
@@ -171,23 +171,17 @@ def key_id(public_key: Ed25519PublicKey) -> str:
 # -- manifests -------------------------------------------------------------------------------------------------
 
 
-def sign_manifest(manifest: Manifest, private_key: Ed25519PrivateKey) -> Manifest:
-    """A copy of `manifest` carrying an Ed25519 signature over `canonical_bytes(manifest)` (any old
-    signature is ignored and replaced)."""
-    value = private_key.sign(canonical_bytes(manifest))
-    signature = Signature(
+def _sign(canonical: bytes, private_key: Ed25519PrivateKey) -> Signature:
+    return Signature(
         algorithm=ALGORITHM,
         key_id=key_id(private_key.public_key()),
-        value=base64.b64encode(value).decode("ascii"),
+        value=base64.b64encode(private_key.sign(canonical)).decode("ascii"),
     )
-    return manifest.with_signature(signature)
 
 
-def verify_manifest(manifest: Manifest, public_key: Ed25519PublicKey) -> None:
-    """Return if `manifest` is signed by `public_key`; raise `SignatureError` with the reason otherwise."""
-    signature = manifest.signature
+def _verify(signature: Signature | None, canonical: bytes, public_key: Ed25519PublicKey, what: str) -> None:
     if signature is None:
-        raise SignatureError("unsigned", f"{manifest.name}/{manifest.version} has no signature")
+        raise SignatureError("unsigned", f"{what} has no signature")
     if signature.algorithm != ALGORITHM:
         raise SignatureError("unsupported_algorithm", f"algorithm {signature.algorithm!r}, expected {ALGORITHM!r}")
     expected_id = key_id(public_key)
@@ -198,9 +192,31 @@ def verify_manifest(manifest: Manifest, public_key: Ed25519PublicKey) -> None:
     except (binascii.Error, ValueError):
         raise SignatureError("bad_signature", "signature value is not valid base64") from None
     try:
-        public_key.verify(value, canonical_bytes(manifest))
+        public_key.verify(value, canonical)
     except InvalidSignature:
-        raise SignatureError("bad_signature", f"signature does not match {manifest.name}/{manifest.version}") from None
+        raise SignatureError("bad_signature", f"signature does not match {what}") from None
+
+
+def sign_manifest(manifest: Manifest, private_key: Ed25519PrivateKey) -> Manifest:
+    """A copy of `manifest` carrying an Ed25519 signature over `canonical_bytes(manifest)` (any old
+    signature is ignored and replaced)."""
+    return manifest.with_signature(_sign(canonical_bytes(manifest), private_key))
+
+
+def verify_manifest(manifest: Manifest, public_key: Ed25519PublicKey) -> None:
+    """Return if `manifest` is signed by `public_key`; raise `SignatureError` with the reason otherwise."""
+    _verify(manifest.signature, canonical_bytes(manifest), public_key, f"{manifest.name}/{manifest.version}")
+
+
+def sign_pointer(pointer: CurrentPointer, private_key: Ed25519PrivateKey) -> CurrentPointer:
+    """A copy of a CURRENT pointer signed like a manifest (same key, same canonical form)."""
+    return pointer.with_signature(_sign(canonical_bytes(pointer), private_key))
+
+
+def verify_pointer(pointer: CurrentPointer, public_key: Ed25519PublicKey) -> None:
+    """Return if the CURRENT pointer is signed by `public_key`; raise `SignatureError` otherwise."""
+    what = f"{pointer.name}/CURRENT (sequence {pointer.sequence}, {pointer.version})"
+    _verify(pointer.signature, canonical_bytes(pointer), public_key, what)
 
 
 # -- artifacts -------------------------------------------------------------------------------------------------

@@ -153,5 +153,7 @@ class ModelRegistry:
     ) -> subprocess.CompletedProcess[str]:
         return self.run(self.publish_args(name, version, artifact, key, set_current=set_current), check=check)
 
-    def rollback(self, name: str, version: str, *, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.run(["rollback", "--registry", self.uri, "--name", name, "--to", version], check=check)
+    def rollback(self, name: str, version: str, key: Path, *, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """`rollback --to version --key key`: a new signed CURRENT pointer."""
+        args = ["rollback", "--registry", self.uri, "--name", name, "--to", version, "--key", str(key)]
+        return self.run(args, check=check)

@@ -210,12 +210,14 @@ async def publish_versions(moto: MotoS3, bucket: str, key: Ed25519PrivateKey, wo
 
 
 def point_current_at(fleet: Fleet, version: str) -> float:
-    """The operator's move (`routeiq-model-sync rollback --to`, which sets CURRENT); returns when it was done."""
+    """The operator's move (`routeiq-model-sync rollback --to --key`, which signs CURRENT); returns when it was done.
+    The private key lies beside the public key the fleet trusts (fleet_factory writes both)."""
+    key = load_private_key(fleet.public_key.with_name("signing.key"))
 
     async def run() -> None:
         store = S3Store(parse_store_uri(fleet.registry), fleet.moto.endpoint_url)
         try:
-            await registry.rollback(store, NAME, version)
+            await registry.rollback(store, NAME, version, key)
         finally:
             await store.close()
 

@@ -19,8 +19,10 @@ import base64
 import concurrent.futures
 import hashlib
 import json
+import os
 import signal
 import stat
+import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +34,7 @@ import httpx
 import openai
 import pytest
 import redis as redis_client
+import yaml
 from harness.fake_upstream_control import FakeUpstream
 from harness.gateway_process import GatewayHandle, VolumeDirs, launch_gateway
 from harness.model_sync_process import (
@@ -52,10 +55,19 @@ from harness.router_artifacts import (
     write_raising_pickle,
     write_router,
 )
+from harness.s3_counting_proxy import CountingProxy
 from openai.types.chat import ChatCompletionMessageParam
 from routeiq_shared.atomic import atomic_write
-from routeiq_shared.manifest import Artifact, Manifest, TrainingData, sha256_file, utc_now_rfc3339
-from routeiq_shared.signing import load_private_key, sign_manifest
+from routeiq_shared.manifest import (
+    POINTER_KIND,
+    Artifact,
+    CurrentPointer,
+    Manifest,
+    TrainingData,
+    sha256_file,
+    utc_now_rfc3339,
+)
+from routeiq_shared.signing import load_private_key, sign_manifest, sign_pointer
 
 pytestmark = pytest.mark.integration
 
@@ -172,6 +184,12 @@ def volume_files(dirs: VolumeDirs) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(dirs.models_dir.iterdir()) if not p.name.endswith(".download")}
 
 
+def model_files(dirs: VolumeDirs) -> dict[str, bytes]:
+    """The models and their manifests, without the accepted CURRENT pointer (which a new signed pointer moves
+    on even when the version it names is refused)."""
+    return {name: data for name, data in volume_files(dirs).items() if not name.endswith(".current.json")}
+
+
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -186,6 +204,7 @@ class S3Registry:
 
     moto: MotoS3
     bucket: str
+    key_file: Path  # the publisher's signing.key: set_current signs CURRENT as `rollback --key` does
     prefix: str = "models/"
     cli: ModelRegistry = field(init=False)
 
@@ -207,10 +226,29 @@ class S3Registry:
         return body
 
     def set_current(self, version: str) -> None:
-        self.put(f"{version}\n".encode(), NAME, "CURRENT")
+        """A new signed CURRENT pointer (a higher sequence), as `publish --set-current`/`rollback` write it,
+        in-process (the CLI's start-up would cost a second a call)."""
+        pointer = CurrentPointer(
+            kind=POINTER_KIND,
+            name=NAME,
+            version=version,
+            sequence=self._next_sequence(),
+            created_at=utc_now_rfc3339(),
+        )
+        self.put(sign_pointer(pointer, load_private_key(self.key_file)).to_json(), NAME, "CURRENT")
+
+    def _next_sequence(self) -> int:
+        floor = time.time_ns() // 1_000_000
+        try:
+            return max(self.pointer().sequence + 1, floor)
+        except (ValueError, self.moto.client().exceptions.NoSuchKey):
+            return floor
+
+    def pointer(self) -> CurrentPointer:
+        return CurrentPointer.from_json(self.get(NAME, "CURRENT"))
 
     def current(self) -> str:
-        return self.get(NAME, "CURRENT").decode().strip()
+        return self.pointer().version
 
     def objects(self) -> dict[str, str]:
         """key → ETag of every object under the prefix."""
@@ -253,8 +291,8 @@ def signed_manifest(artifact: Path, version: str, key: Path, *, sha256: str | No
 
 
 @pytest.fixture
-def registry(moto_s3: MotoS3, s3_bucket: str) -> S3Registry:
-    return S3Registry(moto_s3, s3_bucket)
+def registry(moto_s3: MotoS3, s3_bucket: str, keys: SigningKeys) -> S3Registry:
+    return S3Registry(moto_s3, s3_bucket, keys.private)
 
 
 @pytest.fixture(scope="module")
@@ -335,6 +373,9 @@ class Pod:
 
 
 BROKEN = "v2-broken"  # a properly published version the bad-input cases break
+# Its own version: the agent remembers a version whose bytes it refused (not fetched again until its manifest
+# changes or a backoff passes), so a second break of BROKEN's bytes would not be fetched at all.
+TRUNCATED = "v2-truncated"
 
 
 @pytest.fixture(scope="module")
@@ -348,7 +389,7 @@ def pod(
 ) -> Iterator[Pod]:
     root = tmp_path_factory.mktemp("pod")
     other_keys = keygen(root / "other-key")
-    registry = S3Registry(moto_s3, moto_s3.new_bucket("pod"))
+    registry = S3Registry(moto_s3, moto_s3.new_bucket("pod"), keys.private)
     raising = write_raising_pickle(root / "raises.pkl")
     # Published properly by the real CLI (the bad-input cases then break BROKEN in the registry, and put it back;
     # it is never installed, so the agent has no verified copy of it on disk).
@@ -358,6 +399,7 @@ def pod(
             ("v1", artifacts["v1"], keys.private, True),
             ("v2", artifacts["v2"], keys.private, False),
             (BROKEN, artifacts["v2"], keys.private, False),
+            (TRUNCATED, artifacts["v2"], keys.private, False),
             ("v2-otherkey", artifacts["v2"], other_keys.private, False),
             ("v2-raises", raising, keys.private, False),
         ],
@@ -440,7 +482,8 @@ def test_published_v1_is_installed_and_served(pod: Pod) -> None:
     permit = [r for r in boot.agent_logs if r.get("message") == "Download permit acquired"]
     assert len(permit) == 1 and permit[0]["trace_id"] == installed["trace_id"]  # one sync, one trace
     # On the volume: exactly what was published, and nothing else.
-    assert sorted(boot.files) == ["router.manifest.json", "router.pkl"]
+    assert sorted(boot.files) == ["router.current.json", "router.manifest.json", "router.pkl"]
+    assert CurrentPointer.from_json(boot.files["router.current.json"]).version == "v1"  # the accepted CURRENT
     assert boot.files["router.pkl"] == v1_bytes
     assert boot.files["router.manifest.json"] == pod.registry.get(NAME, "v1", "manifest.json")
     # And now, after whatever other tests did to the pod: v1 serves, in agent and gateway alike.
@@ -573,6 +616,7 @@ def test_published_version_is_swapped_in_with_no_failed_request_under_load(pod: 
         # The version it replaced is kept beside it for an instant rollback.
         files = volume_files(pod.dirs)
         assert sorted(files) == [
+            "router.current.json",
             "router.manifest.json",
             "router.pkl",
             "router.previous.manifest.json",
@@ -601,7 +645,7 @@ def test_rollback_through_current_restores_the_kept_copy_without_a_download(pod:
         v1_gets, polls = registry.gets(NAME, "v1", "model.pkl"), registry.gets(NAME, "CURRENT")
         agent_mark = len(agent.json_logs())
 
-        done = registry.cli.rollback(NAME, "v1")  # the operator's command
+        done = registry.cli.rollback(NAME, "v1", pod.keys.private)  # the operator's command
 
         assert done.stdout.strip() == "router: CURRENT is now v1"
         assert registry.current() == "v1"
@@ -700,9 +744,9 @@ def _wrong_sha256(pod: Pod) -> str:
 
 
 def _truncated(pod: Pod) -> str:
-    data = pod.registry.get(NAME, BROKEN, "model.pkl")
-    pod.registry.put(data[: len(data) // 2], NAME, BROKEN, "model.pkl")
-    return BROKEN
+    data = pod.registry.get(NAME, TRUNCATED, "model.pkl")
+    pod.registry.put(data[: len(data) // 2], NAME, TRUNCATED, "model.pkl")
+    return TRUNCATED
 
 
 def _unsigned(pod: Pod) -> str:
@@ -738,7 +782,7 @@ BAD_INPUTS = [
 @pytest.mark.parametrize("case", BAD_INPUTS, ids=[c.id for c in BAD_INPUTS])
 def test_bad_artifact_is_refused_and_v1_serves_on(pod: Pod, case: BadInput) -> None:
     agent, gw = pod.agent, pod.gw
-    before = volume_files(pod.dirs)
+    before = model_files(pod.dirs)
     assert before["router.pkl"] == pod.artifacts["v1"].read_bytes()
     v1_sha = sha256_hex(pod.artifacts["v1"].read_bytes())
     downloads = agent.metric(DOWNLOADS, name=NAME, result=case.reason)
@@ -768,7 +812,7 @@ def test_bad_artifact_is_refused_and_v1_serves_on(pod: Pod, case: BadInput) -> N
         assert case.error_has in record["reason"]
         # Nothing was renamed into place; the gateway saw no new manifest and serves v1 on.
         assert_serving(pod.client, "v1")
-        assert volume_files(pod.dirs) == before
+        assert model_files(pod.dirs) == before
         assert records(gw, GATEWAY_LOADED, after=gw_mark) == records(gw, GATEWAY_REFUSED, after=gw_mark) == []
         assert reload_counts(gw) == reloads
         assert model_info_versions(gw) == ["v1"]
@@ -780,15 +824,15 @@ def test_bad_artifact_is_refused_and_v1_serves_on(pod: Pod, case: BadInput) -> N
             message="the next refusal",
         )
         assert agent.model(NAME)["version"] == "v1"
-        assert volume_files(pod.dirs) == before
+        assert model_files(pod.dirs) == before
         # A signature or manifest problem is found before a byte of the artifact is fetched.
         fetched = pod.registry.gets(NAME, version, "model.pkl") - gets
         assert fetched >= 1 if case.fetches_artifact else fetched == 0, fetched
     finally:
         pod.restore()
     # No temp file left behind, and the same v1 still in place.
-    assert sorted(p.name for p in pod.dirs.models_dir.iterdir()) == sorted(before)
-    assert volume_files(pod.dirs) == before
+    assert sorted(p.name for p in pod.dirs.models_dir.iterdir()) == sorted([*before, "router.current.json"])
+    assert model_files(pod.dirs) == before
 
 
 def test_pickle_that_raises_on_load_is_never_swapped_in(pod: Pod) -> None:
@@ -857,7 +901,7 @@ def test_air_gapped_pod_with_redis_unreachable_installs_after_a_random_delay(
     store.mkdir()
     registry = ModelRegistry(f"file://{store}/")  # a mounted directory as the registry
     publish_all(registry, [("v1", artifacts["v1"], keys.private, True), ("v2", artifacts["v2"], keys.private, False)])
-    assert (store / NAME / "CURRENT").read_text() == "v1\n"
+    assert CurrentPointer.from_json((store / NAME / "CURRENT").read_bytes()).version == "v1"
     assert (store / NAME / "v1" / "model.pkl").read_bytes() == artifacts["v1"].read_bytes()
     closed = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     agent = start_model_sync(
@@ -868,7 +912,7 @@ def test_air_gapped_pod_with_redis_unreachable_installs_after_a_random_delay(
         env={"MODEL_NAMES": NAME},  # no config.yaml on this volume: follow the model by name
     )
     agent.wait_version(NAME, "v1", timeout=SYNC_BUDGET)
-    atomic_write(store / NAME / "CURRENT", b"v2\n")  # what `publish --set-current` writes on a file:// registry
+    registry.rollback(NAME, "v2", keys.private)  # a signed CURRENT naming v2, on a file:// registry
     entry = agent.wait_version(NAME, "v2", timeout=SYNC_BUDGET)
 
     assert entry["sha256"] == sha256_hex(artifacts["v2"].read_bytes())
@@ -980,7 +1024,7 @@ def test_keygen_publish_and_rollback_refuse_what_they_must(
         refused_f = pool.submit(
             registry.cli.publish, NAME, "v1", artifacts["v2"], keys.private, set_current=True, check=False
         )
-        missing_f = pool.submit(registry.cli.rollback, NAME, "v9", check=False)
+        missing_f = pool.submit(registry.cli.rollback, NAME, "v9", keys.private, check=False)
         again, refused, missing = again_f.result(), refused_f.result(), missing_f.result()
 
     # keygen: an Ed25519 pair, the private key 0600; a second keygen into the same place refuses, changes nothing.
@@ -1007,3 +1051,181 @@ def test_keygen_publish_and_rollback_refuse_what_they_must(
     assert "version v9 is not in the registry" in missing.stderr
     assert registry.current() == "v1"
     assert registry.objects() == before
+
+
+# == 7. faults of the volume (issue 7, items 15 and 18) ======================================================
+
+
+def _half_installed(models: Path, artifacts: dict[str, Path], keys: SigningKeys) -> bytes:
+    """The volume an agent killed between the artifact's rename and the manifest's leaves: v1's pair kept as
+    previous, v2's bytes under v1's manifest. Returns v1's manifest bytes."""
+    models.mkdir(parents=True, exist_ok=True)
+    v1_manifest = signed_manifest(artifacts["v1"], "v1", keys.private).to_json()
+    for name, data in (
+        ("router.previous.pkl", artifacts["v1"].read_bytes()),
+        ("router.previous.manifest.json", v1_manifest),
+        ("router.pkl", artifacts["v2"].read_bytes()),
+        ("router.manifest.json", v1_manifest),
+    ):
+        atomic_write(models / name, data)
+    return v1_manifest
+
+
+def test_gateway_restarted_on_a_half_installed_pair_serves_the_kept_previous_pair(
+    start_gateway: Callable[..., GatewayHandle],
+    fresh_upstream: FakeUpstream,
+    artifacts: dict[str, Path],
+    keys: SigningKeys,
+    tmp_path: Path,
+) -> None:
+    _half_installed(VolumeDirs(tmp_path).models_dir, artifacts, keys)
+
+    gw = start_gateway(router_config(fresh_upstream), env={"MODEL_SIGNING_PUBLIC_KEY": str(keys.public)})
+
+    assert wait_serving(gw.openai_client(), "v1") == Routed("v1", "fast")
+    record = gw.wait_for_log(lambda r: r.get("message") == GATEWAY_LOADED)
+    assert record["version"] == "v1" and record["slot"] == "previous", record
+    assert model_info_versions(gw) == ["v1"]
+    assert gateway_metric(gw, "routeiq_router_model_reloads_total", name=NAME, result="previous") == 1.0
+
+
+def test_gateway_refuses_a_tampered_previous_pair_too(
+    start_gateway: Callable[..., GatewayHandle],
+    fresh_upstream: FakeUpstream,
+    artifacts: dict[str, Path],
+    keys: SigningKeys,
+    tmp_path: Path,
+) -> None:
+    """The fallback is verified the same way: a previous pair whose bytes differ is not loaded either."""
+    models = VolumeDirs(tmp_path).models_dir
+    _half_installed(models, artifacts, keys)
+    atomic_write(models / "router.previous.pkl", artifacts["v3"].read_bytes())
+
+    gw = start_gateway(router_config(fresh_upstream), env={"MODEL_SIGNING_PUBLIC_KEY": str(keys.public)})
+
+    record = gw.wait_for_log(lambda r: r.get("message") == GATEWAY_REFUSED)
+    assert record["result"] == "sha256_mismatch", record
+    assert ask_auto(gw.openai_client()) == Routed("none", "fast")
+
+
+# == 8. hostile registries (issue 7, items 16 and 17) ========================================================
+
+
+def test_an_older_signed_current_put_back_is_refused_and_v1_serves_on(pod: Pod) -> None:
+    """The rollback attack: someone with write access to the bucket but not the key puts back a CURRENT signed
+    earlier (naming v2, which this pod served once); the agent refuses it, the gateway keeps v1."""
+    agent, registry = pod.agent, pod.registry
+    registry.set_current("v2")
+    old_pointer = registry.get(NAME, "CURRENT")  # what the attacker saved
+    try:
+        agent.wait_version(NAME, "v2")
+        pod.restore()  # a legitimate signed move back to v1 (a higher sequence)
+        mark = len(agent.json_logs())
+
+        registry.put(old_pointer, NAME, "CURRENT")
+
+        entry = agent.wait_model(NAME, lambda m: m.get("last_result") == "stale_current", SYNC_BUDGET, "refusal")
+        assert entry["version"] == "v1" and "sequence" in entry["last_error"]
+        record = agent.wait_for_log(lambda r: r.get("result") == "stale_current", after=mark)
+        assert record["message"] == AGENT_REFUSED and record["serving_version"] == "v1"
+        assert agent.metric(DOWNLOADS, name=NAME, result="stale_current") >= 1.0
+        assert_serving(pod.client, "v1")
+    finally:
+        pod.restore()
+
+
+def test_an_artifact_grown_behind_its_manifest_is_read_to_the_manifest_size_once(
+    start_model_sync: StartModelSync,
+    moto_s3: MotoS3,
+    s3_bucket: str,
+    fresh_redis: RedisServer,
+    artifacts: dict[str, Path],
+    keys: SigningKeys,
+) -> None:
+    """A 30 MB object under a manifest saying a few KB: the store serves at most the manifest's size + 1 byte,
+    and the next polls do not fetch it again (what the store saw, counted by a proxy in front of moto)."""
+    registry = S3Registry(moto_s3, s3_bucket, keys.private)
+    publish_all(
+        registry.cli, [("v1", artifacts["v1"], keys.private, True), ("v2", artifacts["v2"], keys.private, False)]
+    )
+    size = json.loads(registry.get(NAME, "v2", "manifest.json"))["artifact"]["size"]
+    registry.put(b"\0" * (30 * 1024 * 1024), NAME, "v2", "model.pkl")
+    with CountingProxy(moto_s3.endpoint_url) as proxy:
+        s3_env = {**moto_s3.env(), "AWS_ENDPOINT_URL_S3": proxy.url(0)}
+        agent = start_model_sync(
+            registry.uri, s3_env=s3_env, public_key=keys.public, redis_url=fresh_redis.url, env={"MODEL_NAMES": NAME}
+        )
+        agent.wait_version(NAME, "v1", timeout=SYNC_BUDGET)
+        registry.set_current("v2")
+        agent.wait_model(NAME, lambda m: m.get("last_result") == "size_mismatch", SYNC_BUDGET, "the refusal")
+        refused = agent.metric(DOWNLOADS, name=NAME, result="size_mismatch")
+        wait_until(
+            lambda: agent.metric(DOWNLOADS, name=NAME, result="size_mismatch") >= refused + 3,
+            SYNC_BUDGET,
+            message="three more polls",
+        )
+        v2 = [t for t in proxy.transfers() if t.path.endswith("/v2/model.pkl")]
+    assert len(v2) == 1, v2  # fetched once, not once a poll
+    assert v2[0].bytes_sent <= size + 1, v2  # and only as far as the manifest says (+1 byte to see more)
+    assert agent.model(NAME)["version"] == "v1"
+
+
+@pytest.fixture
+def tiny_models_volume(tmp_path: Path) -> Iterator[Path]:
+    """The models directory on a 2 MiB tmpfs of its own, to fill for real (skipped where mounting is not allowed)."""
+    models = VolumeDirs(tmp_path).models_dir
+    models.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(models)], capture_output=True, check=False
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield models
+    finally:
+        subprocess.run(["umount", "-l", str(models)], check=False)  # lazy: the agent may still hold it
+
+
+def test_a_full_volume_at_the_manifest_write_is_reported_and_v1_serves_on(
+    start_model_sync: StartModelSync,
+    fresh_upstream: FakeUpstream,
+    artifacts: dict[str, Path],
+    keys: SigningKeys,
+    tmp_path: Path,
+    tiny_models_volume: Path,
+) -> None:
+    models = tiny_models_volume
+    store = tmp_path / "registry"
+    store.mkdir()
+    registry = ModelRegistry(f"file://{store}/")
+    publish_all(registry, [("v1", artifacts["v1"], keys.private, True), ("v2", artifacts["v2"], keys.private, False)])
+    dirs = VolumeDirs(tmp_path)
+    dirs.config_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(dirs.config_path, yaml.safe_dump(router_config(fresh_upstream, pin="v1")).encode())
+    agent = start_model_sync(registry.uri, public_key=keys.public, fallback_delay_max=0.0)
+    agent.wait_version(NAME, "v1", timeout=SYNC_BUDGET)
+    # Leave room for v2's artifact and not one page more: its manifest, written last, finds the volume full.
+    page = os.statvfs(models).f_frsize
+    free = os.statvfs(models).f_bavail * page
+    need = -(-artifacts["v2"].stat().st_size // page) * page
+    filler = models / "filler"
+    filler.write_bytes(b"\0" * (free - need))
+    mark = len(agent.json_logs())
+
+    atomic_write(dirs.config_path, yaml.safe_dump(router_config(fresh_upstream, pin="v2")).encode())
+
+    entry = agent.wait_model(NAME, lambda m: m.get("last_result") == "volume_error", SYNC_BUDGET, "volume_error")
+    assert entry["version"] == "v1" and "ENOSPC" in entry["last_error"], entry
+    record = agent.wait_for_log(lambda r: r.get("result") == "volume_error", after=mark)
+    assert record["message"] == AGENT_REFUSED and record["serving_version"] == "v1"
+    assert agent.metric(DOWNLOADS, name=NAME, result="volume_error") >= 1.0
+    assert agent.health()["status"] == "degraded" and agent.is_running()
+    # The volume holds v1's pair, consistent, and no partial file.
+    assert (models / "router.pkl").read_bytes() == artifacts["v1"].read_bytes()
+    assert json.loads((models / "router.manifest.json").read_bytes())["version"] == "v1"
+    assert [p.name for p in models.iterdir() if p.name.startswith(".")] == []
+
+    filler.unlink()  # space again: the next pass installs v2
+    agent.wait_version(NAME, "v2", timeout=SYNC_BUDGET)
+    assert (models / "router.pkl").read_bytes() == artifacts["v2"].read_bytes()
+    assert "Traceback" not in agent.log_text()

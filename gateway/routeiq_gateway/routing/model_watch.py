@@ -2,7 +2,9 @@
 then swap the reference. Requests in flight keep the model they started with; a failed load keeps the
 previous model serving and says why (log, metric).
 
-model-sync renames the artifact first and its manifest last, so a new manifest is the signal to act on.
+model-sync renames the artifact first and its manifest last, so a new manifest is the signal to act on. With
+no model of that name loaded yet (start-up), a current pair that does not match falls back to the kept previous
+pair; with one loaded, it keeps serving instead.
 """
 
 from __future__ import annotations
@@ -75,7 +77,8 @@ class ModelWatcher:
     async def load(self, name: str) -> bool:
         async with self._lock:  # one load at a time: two quick renames must not race to the swap
             try:
-                loaded = await asyncio.to_thread(load_model, self.models_dir, name, self.policy)
+                fall_back = name not in self.ref.current  # never trade a loaded model for an older one
+                loaded = await asyncio.to_thread(load_model, self.models_dir, name, self.policy, fall_back=fall_back)
             except ModelLoadError as exc:
                 self.metrics.reloads.labels(name, exc.reason).inc()
                 current = self.ref.current.get(name)
@@ -91,7 +94,7 @@ class ModelWatcher:
                 )
                 return False
             previous = self.ref.swap(loaded)
-        self.metrics.reloads.labels(name, "ok").inc()
+        self.metrics.reloads.labels(name, "previous" if loaded.slot else "ok").inc()
         self.metrics.load_seconds.labels(name).observe(loaded.load_seconds)
         if previous is not None and previous.version != loaded.version:
             self.metrics.info.remove(name, previous.version)
@@ -105,8 +108,15 @@ class ModelWatcher:
                 "version": loaded.version,
                 "previous_version": previous.version if previous else None,
                 "load_seconds": round(loaded.load_seconds, 4),
+                "slot": loaded.slot or "current",
             },
         )
+        if loaded.slot:
+            log.warning(
+                "Router model's artifact does not match its manifest (an install was cut short); "
+                "serving the kept previous pair until model-sync repairs it",
+                extra={"event": "model_load", "model": name, "version": loaded.version, "slot": loaded.slot},
+            )
         return True
 
     async def load_wanted(self) -> None:

@@ -4,6 +4,10 @@ Unpickling is code execution, so an artifact is loaded only through its manifest
 signature verifies against the pod's public key (when signatures are required), and only if the bytes being
 unpickled are the bytes whose size and sha256 were checked: the file is opened once, hashed through that open
 descriptor, then loaded from it, so a rename over the path in between cannot slip other bytes in.
+
+model-sync renames the artifact first and the manifest last, keeping the pair before as `<name>.previous.*`. A
+gateway started on a volume left between those renames (model-sync killed) finds an artifact that does not
+match its manifest; it then loads the kept previous pair, verified the same way, rather than serving nothing.
 """
 
 from __future__ import annotations
@@ -41,21 +45,28 @@ class LoadedModel:
     sha256: str
     model: Any  # a fitted scikit-learn estimator with predict(list[str])
     load_seconds: float
+    slot: str = ""  # "" the current pair, PREVIOUS the kept one (the current did not match its manifest)
 
 
-def manifest_path(models_dir: Path, name: str) -> Path:
-    return models_dir / f"{name}.manifest.json"
+PREVIOUS = "previous"
+# The current pair is half-installed (its artifact is not the one its manifest describes): the kept pair may do.
+_PAIR_REASONS = frozenset({"missing", "size_mismatch", "sha256_mismatch"})
 
 
-def artifact_path(models_dir: Path, name: str) -> Path:
-    return models_dir / f"{name}.pkl"
+def manifest_path(models_dir: Path, name: str, slot: str = "") -> Path:
+    return models_dir / (f"{name}.{slot}.manifest.json" if slot else f"{name}.manifest.json")
 
 
-def read_manifest(models_dir: Path, name: str, policy: VerifyPolicy) -> Manifest:
+def artifact_path(models_dir: Path, name: str, slot: str = "") -> Path:
+    return models_dir / (f"{name}.{slot}.pkl" if slot else f"{name}.pkl")
+
+
+def read_manifest(models_dir: Path, name: str, policy: VerifyPolicy, slot: str = "") -> Manifest:
+    path = manifest_path(models_dir, name, slot)
     try:
-        manifest = Manifest.from_json(manifest_path(models_dir, name).read_bytes())
+        manifest = Manifest.from_json(path.read_bytes())
     except FileNotFoundError:
-        raise ModelLoadError("missing", f"no manifest for {name} in {models_dir}") from None
+        raise ModelLoadError("missing", f"no {path.name} in {models_dir}") from None
     except ManifestError as exc:
         raise ModelLoadError("bad_manifest", str(exc)) from None
     if manifest.name != name:
@@ -70,25 +81,42 @@ def read_manifest(models_dir: Path, name: str, policy: VerifyPolicy) -> Manifest
     return manifest
 
 
-def load_model(models_dir: Path, name: str, policy: VerifyPolicy) -> LoadedModel:
-    """Verify and load `name`. Blocking (hashing, unpickling): run it in a worker thread."""
+def load_model(models_dir: Path, name: str, policy: VerifyPolicy, *, fall_back: bool = False) -> LoadedModel:
+    """Verify and load `name`. Blocking (hashing, unpickling): run it in a worker thread.
+
+    `fall_back`: when the current artifact does not match its manifest (or is missing), load the kept previous
+    pair instead, if it verifies; the current pair's error is raised when it does not."""
+    try:
+        return _load_slot(models_dir, name, policy, "")
+    except ModelLoadError as exc:
+        if not fall_back or exc.reason not in _PAIR_REASONS:
+            raise
+        current_error = exc
+    try:
+        return _load_slot(models_dir, name, policy, PREVIOUS)
+    except ModelLoadError:
+        raise current_error from None
+
+
+def _load_slot(models_dir: Path, name: str, policy: VerifyPolicy, slot: str) -> LoadedModel:
     import joblib
 
     start = time.perf_counter()
-    manifest = read_manifest(models_dir, name, policy)
+    manifest = read_manifest(models_dir, name, policy, slot)
+    path = artifact_path(models_dir, name, slot)
     try:
-        fh = artifact_path(models_dir, name).open("rb")
+        fh = path.open("rb")
     except FileNotFoundError:
-        raise ModelLoadError("missing", f"{name}.pkl is not in {models_dir}") from None
+        raise ModelLoadError("missing", f"{path.name} is not in {models_dir}") from None
     with fh:
         size = os.fstat(fh.fileno()).st_size
         if size != manifest.artifact.size:
             raise ModelLoadError(
-                "size_mismatch", f"{name}.pkl is {size} bytes, its manifest says {manifest.artifact.size}"
+                "size_mismatch", f"{path.name} is {size} bytes, its manifest says {manifest.artifact.size}"
             )
         digest, hashed = sha256_fileobj(fh)
         if hashed != size or not hmac.compare_digest(digest, manifest.artifact.sha256):
-            raise ModelLoadError("sha256_mismatch", f"{name}.pkl does not match its manifest's sha256")
+            raise ModelLoadError("sha256_mismatch", f"{path.name} does not match its manifest's sha256")
         fh.seek(0)
         try:
             model = joblib.load(fh)
@@ -96,4 +124,4 @@ def load_model(models_dir: Path, name: str, policy: VerifyPolicy) -> LoadedModel
             raise ModelLoadError("load_failed", f"{name} {manifest.version}: {type(exc).__name__}: {exc}") from None
     if not callable(getattr(model, "predict", None)):
         raise ModelLoadError("not_a_router", f"{name} {manifest.version}: the artifact has no predict()")
-    return LoadedModel(name, manifest.version, manifest.artifact.sha256, model, time.perf_counter() - start)
+    return LoadedModel(name, manifest.version, manifest.artifact.sha256, model, time.perf_counter() - start, slot)
