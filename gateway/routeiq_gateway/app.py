@@ -29,6 +29,7 @@ from routeiq_gateway.http.asgi import TEXT, ClientGone, Receive, Scope, Send, re
 from routeiq_gateway.http.disconnect import DisconnectWatch
 from routeiq_gateway.http.errors import GatewayError, error_body
 from routeiq_gateway.http.limits import EdgeLimits
+from routeiq_gateway.http.openapi import document as openapi_document
 from routeiq_gateway.lifecycle.reload import Reloader
 from routeiq_gateway.observability.metrics import GatewayMetrics
 from routeiq_gateway.observability.tracing import get_tracer, parent_context, traceparent_of
@@ -88,12 +89,14 @@ class GatewayApp:
         self.inflight = InFlight()
         self.draining = False
         self.tracer = get_tracer()
+        self._openapi = orjson.dumps(openapi_document())  # built once, served as is
         metrics.bind_gauges(lambda: self.inflight.requests, lambda: self.inflight.streams)
         self._plain: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
             ("GET", "/health/liveliness"): self._liveness,
             ("GET", "/health/liveness"): self._liveness,
             ("GET", "/health/readiness"): self._readiness,
             ("GET", "/metrics"): self._metrics,
+            ("GET", "/openapi.json"): self._openapi_json,
             ("GET", "/v1/models"): self._models,
             ("GET", "/models"): self._models,
             ("POST", "/admin/reload"): self._admin_reload,
@@ -332,6 +335,9 @@ class GatewayApp:
             await send_response(send, 503, b'{"status":"draining"}')
         else:
             await send_response(send, 200, _READY)
+
+    async def _openapi_json(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send_response(send, 200, self._openapi)
 
     async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send_response(send, 200, self.metrics.render(), content_type=TEXT)
