@@ -9,7 +9,7 @@ PACKAGES := -e shared -e gateway -e config_sync_agent -e model_sync_agent
 SYSTEM_PACKAGES := redis-server nginx wrk
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system-deps venv test lint format run bench bench-litellm schema clean
+.PHONY: setup system-deps venv test lint format run bench bench-litellm soak-slowloris schema clean
 
 setup: system-deps venv  ## install everything: Debian packages, the venv, the four packages, dev tools
 
@@ -41,6 +41,9 @@ run:  ## a local pod on embedded defaults: demo provider, gateway on :4000 (Ctrl
 
 bench:  ## throughput: direct vs RouteIQ vs LiteLLM's proxy (see bench/README.md)
 	$(PY) bench/proxy_throughput.py
+
+soak-slowloris:  ## normal traffic's p99 with 300 idle connections and 20 slowloris clients (not in CI)
+	$(PY) bench/slowloris.py
 
 bench-litellm:  ## LiteLLM's proxy in its own venv, for `make bench`
 	bash bench/setup_litellm.sh

@@ -1,7 +1,8 @@
 """The gateway's ASGI application: where a request is admitted, authenticated, routed, proxied and measured.
 
 One request through /v1/*, in order:
-  admit (shed.py) → authenticate (auth.py) → read and check the body (asgi.py, validate.py)
+  refuse while draining (shed.py) → authenticate (auth.py) → read the body within its deadlines (asgi.py)
+  → admit against max_in_flight (shed.py) → check the body (validate.py)
   → pick deployments and call upstream with retries/fallbacks (dispatch.py, providers/)
   → send JSON or stream SSE → metrics (metrics.py) and the server span (tracing.py).
 """
@@ -21,11 +22,14 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from routeiq_gateway.admission import auth
 from routeiq_gateway.admission.inflight import InFlight
-from routeiq_gateway.admission.shed import admit
+from routeiq_gateway.admission.shed import admit, refuse_if_draining
 from routeiq_gateway.admission.validate import CHECKS, parse_json_object
 from routeiq_gateway.dispatch.dispatcher import Dispatcher
 from routeiq_gateway.http.asgi import TEXT, ClientGone, Receive, Scope, Send, read_body, send_error, send_response
+from routeiq_gateway.http.disconnect import DisconnectWatch
 from routeiq_gateway.http.errors import GatewayError, error_body
+from routeiq_gateway.http.limits import EdgeLimits
+from routeiq_gateway.http.openapi import document as openapi_document
 from routeiq_gateway.lifecycle.reload import Reloader
 from routeiq_gateway.observability.metrics import GatewayMetrics
 from routeiq_gateway.observability.tracing import get_tracer, parent_context, traceparent_of
@@ -73,8 +77,10 @@ class GatewayApp:
         reloader: Reloader,
         admin_keys: tuple[bytes, ...],
         models: ModelsRef,
+        limits: EdgeLimits | None = None,
     ) -> None:
         self.ref = ref
+        self.limits = limits or EdgeLimits()
         self.models = models
         self.dispatcher = dispatcher
         self.metrics = metrics
@@ -83,12 +89,14 @@ class GatewayApp:
         self.inflight = InFlight()
         self.draining = False
         self.tracer = get_tracer()
+        self._openapi = orjson.dumps(openapi_document())  # built once, served as is
         metrics.bind_gauges(lambda: self.inflight.requests, lambda: self.inflight.streams)
         self._plain: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
             ("GET", "/health/liveliness"): self._liveness,
             ("GET", "/health/liveness"): self._liveness,
             ("GET", "/health/readiness"): self._readiness,
             ("GET", "/metrics"): self._metrics,
+            ("GET", "/openapi.json"): self._openapi_json,
             ("GET", "/v1/models"): self._models,
             ("GET", "/models"): self._models,
             ("POST", "/admin/reload"): self._admin_reload,
@@ -137,17 +145,24 @@ class GatewayApp:
         span = self.tracer.start_span(_SPAN_NAMES[endpoint], context=parent_context(tp, ts), kind=SpanKind.SERVER)
         token = otel_context.attach(trace.set_span_in_context(span))
         req = _Request()
+        limits = self.limits
         try:
             try:
+                refuse_if_draining(self.draining)
+                auth.check_key(state.master_key, authorization, x_api_key)
+                declared = _content_length(length)
+                raw = await read_body(
+                    receive, state.max_body_bytes, declared, limits.body_timeout, limits.body_idle_timeout
+                )
+                # Counted only now that the body is here: a slow sender holds no slot (shed.py).
                 admit(self.inflight, state.max_in_flight, self.draining)
             except GatewayError as exc:
-                self.metrics.shed.labels(exc.code or "overloaded").inc()
+                if exc.status == 503:
+                    self.metrics.shed.labels(exc.code or "overloaded").inc()
                 raise
             self.inflight.enter()
             try:
-                auth.check_key(state.master_key, authorization, x_api_key)
-                declared = _content_length(length)
-                body = parse_json_object(await read_body(receive, state.max_body_bytes, declared))
+                body = parse_json_object(raw)
                 await self._serve(endpoint, state, body, req, span, send, receive)
             finally:
                 self.inflight.leave()
@@ -206,7 +221,16 @@ class GatewayApp:
         group = self._group_for(state, model, body, span, headers)
         req.model = model
         t0 = time.perf_counter()
-        outcome = await self.dispatcher.send(state, group, endpoint, body, stream, traceparent_of(span), span)
+        watch = DisconnectWatch(receive)  # a client gone while upstream works: cancel the call, free the slot
+        try:
+            outcome = await self.dispatcher.send(state, group, endpoint, body, stream, traceparent_of(span), span)
+        except asyncio.CancelledError:
+            if not watch.gone:
+                raise  # the drain's grace period is over (_proxy answers that)
+            watch.acknowledge()
+            raise ClientGone from None
+        finally:
+            watch.stop()
         dep = outcome.deployment
         self.metrics.observe_upstream(model, dep.path_name, time.perf_counter() - t0)
         if span.is_recording():  # spare the attribute work when nobody exports spans
@@ -311,6 +335,9 @@ class GatewayApp:
             await send_response(send, 503, b'{"status":"draining"}')
         else:
             await send_response(send, 200, _READY)
+
+    async def _openapi_json(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send_response(send, 200, self._openapi)
 
     async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send_response(send, 200, self.metrics.render(), content_type=TEXT)

@@ -11,6 +11,11 @@ import orjson
 
 from routeiq_gateway.http.errors import GatewayError, bad_request
 
+# One nesting limit for every body. orjson parses up to 1024 levels but encodes only 254, so a deeper body parsed
+# and then failed in the forwarding encoder (a 500). 128 leaves room for JSON-schema tools and response formats.
+MAX_JSON_DEPTH = 128
+_TOO_DEEP = f"Request body is nested deeper than {MAX_JSON_DEPTH} levels."
+
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
     if not raw:
@@ -18,10 +23,30 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):  # past orjson's own limit (1024): say which limit the client crossed
+            raise GatewayError(400, _TOO_DEEP, code="invalid_json") from None
         raise GatewayError(400, f"Request body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(data, dict):
         raise GatewayError(400, "Request body must be a JSON object.", code="invalid_json")
+    # Fewer opening brackets than the limit (in or out of strings) cannot nest deeper than it: ordinary bodies stop
+    # at this C-speed count, and only the rest pay for the walk over the parsed object.
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH and _deeper_than(data, MAX_JSON_DEPTH):
+        raise GatewayError(400, _TOO_DEEP, code="invalid_json")
     return data
+
+
+def _deeper_than(root: dict[str, Any], limit: int) -> bool:
+    """Whether containers nest more than `limit` levels (the root is level 1). Iterative: no recursion limit."""
+    stack: list[tuple[Any, int]] = [(root, 1)]
+    while stack:
+        value, depth = stack.pop()
+        children = value.values() if isinstance(value, dict) else value
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth >= limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
 
 
 def _type_error(param: str, expected: str) -> GatewayError:
@@ -61,9 +86,72 @@ def check_chat(body: dict[str, Any]) -> tuple[str, bool]:
     for i, msg in enumerate(messages):
         if not isinstance(msg, dict):
             raise _type_error(f"messages[{i}]", "an object")
-        if not isinstance(msg.get("role"), str):
+        role = msg.get("role")
+        if not isinstance(role, str):
             raise _type_error(f"messages[{i}].role", "a string")
+        content = msg.get("content")
+        if type(content) is not str:  # the common case costs one type check
+            _check_content(content, role, i)
     return model, stream
+
+
+def _part_error(param: str, expected: str) -> GatewayError:
+    return bad_request(f"'{param}' must be {expected}.", param, status=400)
+
+
+# Content part type → its payload field and that field's required string members ((): the field is a string).
+# Types not listed pass through untouched: providers add new ones, and the upstream judges those.
+_PARTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "text": ("text", ()),
+    "refusal": ("refusal", ()),
+    "image_url": ("image_url", ("url",)),
+    "input_audio": ("input_audio", ("data", "format")),
+}
+
+
+def _check_content(content: Any, role: str, i: int) -> None:
+    """messages[i].content: a string, an array of parts, or null/absent where OpenAI allows it (assistant)."""
+    param = f"messages[{i}].content"
+    if content is None:
+        if role == "assistant":  # an assistant turn that only calls tools has no content
+            return
+        raise _part_error(param, "a string or an array of content parts")
+    if not isinstance(content, list):
+        raise _part_error(param, "a string or an array of content parts")
+    for j, part in enumerate(content):
+        where = f"{param}[{j}]"
+        if not isinstance(part, dict):
+            raise _part_error(where, "an object with a string 'type'")
+        kind = part.get("type")
+        if not isinstance(kind, str):
+            raise _part_error(f"{where}.type", "a string")
+        if kind == "file":
+            _check_file(part.get("file"), f"{where}.file")
+            continue
+        spec = _PARTS.get(kind)
+        if spec is None:
+            continue
+        field, members = spec
+        value = part.get(field)
+        if not members:
+            if not isinstance(value, str):
+                raise _part_error(f"{where}.{field}", "a string")
+            continue
+        if kind == "image_url" and isinstance(value, str):
+            continue  # the bare-URL form LiteLLM accepts
+        if not isinstance(value, dict):
+            raise _part_error(f"{where}.{field}", "an object")
+        for member in members:
+            if not isinstance(value.get(member), str):
+                raise _part_error(f"{where}.{field}.{member}", "a string")
+
+
+def _check_file(value: Any, param: str) -> None:
+    if not isinstance(value, dict):
+        raise _part_error(param, "an object")
+    for member in ("file_id", "file_data", "filename"):
+        if member in value and not isinstance(value[member], str):
+            raise _part_error(f"{param}.{member}", "a string")
 
 
 def check_completion(body: dict[str, Any]) -> tuple[str, bool]:

@@ -24,6 +24,8 @@ from routeiq_shared.config_schema import ConfigError
 
 from routeiq_gateway.app import GatewayApp
 from routeiq_gateway.dispatch.dispatcher import Dispatcher
+from routeiq_gateway.http.limits import EdgeLimits
+from routeiq_gateway.http.protocol import BoundedHttpToolsProtocol
 from routeiq_gateway.lifecycle.drain import drain
 from routeiq_gateway.lifecycle.reload import Reloader
 from routeiq_gateway.observability.metrics import GatewayMetrics
@@ -69,6 +71,11 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
             extra={"event": "startup_failed", "reason": str(exc), "key_path": getattr(exc, "path", None)},
         )
         return 2
+    try:
+        limits = EdgeLimits.from_env()
+    except ValueError as exc:
+        log.error("Cannot start: edge limits are invalid", extra={"event": "startup_failed", "reason": str(exc)})
+        return 2
     metrics = GatewayMetrics()
     metrics.set_config_version(state.version, time.time())
     pool = Pool()
@@ -85,7 +92,7 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
         opts.models_dir, opts.verify, models, ModelMetrics(metrics.registry), lambda: ref.current.router_artifacts
     )
     reloader = Reloader(ref, opts.config_path, opts.candidates_path, metrics, prepare, watcher.load_wanted)
-    app = GatewayApp(ref, dispatcher, metrics, reloader, opts.admin_keys, models)
+    app = GatewayApp(ref, dispatcher, metrics, reloader, opts.admin_keys, models, limits)
     config = uvicorn.Config(
         app,
         host=opts.host,
@@ -96,7 +103,9 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
         server_header=False,
         proxy_headers=False,  # clients' X-Forwarded-* are not trusted, and the middleware costs on every request
         backlog=4096,
-        timeout_keep_alive=75,
+        # Heads bounded in size, count and time; idle connections closed; open connections capped (protocol.py).
+        http=BoundedHttpToolsProtocol.with_limits(limits),
+        timeout_keep_alive=int(limits.keep_alive),
         timeout_graceful_shutdown=0.5,  # our drain has waited already (drain.py)
     )
     server = _Server(config)

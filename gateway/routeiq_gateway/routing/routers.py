@@ -43,7 +43,9 @@ def _text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+        # Only string texts: the edge checks parts, but a router must never be the thing that fails a request.
+        texts = (p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text")
+        return " ".join(t for t in texts if isinstance(t, str))
     return ""
 
 

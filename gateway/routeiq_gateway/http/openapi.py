@@ -1,0 +1,189 @@
+"""The OpenAPI 3 document of the gateway's public API, served at `GET /openapi.json`.
+
+Hand-written and built once at start-up. It describes what the edge checks (admission/validate.py), not every
+field a provider accepts: extra fields pass through to the upstream, so the request schemas stay open.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from routeiq_gateway.admission.validate import MAX_JSON_DEPTH
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+_ERRORS = {
+    status: {"description": why, **_json(_ref("Error"))}
+    for status, why in {
+        "400": f"malformed JSON, nested deeper than {MAX_JSON_DEPTH} levels, or a bad content part",
+        "401": "missing or invalid API key",
+        "404": "unknown model",
+        "408": "the request body was not received in time",
+        "413": "request body over the size limit",
+        "422": "a missing or mistyped field (`param` names it)",
+        "429": "upstream rate limit",
+        "502": "the upstream failed",
+        "503": "at capacity or draining (`Retry-After`)",
+        "504": "the upstream timed out",
+    }.items()
+}
+
+_SAMPLING = {
+    "stream": {"type": "boolean"},
+    "stream_options": {"type": "object"},
+    "max_tokens": {"type": "integer", "minimum": 1},
+    "max_completion_tokens": {"type": "integer", "minimum": 1},
+    "n": {"type": "integer", "minimum": 1},
+    "temperature": {"type": "number"},
+    "top_p": {"type": "number"},
+    "presence_penalty": {"type": "number"},
+    "frequency_penalty": {"type": "number"},
+}
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["message", "type", "param", "code"],
+                "properties": {
+                    "message": {"type": "string"},
+                    "type": {"type": "string"},
+                    "param": {"type": ["string", "null"]},
+                    "code": {"type": ["string", "null"]},
+                },
+            }
+        },
+    },
+    "ContentPart": {
+        "type": "object",
+        "required": ["type"],
+        "description": "text, image_url, input_audio, file, refusal are checked; other types pass through",
+        "properties": {
+            "type": {"type": "string"},
+            "text": {"type": "string"},
+            "refusal": {"type": "string"},
+            "image_url": {
+                "oneOf": [
+                    {"type": "string"},
+                    {"type": "object", "required": ["url"], "properties": {"url": {"type": "string"}}},
+                ]
+            },
+            "input_audio": {
+                "type": "object",
+                "required": ["data", "format"],
+                "properties": {"data": {"type": "string"}, "format": {"type": "string"}},
+            },
+            "file": {"type": "object"},
+        },
+    },
+    "Message": {
+        "type": "object",
+        "required": ["role"],
+        "properties": {
+            "role": {"type": "string"},
+            "content": {
+                "oneOf": [{"type": "string"}, {"type": "array", "items": _ref("ContentPart")}, {"type": "null"}],
+                "description": "null or absent only for assistant messages",
+            },
+        },
+    },
+    "ChatCompletionRequest": {
+        "type": "object",
+        "required": ["model", "messages"],
+        "properties": {
+            "model": {"type": "string", "minLength": 1},
+            "messages": {"type": "array", "minItems": 1, "items": _ref("Message")},
+            **_SAMPLING,
+        },
+    },
+    "CompletionRequest": {
+        "type": "object",
+        "required": ["model", "prompt"],
+        "properties": {
+            "model": {"type": "string", "minLength": 1},
+            "prompt": {"oneOf": [{"type": "string"}, {"type": "array"}]},
+            **_SAMPLING,
+        },
+    },
+    "EmbeddingRequest": {
+        "type": "object",
+        "required": ["model", "input"],
+        "properties": {
+            "model": {"type": "string", "minLength": 1},
+            "input": {"oneOf": [{"type": "string", "minLength": 1}, {"type": "array", "minItems": 1}]},
+        },
+    },
+    "Upstream": {"type": "object", "description": "the upstream's OpenAI-shaped answer, passed through"},
+    "ModelList": {
+        "type": "object",
+        "properties": {"object": {"type": "string"}, "data": {"type": "array", "items": {"type": "object"}}},
+    },
+    "Health": {"type": "object", "properties": {"status": {"type": "string"}}},
+}
+
+
+def _proxied(summary: str, schema: str, streams: bool) -> dict[str, Any]:
+    ok: dict[str, Any] = {"description": "the upstream's answer", **_json(_ref("Upstream"))}
+    if streams:
+        ok["content"]["text/event-stream"] = {"schema": {"type": "string"}}
+    return {
+        "post": {
+            "summary": summary,
+            "security": [{"bearer": []}, {"apiKey": []}],
+            "requestBody": {"required": True, **_json(_ref(schema))},
+            "responses": {"200": ok, **_ERRORS},
+        }
+    }
+
+
+def _health(summary: str) -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": summary,
+            "security": [],
+            "responses": {"200": {"description": "ok", **_json(_ref("Health"))}},
+        }
+    }
+
+
+def document() -> dict[str, Any]:
+    """The whole document, a fresh dict (the app serialises it once)."""
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "RouteIQ gateway", "version": "1", "description": "OpenAI-compatible LLM gateway"},
+        "paths": {
+            "/v1/chat/completions": _proxied("Chat completion", "ChatCompletionRequest", streams=True),
+            "/v1/completions": _proxied("Text completion", "CompletionRequest", streams=True),
+            "/v1/embeddings": _proxied("Embeddings", "EmbeddingRequest", streams=False),
+            "/v1/models": {
+                "get": {
+                    "summary": "The configured model names",
+                    "security": [{"bearer": []}, {"apiKey": []}],
+                    "responses": {
+                        "200": {"description": "models", **_json(_ref("ModelList"))},
+                        "401": _ERRORS["401"],
+                    },
+                }
+            },
+            "/health/liveness": _health("Liveness"),
+            "/health/readiness": _health("Readiness (503 while draining)"),
+        },
+        "components": {
+            "schemas": _SCHEMAS,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+            },
+        },
+        "security": [{"bearer": []}, {"apiKey": []}],
+    }
