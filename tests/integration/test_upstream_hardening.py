@@ -5,9 +5,12 @@ Both provider paths where the item concerns both: `fast` is served natively, `cl
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,6 +19,7 @@ import orjson
 import pytest
 from harness.fake_upstream_control import FakeUpstream
 from harness.gateway_process import GatewayHandle, VolumeDirs, launch_gateway
+from harness.processes import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -162,7 +166,7 @@ def test_every_line_the_gateway_writes_is_json_even_when_litellm_fails(
 
 
 def test_without_an_allow_list_a_loopback_upstream_is_refused_on_both_paths(
-    fresh_upstream: FakeUpstream, tmp_path: Any
+    fresh_upstream: FakeUpstream, tmp_path: Path
 ) -> None:
     gw = launch_gateway(VolumeDirs(tmp_path), config(fresh_upstream), env={"ROUTEIQ_EGRESS_ALLOWED_NETWORKS": ""})
     try:
@@ -174,3 +178,49 @@ def test_without_an_allow_list_a_loopback_upstream_is_refused_on_both_paths(
         assert fresh_upstream.requests() == []  # nothing left the gateway
     finally:
         gw.stop()
+
+
+# -- a reload that removes a deployment closes its pooled connections -------------------------------------------------
+
+
+def established_to(pid: int, port: int) -> int:
+    """TCP connections of process `pid` in ESTABLISHED state to 127.0.0.1:`port` (read from /proc, Linux)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+            if remote_port == port and fields[3] == "01" and fields[9] in inodes:
+                count += 1
+    return count
+
+
+def test_a_reload_removing_a_deployment_closes_its_pooled_connections(
+    fresh_upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    other = FakeUpstream.start(tmp_path / "other")
+    try:
+        cfg = config(fresh_upstream)
+        removed = {"model": "openai/fake-other", "api_base": other.base_url, "api_key": "sk-removed-deployment-key"}
+        cfg["model_list"].append({"model_name": "other", "litellm_params": removed})
+        gw = launch_gateway(VolumeDirs(tmp_path / "gw"), cfg)
+        try:
+            assert post(gw, "other").status_code == 200
+            assert post(gw, "fast").status_code == 200
+            assert established_to(gw.pid, other.port) == 1  # kept alive in the pool
+            cfg["model_list"] = [e for e in cfg["model_list"] if e["model_name"] != "other"]
+            gw.write_config(cfg)
+            gw.reload()
+            wait_until(lambda: established_to(gw.pid, other.port) == 0, timeout=5, message="pool to 'other' closed")
+            assert established_to(gw.pid, fresh_upstream.port) == 1  # the remaining deployment's connection stays
+            assert post(gw, "fast").status_code == 200
+        finally:
+            gw.stop()
+    finally:
+        other.process.stop()
