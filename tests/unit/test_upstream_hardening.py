@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import random
 import re
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -21,6 +23,8 @@ from routeiq_gateway.dispatch.dispatcher import MAX_BACKOFF_SECONDS, backoff_sec
 from routeiq_gateway.http.errors import GatewayError
 from routeiq_gateway.providers import http1
 from routeiq_gateway.providers.http1 import HeaderInjection, Pool, Target
+from routeiq_gateway.providers.litellm_client import LiteLLMProvider, _check_headers, _to_gateway_error
+from routeiq_gateway.providers.litellm_logging import _ScrubFilter
 from routeiq_gateway.providers.native import NativeProvider, NativeStream
 from routeiq_gateway.providers.scrub import scrub
 from routeiq_gateway.routing.deployments import Deployment
@@ -423,3 +427,75 @@ async def test_pool_connects_to_the_checked_address_and_keeps_tls_server_name(mo
     with pytest.raises(http1.UpstreamClosed):
         await pool.post(Target.build("https://localhost:9/v1/x", ()), b"{}")
     assert seen and all(host in ("127.0.0.1", "::1") and name == "localhost" for host, _, name in seen)
+
+
+# -- the LiteLLM path: the same refusals before LiteLLM is called ------------------------------------------------------
+
+
+def litellm_provider(policy: EgressPolicy) -> LiteLLMProvider:
+    # White-box: without __init__, so the test does not pay LiteLLM's import; only the pre-call checks run.
+    provider = LiteLLMProvider.__new__(LiteLLMProvider)
+    provider._policy, provider._checked = policy, {}
+    return provider
+
+
+@pytest.mark.parametrize(
+    ("base", "allowed"),
+    [
+        ("http://127.0.0.1:9/", False),
+        ("http://localhost:9/", False),  # a name that resolves to loopback: checked after DNS
+        ("http://2852039166/", False),  # 169.254.169.254, decimal
+        ("http://127.0.0.1:9/", True),
+    ],
+)
+async def test_litellm_path_checks_the_destination_before_calling(base: str, allowed: bool) -> None:
+    dep = deployment(base, model="anthropic/claude")
+    provider = litellm_provider(LOOPBACK if allowed else EgressPolicy())
+    if allowed:
+        await provider._check_egress(dep)
+        return
+    with pytest.raises(GatewayError) as info:
+        await provider._check_egress(dep)
+    assert info.value.status == 502 and info.value.code == "upstream_forbidden" and UPSTREAM_KEY not in str(info.value)
+
+
+def test_litellm_path_refuses_header_injection_from_config() -> None:
+    dep = dataclasses.replace(deployment("http://127.0.0.1:9/", model="anthropic/claude"), api_key="sk-abc\r\nx-a: 1")
+    with pytest.raises(GatewayError) as info:
+        _check_headers(dep)
+    assert info.value.code == "upstream_misconfigured" and "sk-abc" not in info.value.message
+
+
+def test_litellm_errors_are_scrubbed_and_non_error_statuses_named() -> None:
+    dep = deployment("http://10.1.2.3:8080", model="anthropic/claude")
+
+    class ProviderError(Exception):
+        status_code = 400
+
+    err = _to_gateway_error(ProviderError(f"POST http://10.1.2.3:8080/v1/messages x-api-key: {UPSTREAM_KEY}"), dep)
+    assert err.status == 400 and UPSTREAM_KEY not in err.message and "10.1.2.3" not in err.message
+
+    class Redirected(Exception):
+        status_code = 302
+
+    class Wrapped(Exception):
+        status_code = 500
+
+    try:
+        try:
+            raise Redirected("moved")
+        except Redirected as inner:
+            raise Wrapped("litellm.APIConnectionError") from inner
+    except Wrapped as outer:
+        err = _to_gateway_error(outer, dep)
+    assert err.status == 502 and err.code == "upstream_unexpected_status" and "302" in err.message
+
+
+def test_litellm_log_records_are_scrubbed_tracebacks_included() -> None:
+    try:
+        raise RuntimeError(f"headers: {{'authorization': 'Bearer {UPSTREAM_KEY}'}}")
+    except RuntimeError:
+        record = logging.LogRecord("LiteLLM", logging.ERROR, "", 0, "call failed: %s", (UPSTREAM_KEY,), sys.exc_info())
+    assert _ScrubFilter().filter(record)
+    text = logging.Formatter().format(record)
+    assert UPSTREAM_KEY not in text and "call failed" in text and "RuntimeError" in text

@@ -24,6 +24,9 @@ class _ScrubFilter(logging.Filter):
             message = record.getMessage()
         except (TypeError, ValueError):  # a record whose args do not fit its format: log it as it is
             return True
+        if record.exc_info:  # a traceback quotes exception texts, which quote requests: folded in and scrubbed
+            message += "\n" + logging.Formatter().formatException(record.exc_info)
+            record.exc_info, record.exc_text = None, None
         record.msg, record.args = scrub(message), None
         return True
 
