@@ -223,7 +223,7 @@ class NativeProvider:
         try:
             async with asyncio.timeout(dep.timeout):
                 resp = await self._pool.post(target, payload, extra_head)
-                if stream and resp.status == 200 and "json" not in resp.content_type:
+                if stream and resp.status == 200 and not resp.content_type.startswith("application/json"):
                     return NativeStream(resp, dep.stream_timeout, dep)
                 raw = await resp.read()
         except (ConnectionError, TimeoutError, DestinationRefused) as exc:
