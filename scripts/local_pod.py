@@ -123,6 +123,8 @@ def main() -> None:
         "MODEL_SIGNING_PUBLIC_KEY": str(RUN / "keys" / "signing.pub"),
         "MODEL_SYNC_FALLBACK_DELAY_MAX": "1",
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        # the DEMO provider is on loopback, which the gateway's egress policy refuses unless allow-listed
+        "ROUTEIQ_EGRESS_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128",
         "PYTHONUNBUFFERED": "1",
     }
     procs: list[subprocess.Popen[bytes]] = []

@@ -70,6 +70,8 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     # Every hop is on loopback; a proxy from the environment must never be in the path being measured.
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    # the bench's upstream is on loopback, which the gateway's egress policy refuses unless allow-listed
+    env.setdefault("ROUTEIQ_EGRESS_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128")
     env.update(extra or {})
     return env
 

@@ -17,9 +17,13 @@ Control endpoints (JSON):
     GET    /_control/health    200 when serving
 
 Rule fields: model ("*" or exact name), path (exact request path, e.g. "/v1/embeddings"), status
-(+ retry_after), delay_ms, action (reset | invalid_json | hang | slow_stream | reset_mid_stream),
-chunks and chunk_delay_ms (for slow_stream / reset_mid_stream), content (reply text), times (int: the next N
-matching requests, then the rule expires; null: forever). Unknown fields are rejected with 400 so a typo
+(+ retry_after), delay_ms, action (reset | invalid_json | hang | slow_stream | reset_mid_stream | echo_request |
+json_for_stream | huge_line), chunks and chunk_delay_ms (for slow_stream / reset_mid_stream / huge_line), content
+(reply text), times (int: the next N matching requests, then the rule expires; null: forever).
+echo_request with a status: the error message quotes the request's URL and headers, as some upstreams do.
+json_for_stream: a stream request is answered with the whole JSON body, as servers that ignore `stream` do.
+huge_line: a 200 SSE stream whose one `data:` line goes on for `chunks` pieces of 64 KiB, `chunk_delay_ms`
+apart. Unknown fields are rejected with 400 so a typo
 in a test fails loudly instead of silently matching nothing.
 
 Standalone on purpose: only the standard library, aiohttp and (optionally) orjson/uvloop, and no import
@@ -69,7 +73,10 @@ DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "claude-3-haiku-20240307", "text-embe
 DEFAULT_EMBEDDING_DIM = 8
 REQUEST_LOG_LIMIT = 10_000
 HANG_MAX_S = 600.0
-ACTIONS = frozenset({"reset", "invalid_json", "hang", "slow_stream", "reset_mid_stream"})
+ACTIONS = frozenset(
+    {"reset", "invalid_json", "hang", "slow_stream", "reset_mid_stream", "echo_request", "json_for_stream", "huge_line"}
+)
+HUGE_LINE_PIECE = b"x" * 65536
 JSON_CT = "application/json"
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 
@@ -626,6 +633,12 @@ def _with_rules(handler: BodyHandler | None) -> Handler:
                 return web.Response()  # never sent; aiohttp ignores the write to a closed transport
             if rule.action == "hang":
                 await _hang(request)
+            if rule.action == "huge_line":
+                return await _huge_line(request, rule)
+            if rule.status is not None and rule.action == "echo_request":
+                headers = "; ".join(f"{k}: {v}" for k, v in request.headers.items())
+                message = f"Fake upstream cannot serve {request.url} (request headers: {headers})"
+                return _error_response(request.path, rule.status, message, rule.retry_after)
             if rule.status is not None:
                 message = f"Fake upstream returned {rule.status} (injected by a test rule)"
                 return _error_response(request.path, rule.status, message, rule.retry_after)
@@ -637,9 +650,27 @@ def _with_rules(handler: BodyHandler | None) -> Handler:
             return _error_response(request.path, 400, "request body must be a JSON object")
         if not isinstance(body.get("model"), str):
             return _error_response(request.path, 400, "'model' is required")
+        if rule is not None and rule.action == "json_for_stream":
+            body = {**body, "stream": False}
         return await handler(request, body, _plan_reply(rule))
 
     return serve
+
+
+async def _huge_line(request: web.Request, rule: Rule) -> web.StreamResponse:
+    resp = web.StreamResponse(headers=SSE_HEADERS)
+    await resp.prepare(request)
+    await resp.write(b'data: {"choices": [], "pad": "')
+    for _ in range(rule.chunks):
+        if rule.chunk_delay_ms:
+            await asyncio.sleep(rule.chunk_delay_ms / 1000)
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return resp  # the client gave up on the line: stop writing it
+        await resp.write(HUGE_LINE_PIECE)
+    await resp.write(b'"}\n\ndata: [DONE]\n\n')
+    await resp.write_eof()
+    return resp
 
 
 async def _not_found(request: web.Request) -> web.StreamResponse:

@@ -82,6 +82,8 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
             "no_proxy": "127.0.0.1,localhost",
             # litellm fetches its price map from GitHub at import; tests run offline and must not wait on it
             "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            # the upstreams of tests (and of `make run`) are on loopback, which egress refuses unless allow-listed
+            "ROUTEIQ_EGRESS_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128",
         }
     )
     if extra:

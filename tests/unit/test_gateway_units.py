@@ -56,10 +56,10 @@ def test_attempt_plan_retries_within_group_then_falls_back() -> None:
 def test_backoff_is_jittered_exponential_and_capped() -> None:
     rng = random.Random(7)
     first = [backoff_seconds(0.1, 1, rng) for _ in range(200)]
-    assert min(first) >= 0.05 and max(first) <= 0.15 and len(set(first)) > 100
+    assert min(first) >= 0.0 and max(first) <= 0.1 and len(set(first)) > 100
     third = [backoff_seconds(0.1, 3, rng) for _ in range(200)]
-    assert min(third) >= 0.2 and max(third) <= 0.6
-    assert max(backoff_seconds(1.0, 20, rng) for _ in range(50)) <= MAX_BACKOFF_SECONDS * 1.5
+    assert min(third) >= 0.0 and max(third) <= 0.4
+    assert max(backoff_seconds(1.0, 20, rng) for _ in range(50)) <= MAX_BACKOFF_SECONDS
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ import pytest
 import uvloop
 from routeiq_gateway.providers import http1
 from routeiq_gateway.providers.http1 import Pool, Response, ResponseTooLarge, Target, UpstreamClosed
+from routeiq_shared.egress import EgressPolicy
 
 T = TypeVar("T")
 
@@ -30,6 +31,7 @@ pytestmark = pytest.mark.timeout(20)  # backstop only: every test guards itself 
 GUARD_SECONDS = 3.0  # a whole test's coroutine; a hang fails the test instead of stalling the run
 PATH = "/v1/chat/completions"
 JSON = (("Content-Type", "application/json"),)
+LOOPBACK = EgressPolicy.from_env({"ROUTEIQ_EGRESS_ALLOWED_NETWORKS": "127.0.0.0/8"})  # these upstreams are local
 
 
 # -- running on both loops ---------------------------------------------------------------------------
@@ -245,7 +247,7 @@ def test_content_length_body_status_retry_after_and_request_on_the_wire(run: Run
 
     async def main() -> None:
         async with Upstream(handler) as up:
-            pool = Pool()
+            pool = Pool(LOOPBACK)
             target = Target.build(
                 f"http://127.0.0.1:{up.port}/v1/chat/completions?api-version=2024-06-01",
                 (("Authorization", "Bearer sk-test"), ("Content-Type", "application/json")),
@@ -317,7 +319,7 @@ def test_chunked_body_read_whole_with_trailer_then_connection_reused(run: Runner
 
     async def main() -> None:
         async with Upstream(handler) as up:
-            pool = Pool()
+            pool = Pool(LOOPBACK)
             try:
                 assert await roundtrip(pool, up.target(), b"{}") == (200, b"".join(pieces))
                 assert await roundtrip(pool, up.target(), b"again") == (200, b"conn0:again")
@@ -348,7 +350,7 @@ def test_chunked_body_streamed_piece_by_piece_in_order(run: Runner) -> None:
             await peer.until_eof()
 
         async with Upstream(handler) as up:
-            pool = Pool()
+            pool = Pool(LOOPBACK)
             try:
                 resp = await pool.post(up.target(), b'{"stream":true}')
                 assert resp.status == 200
@@ -373,7 +375,7 @@ def test_chunked_body_streamed_piece_by_piece_in_order(run: Runner) -> None:
 def test_sequential_requests_reuse_one_connection(run: Runner) -> None:
     async def main() -> None:
         async with Upstream(keep_alive()) as up:
-            pool = Pool()
+            pool = Pool(LOOPBACK)
             try:
                 for i in range(6):
                     assert await roundtrip(pool, up.target(), b"req%d" % i) == (200, b"conn0:req%d" % i)
@@ -398,7 +400,7 @@ def test_concurrent_requests_open_several_connections_and_pool_them(run: Runner)
                 await peer.respond(echo(peer, req))
 
         async with Upstream(handler) as up:
-            pool = Pool()
+            pool = Pool(LOOPBACK)
             target = up.target()
             try:
                 for round_ in range(2):
@@ -442,7 +444,7 @@ def test_response_that_closes_is_not_reused(run: Runner, closing_response: bytes
 
     async def main() -> None:
         async with Upstream(handler) as up:
-            pool = Pool()
+            pool = Pool(LOOPBACK)
             try:
                 assert await roundtrip(pool, up.target(), b"a") == (200, b"bye")
                 assert idle_count(pool, up.target()) == 0
@@ -475,7 +477,7 @@ def test_stale_pooled_connection_is_retried_once_on_a_new_one(run: Runner, how: 
 
     async def main() -> None:
         async with Upstream(handler) as up:
-            pool = Pool()
+            pool = Pool(LOOPBACK)
             target = up.target()
             try:
                 assert await roundtrip(pool, target, b"one") == (200, b"conn0:one")
@@ -563,7 +565,7 @@ def test_keep_alive_race_fin_not_yet_seen_by_the_client_is_retried(run: Runner) 
 
     async def main() -> None:
         with ThreadedUpstream() as up:
-            pool = Pool()
+            pool = Pool(LOOPBACK)
             target = Target.build(f"http://127.0.0.1:{up.port}{PATH}", JSON)
             try:
                 assert await roundtrip(pool, target, b"one") == (200, b"conn0:one")
@@ -593,7 +595,7 @@ def test_reset_on_a_pooled_connection_is_not_retried(run: Runner) -> None:
 
     async def main() -> None:
         async with Upstream(handler) as up:
-            pool = Pool()
+            pool = Pool(LOOPBACK)
             try:
                 await roundtrip(pool, up.target(), b"one")
                 with pytest.raises(UpstreamClosed, match="reset"):
@@ -617,7 +619,7 @@ def test_no_retry_once_response_bytes_arrived_on_a_pooled_connection(run: Runner
 
     async def main() -> None:
         async with Upstream(handler) as up:
-            pool = Pool()
+            pool = Pool(LOOPBACK)
             try:
                 await roundtrip(pool, up.target(), b"one")
                 with pytest.raises(UpstreamClosed):
@@ -640,7 +642,7 @@ def test_retry_happens_only_once(run: Runner) -> None:
 
     async def main() -> None:
         async with Upstream(handler) as up:
-            pool = Pool()
+            pool = Pool(LOOPBACK)
             try:
                 await roundtrip(pool, up.target(), b"one")
                 with pytest.raises(UpstreamClosed):
@@ -659,7 +661,7 @@ def test_new_connection_closed_before_any_byte_is_not_retried(run: Runner) -> No
 
     async def main() -> None:
         async with Upstream(handler) as up:
-            pool = Pool()
+            pool = Pool(LOOPBACK)
             try:
                 with pytest.raises(UpstreamClosed, match="closed"):
                     await pool.post(up.target(), b"x")
@@ -698,7 +700,7 @@ def test_response_cut_short_raises_and_the_connection_is_dropped(
 
     async def main() -> None:
         async with Upstream(handler) as up:
-            pool = Pool()
+            pool = Pool(LOOPBACK)
             target = up.target()
             try:
                 got: list[bytes] = []
@@ -736,7 +738,7 @@ def test_headers_cut_short_on_a_new_connection_raises(run: Runner) -> None:
 
     async def main() -> None:
         async with Upstream(handler) as up:
-            pool = Pool()
+            pool = Pool(LOOPBACK)
             try:
                 with pytest.raises(UpstreamClosed):
                     await pool.post(up.target(), b"x")
@@ -757,7 +759,7 @@ def test_connection_refused_raises_upstream_closed_quickly(run: Runner) -> None:
     port = holder.getsockname()[1]
 
     async def main() -> None:
-        pool = Pool()
+        pool = Pool(LOOPBACK)
         target = Target.build(f"http://127.0.0.1:{port}/v1/chat/completions", ())
         started = time.monotonic()
         try:
@@ -795,7 +797,7 @@ def test_malformed_response_raises_without_hanging(run: Runner, garbage: bytes) 
 
     async def main() -> None:
         async with Upstream(handler) as up:
-            pool = Pool()
+            pool = Pool(LOOPBACK)
             try:
                 with pytest.raises(UpstreamClosed, match="malformed HTTP response"):
                     await within(pool.post(up.target(), b"x"), 0.5, "post() of a malformed response")
@@ -817,7 +819,7 @@ def test_malformed_chunked_body_raises_without_hanging(run: Runner, reader: str)
 
     async def main() -> None:
         async with Upstream(handler) as up:
-            pool = Pool()
+            pool = Pool(LOOPBACK)
             try:
                 resp = await pool.post(up.target(), b"x")
                 with pytest.raises(UpstreamClosed, match="malformed HTTP response"):
@@ -858,7 +860,7 @@ def test_response_over_max_bytes_raises_response_too_large(
 
     async def main() -> None:
         async with Upstream(handler) as up:
-            pool = Pool()
+            pool = Pool(LOOPBACK)
             try:
                 resp = await pool.post(up.target(), b"x")
                 with pytest.raises(ResponseTooLarge, match="over 1000 bytes"):
@@ -897,7 +899,7 @@ def test_timeout_raises_promptly_and_closes_the_connection(run: Runner, phase: s
 
     async def main() -> None:
         async with Upstream(handler) as up:
-            pool = Pool()
+            pool = Pool(LOOPBACK)
             target = up.target()
             try:
                 if pooled:
@@ -949,7 +951,7 @@ def test_stream_backpressure_delivers_every_byte_in_order(run: Runner, monkeypat
 
     async def main() -> None:
         async with Upstream(handler) as up:
-            pool = Pool()
+            pool = Pool(LOOPBACK)
             try:
                 resp = await pool.post(up.target(), b"x")
                 conn = resp._conn  # white-box: to see that reading really paused
@@ -985,7 +987,7 @@ def test_whole_body_larger_than_pause_threshold_is_read(run: Runner) -> None:
 
     async def main() -> None:
         async with Upstream(handler) as up:
-            pool = Pool()
+            pool = Pool(LOOPBACK)
             try:
                 resp = await pool.post(up.target(), b"x")
                 got = await within(resp.read(), 0.5, f"read() of a {len(body)}-byte body")
@@ -1010,7 +1012,7 @@ def test_connection_paused_at_the_end_of_a_response_is_not_pooled_paused(
 
     async def main() -> None:
         async with Upstream(handler) as up:
-            pool = Pool()
+            pool = Pool(LOOPBACK)
             try:
                 resp = await pool.post(up.target(), b"big")  # head and body in one segment: one read
                 if how == "read":
@@ -1033,7 +1035,7 @@ def test_connection_idle_past_idle_seconds_is_not_reused(run: Runner, monkeypatc
 
     async def main() -> None:
         async with Upstream(keep_alive()) as up:
-            pool = Pool()
+            pool = Pool(LOOPBACK)
             try:
                 assert await roundtrip(pool, up.target(), b"a") == (200, b"conn0:a")
                 assert await roundtrip(pool, up.target(), b"b") == (200, b"conn0:b")  # fresh enough: reused
@@ -1050,7 +1052,7 @@ def test_connection_idle_past_idle_seconds_is_not_reused(run: Runner, monkeypatc
 def test_idle_since_is_what_expiry_looks_at(run: Runner) -> None:
     async def main() -> None:
         async with Upstream(keep_alive()) as up:
-            pool = Pool()
+            pool = Pool(LOOPBACK)
             target = up.target()
             try:
                 await roundtrip(pool, target, b"a")
@@ -1080,7 +1082,7 @@ def test_released_unfinished_stream_closes_the_connection(run: Runner, read_firs
 
     async def main() -> None:
         async with Upstream(handler) as up:
-            pool = Pool()
+            pool = Pool(LOOPBACK)
             target = up.target()
             try:
                 resp = await pool.post(target, b"x")
@@ -1106,7 +1108,7 @@ def test_released_complete_but_unread_response_is_pooled_without_leftovers(run: 
 
     async def main() -> None:
         async with Upstream(handler) as up:
-            pool = Pool()
+            pool = Pool(LOOPBACK)
             target = up.target()
             try:
                 resp = await pool.post(target, b"first")  # head and body arrive in one segment
@@ -1141,7 +1143,7 @@ def test_interim_1xx_response_is_skipped(run: Runner) -> None:
 
     async def main() -> None:
         async with Upstream(handler) as up:
-            pool = Pool()
+            pool = Pool(LOOPBACK)
             try:
                 result = await within(roundtrip(pool, up.target(), b"x"), 0.5, "a response after 100 Continue")
                 assert result == (200, b'{"id":"final"}')
@@ -1166,7 +1168,7 @@ def test_body_delimited_by_connection_close_is_read(run: Runner) -> None:
 
     async def main() -> None:
         async with Upstream(handler) as up:
-            pool = Pool()
+            pool = Pool(LOOPBACK)
             try:
                 assert await within(roundtrip(pool, up.target(), b"x"), 0.5, "close-delimited body") == (
                     200,

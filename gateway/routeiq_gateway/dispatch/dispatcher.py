@@ -30,8 +30,8 @@ class Outcome:
 
 
 def backoff_seconds(base: float, attempt: int, rng: random.Random) -> float:
-    """Full-jitter exponential backoff (attempt counts from 1)."""
-    return min(MAX_BACKOFF_SECONDS, base * (2 ** (attempt - 1))) * rng.uniform(0.5, 1.5)
+    """Full-jitter exponential backoff (attempt counts from 1): uniform over [0, the capped exponential]."""
+    return rng.uniform(0.0, min(MAX_BACKOFF_SECONDS, base * (2 ** (attempt - 1))))
 
 
 def attempt_plan(state: GatewayState, model: str, rng: random.Random) -> list[Deployment]:

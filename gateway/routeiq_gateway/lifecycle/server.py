@@ -21,6 +21,7 @@ import uvicorn
 from opentelemetry.sdk.trace import TracerProvider
 from routeiq_shared.atomic import atomic_write
 from routeiq_shared.config_schema import ConfigError
+from routeiq_shared.egress import EgressPolicy
 
 from routeiq_gateway.app import GatewayApp
 from routeiq_gateway.dispatch.dispatcher import Dispatcher
@@ -29,6 +30,7 @@ from routeiq_gateway.http.protocol import BoundedHttpToolsProtocol
 from routeiq_gateway.lifecycle.drain import drain
 from routeiq_gateway.lifecycle.reload import Reloader
 from routeiq_gateway.observability.metrics import GatewayMetrics
+from routeiq_gateway.providers.egress_setup import egress_policy, upstream_side_reloaded
 from routeiq_gateway.providers.http1 import Pool
 from routeiq_gateway.providers.native import NativeProvider
 from routeiq_gateway.routing.model_watch import ModelMetrics, ModelsRef, ModelWatcher
@@ -56,10 +58,10 @@ class _Server(uvicorn.Server):
         yield  # signals are ours: see serve()
 
 
-def _litellm_provider() -> Any:
+def _litellm_provider(policy: EgressPolicy) -> Any:
     from routeiq_gateway.providers.litellm_client import LiteLLMProvider
 
-    return LiteLLMProvider()
+    return LiteLLMProvider(policy)
 
 
 async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = None) -> int:
@@ -76,22 +78,33 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
     except ValueError as exc:
         log.error("Cannot start: edge limits are invalid", extra={"event": "startup_failed", "reason": str(exc)})
         return 2
+    try:
+        policy = egress_policy(state)
+    except ValueError as exc:
+        log.error("Cannot start: egress allow-list is invalid", extra={"event": "startup_failed", "reason": str(exc)})
+        return 2
     metrics = GatewayMetrics()
     metrics.set_config_version(state.version, time.time())
-    pool = Pool()
-    litellm = await asyncio.to_thread(_litellm_provider) if state.uses_litellm else None
-    dispatcher = Dispatcher(NativeProvider(pool), litellm, metrics)
+    pool = Pool(policy)
+    native = NativeProvider(pool)
+    litellm = await asyncio.to_thread(_litellm_provider, policy) if state.uses_litellm else None
+    dispatcher = Dispatcher(native, litellm, metrics)
 
     def prepare(new: GatewayState) -> None:
         if new.uses_litellm and dispatcher.litellm is None:
-            dispatcher.litellm = _litellm_provider()
+            dispatcher.litellm = _litellm_provider(pool.policy)  # after_swap sets the new one
 
     ref = StateRef(state)
     models = ModelsRef()
     watcher = ModelWatcher(
         opts.models_dir, opts.verify, models, ModelMetrics(metrics.registry), lambda: ref.current.router_artifacts
     )
-    reloader = Reloader(ref, opts.config_path, opts.candidates_path, metrics, prepare, watcher.load_wanted)
+
+    async def after_swap() -> None:
+        upstream_side_reloaded(ref.current, pool, native, dispatcher.litellm)
+        await watcher.load_wanted()
+
+    reloader = Reloader(ref, opts.config_path, opts.candidates_path, metrics, prepare, after_swap)
     app = GatewayApp(ref, dispatcher, metrics, reloader, opts.admin_keys, models, limits)
     config = uvicorn.Config(
         app,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import httptools
+from routeiq_shared.egress import EgressError, EgressPolicy
 
 IDLE_SECONDS = 60.0  # close pooled connections idle longer than this (upstreams drop them around here too)
 MAX_IDLE_PER_ORIGIN = 512
@@ -31,6 +32,24 @@ class UpstreamClosed(ConnectionError):
 
 class ResponseTooLarge(ConnectionError):
     pass
+
+
+class DestinationRefused(Exception):
+    """The egress policy refuses every address the upstream's host resolves to. The message names the host."""
+
+
+class HeaderInjection(ValueError):
+    """A header name or value (or the URL's path) holds a character that would end or split the header line."""
+
+
+def check_header_line(name: str, value: str) -> None:
+    """Refuse what could split a request head: CR, LF, NUL and other control characters (a tab is legal)."""
+    if not name or any(c <= " " or c in ":\x7f" or not c.isascii() for c in name):
+        raise HeaderInjection(f"header name {name!r} is not a valid token")
+    bad = next((c for c in value if (c < " " and c != "\t") or c == "\x7f"), None)
+    if bad is not None:
+        # Name the header and the character, never the value: it is often a credential.
+        raise HeaderInjection(f"header {name!r} holds a control character ({bad!r}); refusing to send it")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +79,15 @@ class Target:
             raise ValueError(f"not an http(s) URL: {url!r}")
         origin = Origin(parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        if any(c <= " " or c == "\x7f" or not c.isascii() for c in path):
+            raise HeaderInjection("the URL's path holds a space, control or non-ASCII character")
+        for name, value in headers:
+            check_header_line(name, value)
         lines = [f"POST {path} HTTP/1.1".encode(), b"Host: " + origin.host_header]
-        lines += [f"{k}: {v}".encode("latin-1") for k, v in headers]
+        try:
+            lines += [f"{k}: {v}".encode("latin-1") for k, v in headers]
+        except UnicodeEncodeError:
+            raise HeaderInjection("a header value is not Latin-1 text") from None
         return cls(origin, b"\r\n".join(lines) + b"\r\n")
 
 
@@ -80,6 +106,7 @@ class _Connection(asyncio.Protocol):
     def _reset(self) -> None:
         self.status = 0
         self.retry_after: bytes | None = None
+        self.content_type: bytes | None = None
         self.chunks: collections.deque[bytes] = collections.deque()
         self.buffered = 0
         self.got_bytes = False
@@ -119,6 +146,8 @@ class _Connection(asyncio.Protocol):
         name = name.lower()
         if name == b"retry-after":
             self.retry_after = value
+        elif name == b"content-type":
+            self.content_type = value
         elif name in (b"content-length", b"transfer-encoding"):
             self._framed = True
 
@@ -127,6 +156,7 @@ class _Connection(asyncio.Protocol):
         if 100 <= self.status < 200:  # interim (100 Continue, 103 Early Hints): the final response follows
             self._interim = True
             self.retry_after = None
+            self.content_type = None
             self._framed = False
             return
         if not self.headers_done.done():
@@ -219,13 +249,14 @@ class _Connection(asyncio.Protocol):
 class Response:
     """A response whose headers have arrived. Read the body with `read()` or iterate it; always `release()`."""
 
-    __slots__ = ("_conn", "_pool", "retry_after", "status")
+    __slots__ = ("_conn", "_pool", "content_type", "retry_after", "status")
 
     def __init__(self, conn: _Connection, pool: Pool) -> None:
         self._conn: _Connection | None = conn
         self._pool = pool
         self.status = conn.status
         self.retry_after = conn.retry_after.decode("latin-1") if conn.retry_after else None
+        self.content_type = conn.content_type.decode("latin-1").lower() if conn.content_type else ""
 
     async def read(self) -> bytes:
         assert self._conn is not None
@@ -248,11 +279,17 @@ class Response:
 
 
 class Pool:
-    """Keep-alive connections to every origin the native path talks to."""
+    """Keep-alive connections to every origin the native path talks to.
 
-    def __init__(self) -> None:
+    Every new connection goes to an address `policy` accepted after resolving the origin's host (so a DNS name
+    pointing at a metadata or unlisted private address is refused); pooled connections skip that cost.
+    """
+
+    def __init__(self, policy: EgressPolicy | None = None) -> None:
         self._idle: dict[Origin, collections.deque[_Connection]] = {}
         self._ssl: ssl.SSLContext | None = None
+        self.policy = policy if policy is not None else EgressPolicy()
+        self._retained: frozenset[Origin] | None = None  # None: every origin may keep idle connections
 
     async def post(self, target: Target, body: bytes, extra_head: bytes = b"") -> Response:
         """Send and wait for the response headers. `extra_head`: per-request header lines (CRLF-terminated).
@@ -302,14 +339,33 @@ class Pool:
                 self._ssl = ssl.create_default_context()
             ctx = self._ssl
         try:
-            _, conn = await loop.create_connection(lambda: _Connection(origin), origin.host, origin.port, ssl=ctx)
+            addresses = await self.policy.resolve(origin.host, origin.port)
+        except EgressError as exc:
+            raise DestinationRefused(str(exc)) from None
         except OSError as exc:
-            reason = os.strerror(exc.errno) if exc.errno else str(exc)  # asyncio's loop words it less plainly
-            raise UpstreamClosed(f"cannot connect to {origin.host}:{origin.port}: {reason}") from None
-        return conn
+            raise UpstreamClosed(f"cannot connect to {origin.host}:{origin.port}: {exc.strerror or exc}") from None
+        failure: OSError | None = None
+        for _family, address in addresses:
+            try:
+                # The checked address, never the name again (a second lookup could answer differently); TLS
+                # still verifies the certificate against the host as configured.
+                _, conn = await loop.create_connection(
+                    lambda: _Connection(origin),
+                    address,
+                    origin.port,
+                    ssl=ctx,
+                    server_hostname=origin.host if ctx is not None else None,
+                )
+            except OSError as exc:
+                failure = exc
+                continue
+            return conn
+        assert failure is not None  # resolve() never returns an empty list
+        reason = os.strerror(failure.errno) if failure.errno else str(failure)  # asyncio words it less plainly
+        raise UpstreamClosed(f"cannot connect to {origin.host}:{origin.port}: {reason}") from None
 
     def put_back(self, conn: _Connection) -> None:
-        if not conn.reusable():
+        if not conn.reusable() or (self._retained is not None and conn.origin not in self._retained):
             conn._close()
             return
         idle = self._idle.setdefault(conn.origin, collections.deque())
@@ -319,6 +375,14 @@ class Pool:
         conn._resume()  # a body can end in the read that paused it: an idle connection must keep reading
         conn.idle_since = time.monotonic()
         idle.append(conn)
+
+    def retain(self, origins: frozenset[Origin]) -> None:
+        """Keep idle connections only to `origins` (after a reload: the deployments that remain); close the rest
+        now, and those in use when they come back."""
+        self._retained = origins
+        for origin in [o for o in self._idle if o not in origins]:
+            for conn in self._idle.pop(origin):
+                conn._close()
 
     def close(self) -> None:
         for idle in self._idle.values():

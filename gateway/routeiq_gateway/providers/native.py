@@ -7,22 +7,44 @@ once for usage. This path must stay lean: it is what makes the gateway fast.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import orjson
 
 from routeiq_gateway.http.errors import GatewayError
 from routeiq_gateway.providers import Completed
-from routeiq_gateway.providers.http1 import Pool, Response, Target
+from routeiq_gateway.providers.http1 import (
+    DestinationRefused,
+    HeaderInjection,
+    Origin,
+    Pool,
+    Response,
+    ResponseTooLarge,
+    Target,
+)
+from routeiq_gateway.providers.json_stream import JsonAsStream
+from routeiq_gateway.providers.scrub import scrub
 from routeiq_gateway.routing.deployments import Deployment
 
 _USAGE_MARK = b'"usage":'
+MAX_SSE_LINE_BYTES = 1024 * 1024  # no SSE line of a real completion comes near this; a longer one is not an answer
 
 
-def upstream_error(status: int, raw: bytes, retry_after: str | None) -> GatewayError:
-    """Map an upstream error status to what our client sees (see docs/errors in README)."""
-    message = _upstream_message(raw)
+def upstream_error(status: int, raw: bytes, retry_after: str | None, dep: Deployment | None = None) -> GatewayError:
+    """Map an upstream status other than 200 to what our client sees (see docs/errors in README).
+
+    The upstream's own words are passed on only scrubbed of credentials and its address (scrub.py).
+    """
+    if status < 400:
+        # Only a 200 carries an answer. A redirect is not followed (it could point anywhere, with our key).
+        what = "a redirect" if 300 <= status < 400 else "a status that is not an answer"
+        return GatewayError(
+            502,
+            f"Upstream answered {status} ({what}) where 200 was expected; check the deployment's api_base",
+            code="upstream_unexpected_status",
+        )
+    message = scrub(_upstream_message(raw), dep)
     if status == 429:
         headers = ((b"retry-after", retry_after.encode()),) if retry_after else ()
         return GatewayError(
@@ -51,21 +73,42 @@ def _upstream_message(raw: bytes) -> str:
     return "no detail"
 
 
-def connection_error(exc: BaseException) -> GatewayError:
+def connection_error(exc: BaseException, dep: Deployment | None = None) -> GatewayError:
     if isinstance(exc, TimeoutError):
         return GatewayError(504, "Upstream timed out", code="upstream_timeout", retryable=True)
-    return GatewayError(502, f"Upstream connection failed: {exc}", code="upstream_unreachable", retryable=True)
+    if isinstance(exc, ResponseTooLarge):
+        # The answer was produced (and billed) upstream: asking again would pay for it twice and fail the same way.
+        return GatewayError(502, f"Upstream {exc}", code="upstream_response_too_large")
+    if isinstance(exc, DestinationRefused):
+        # Another deployment (a fallback) may be allowed, so the plan goes on.
+        return GatewayError(502, f"Upstream refused by egress policy: {exc}", code="upstream_forbidden", retryable=True)
+    return GatewayError(
+        502, f"Upstream connection failed: {scrub(str(exc), dep)}", code="upstream_unreachable", retryable=True
+    )
+
+
+def invalid_response(why: str) -> GatewayError:
+    # A complete answer that cannot be read would be read the same way again: not retried.
+    return GatewayError(502, f"Upstream returned an invalid response: {why}", code="upstream_invalid_response")
 
 
 class NativeStream:
-    """Forwards upstream SSE bytes untouched, picking the usage event out as it passes."""
+    """Forwards upstream SSE bytes untouched, line-complete, picking the usage event out as it passes.
 
-    __slots__ = ("_read_timeout", "_resp", "_tail", "usage")
+    Each chunk is searched once for its newlines; bytes are forwarded up to the last complete line, and the
+    unfinished line waits for its end. A line (an SSE event's `data:` line) longer than MAX_SSE_LINE_BYTES ends
+    the stream with an error event instead: no client would get a line that long from a real completion, and the
+    error event then stands on a line of its own instead of ending a half-sent one.
+    """
 
-    def __init__(self, resp: Response, read_timeout: float) -> None:
+    __slots__ = ("_line", "_line_bytes", "_read_timeout", "_resp", "dep", "usage")
+
+    def __init__(self, resp: Response, read_timeout: float, dep: Deployment | None = None) -> None:
         self._resp = resp
         self._read_timeout = read_timeout
-        self._tail = b""
+        self._line: list[bytes] = []  # the pieces of the unfinished last line
+        self._line_bytes = 0
+        self.dep = dep
         self.usage: dict[str, Any] | None = None
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -75,26 +118,57 @@ class NativeStream:
                 async with asyncio.timeout(self._read_timeout):
                     chunk = await anext(chunks, None)
                 if chunk is None:
+                    if self._line:  # the upstream ended mid-line: pass on what it sent, as it sent it
+                        yield b"".join(self._line)
                     return
-                if _USAGE_MARK in chunk or self._tail:
-                    self._scan(chunk)
-                yield chunk
+                out = self._feed(chunk)
+                if out:
+                    yield out
         except (ConnectionError, TimeoutError) as exc:
-            raise connection_error(exc) from None
+            raise connection_error(exc, self.dep) from None
 
-    def _scan(self, chunk: bytes) -> None:
-        # The usage event may straddle two reads: keep the unfinished line until its end arrives.
-        data = self._tail + chunk
-        lines = data.split(b"\n")
-        self._tail = lines.pop() if _USAGE_MARK in lines[-1] else b""
-        for line in lines:
-            if line.startswith(b"data:") and _USAGE_MARK in line:
-                try:
-                    usage = orjson.loads(line[5:]).get("usage")
-                except (orjson.JSONDecodeError, AttributeError):
-                    continue
-                if usage:
-                    self.usage = usage
+    def _feed(self, chunk: bytes) -> bytes:
+        """The bytes to forward now: everything up to the last newline seen so far."""
+        last_nl = chunk.rfind(b"\n")
+        if last_nl < 0:
+            self._line_bytes += len(chunk)
+            if self._line_bytes > MAX_SSE_LINE_BYTES:
+                raise invalid_response(f"a stream line is longer than {MAX_SSE_LINE_BYTES} bytes")
+            self._line.append(chunk)
+            return b""
+        out = chunk if last_nl == len(chunk) - 1 else chunk[: last_nl + 1]
+        start = 0
+        if self._line:
+            first_nl = chunk.find(b"\n")
+            if self._line_bytes + first_nl > MAX_SSE_LINE_BYTES:
+                raise invalid_response(f"a stream line is longer than {MAX_SSE_LINE_BYTES} bytes")
+            held = b"".join(self._line)
+            self._line.clear()
+            line = held + chunk[:first_nl]
+            if _USAGE_MARK in line:
+                self._take_usage(line)
+            out = held + out
+            start = first_nl + 1
+        # Lines wholly inside this chunk are bounded by the chunk's size; scan only when usage may be among them.
+        if chunk.find(_USAGE_MARK, start, last_nl) >= 0:
+            for line in chunk[start:last_nl].split(b"\n"):
+                if _USAGE_MARK in line:
+                    self._take_usage(line)
+        rest = chunk[last_nl + 1 :]
+        self._line_bytes = len(rest)
+        if rest:
+            self._line.append(rest)
+        return out
+
+    def _take_usage(self, line: bytes) -> None:
+        if not line.startswith(b"data:"):
+            return
+        try:
+            usage = orjson.loads(line[5:]).get("usage")
+        except (orjson.JSONDecodeError, AttributeError):
+            return
+        if usage:
+            self.usage = usage
 
     async def aclose(self) -> None:
         self._resp.release()
@@ -104,38 +178,65 @@ class NativeProvider:
     def __init__(self, pool: Pool) -> None:
         self._pool = pool
         self._targets: dict[tuple[str | None, tuple[tuple[str, str], ...], str], Target] = {}
+        # (api_base, headers) of the serving state's native deployments; None until the first `retain`.
+        self._live: frozenset[tuple[str | None, tuple[tuple[str, str], ...]]] | None = None
 
     def _target(self, dep: Deployment, endpoint: str) -> Target:
         key = (dep.api_base, dep.headers, endpoint)
         target = self._targets.get(key)
         if target is None:
-            target = self._targets[key] = Target.build(dep.url(endpoint), dep.headers)
+            try:
+                target = Target.build(dep.url(endpoint), dep.headers)
+            except HeaderInjection as exc:
+                # Config validation refuses these first; this is the last line of defence before the wire.
+                raise GatewayError(
+                    502,
+                    f"Deployment of '{dep.model_name}' is misconfigured: {exc}",
+                    code="upstream_misconfigured",
+                    retryable=True,  # a fallback deployment may be fine
+                ) from None
+            if self._live is None or (dep.api_base, dep.headers) in self._live:
+                # A request still on a removed deployment (an old state) gets a Target, but it is not kept.
+                self._targets[key] = target
         return target
+
+    def retain(self, deployments: Iterable[Deployment]) -> None:
+        """After a reload: forget Targets (their headers hold API keys) and pooled connections that no
+        deployment of the new state uses any more."""
+        native = [d for d in deployments if d.native]
+        self._live = frozenset((d.api_base, d.headers) for d in native)
+        self._targets = {k: t for k, t in self._targets.items() if (k[0], k[1]) in self._live}
+        origins: set[Origin] = set()
+        for dep in native:
+            try:
+                origins.add(Target.build(dep.url("chat/completions"), ()).origin)
+            except (ValueError, HeaderInjection):
+                continue
+        self._pool.retain(frozenset(origins))
 
     async def call(
         self, dep: Deployment, endpoint: str, body: dict[str, Any], stream: bool, traceparent: str | None
-    ) -> Completed | NativeStream:
+    ) -> Completed | NativeStream | JsonAsStream:
         payload = orjson.dumps({**body, "model": dep.upstream_model})
         target = self._target(dep, endpoint)
         extra_head = b"traceparent: " + traceparent.encode() + b"\r\n" if traceparent else b""
         try:
             async with asyncio.timeout(dep.timeout):
                 resp = await self._pool.post(target, payload, extra_head)
-                if stream and resp.status == 200:
-                    return NativeStream(resp, dep.stream_timeout)
+                if stream and resp.status == 200 and not resp.content_type.startswith("application/json"):
+                    return NativeStream(resp, dep.stream_timeout, dep)
                 raw = await resp.read()
-        except (ConnectionError, TimeoutError) as exc:
-            raise connection_error(exc) from None
+        except (ConnectionError, TimeoutError, DestinationRefused) as exc:
+            raise connection_error(exc, dep) from None
         if resp.status != 200:
-            raise upstream_error(resp.status, raw, resp.retry_after)
+            raise upstream_error(resp.status, raw, resp.retry_after, dep)
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            raise GatewayError(
-                502, "Upstream returned invalid JSON", code="upstream_invalid_response", retryable=True
-            ) from None
+            raise invalid_response("not JSON") from None
         if not isinstance(data, dict):
-            raise GatewayError(
-                502, "Upstream returned an unexpected JSON shape", code="upstream_invalid_response", retryable=True
-            )
+            raise invalid_response("not a JSON object")
+        if stream:
+            # Some OpenAI-compatible servers ignore `stream`: the whole answer, told as the stream it should be.
+            return JsonAsStream.from_completion(data, endpoint, body, lambda m: scrub(m, dep))
         return Completed(raw, data.get("usage"))
