@@ -12,6 +12,9 @@ from typing import Any
 
 import yaml
 
+# libyaml's parser when PyYAML was built with it (several times faster), the same safe constructor either way.
+_Loader: type[yaml.SafeLoader] | type[yaml.CSafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 # Far above any real config (a thousand deployments are ~20,000 nodes), far below what hurts.
 MAX_EXPANDED_NODES = 200_000
 
@@ -56,14 +59,15 @@ def expanded_size(root: yaml.Node, limit: int = MAX_EXPANDED_NODES) -> int:
 
 
 def safe_load_bounded(text: str, limit: int = MAX_EXPANDED_NODES) -> Any:
-    """`yaml.safe_load`, refusing documents whose aliases expand past `limit` nodes. Raises yaml.YAMLError,
-    YamlBoundError, or RecursionError (nesting deeper than the composer can follow)."""
-    loader = yaml.SafeLoader(text)
+    """`yaml.safe_load`, refusing documents whose aliases expand past `limit` nodes plus the text's length (a
+    document without aliases has fewer nodes than characters, so any size the caller accepts passes). Raises
+    yaml.YAMLError, YamlBoundError, or RecursionError (nesting deeper than the composer can follow)."""
+    loader = _Loader(text)
     try:
         node = loader.get_single_node()
         if node is None:
             return None
-        expanded_size(node, limit)
+        expanded_size(node, limit + len(text))
         return loader.construct_document(node)
     finally:
         loader.dispose()
