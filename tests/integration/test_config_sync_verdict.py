@@ -7,10 +7,12 @@ Real processes over loopback: moto's S3 server, `routeiq-config-sync`, `routeiq-
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 import yaml
@@ -204,3 +206,30 @@ def test_a_pidfile_naming_a_stranger_signals_nobody_and_the_admin_endpoint_reloa
     finally:
         stranger.kill()
         stranger.wait()
+
+
+def test_health_answers_while_a_large_valid_config_validates(
+    start_config_sync: StartConfigSync, moto_s3: MotoS3, s3_bucket: str, aws: AwsCli, tmp_path: Path
+) -> None:
+    source = f"s3://{s3_bucket}/prod/"
+    small = yaml.safe_dump({"model_list": [{"model_name": "m", "litellm_params": {"model": "openai/x"}}]}).encode()
+    aws.upload(small, f"{source}config.yaml")
+    agent = start_config_sync(source, s3_env=moto_s3.env(), env={"CONFIG_MAX_BYTES": str(8 * 1024 * 1024)})
+    agent.wait_version(content_version(small, b""))
+    big = "model_list:\n" + "".join(
+        f"  - {{model_name: m{i}, litellm_params: {{model: openai/x, api_key: sk-x, rpm: {i}}}}}\n"
+        for i in range(8000)
+    )
+    aws.upload(big.encode(), f"{source}config.yaml")
+
+    worst = 0.0
+    version = content_version(big.encode(), b"")
+    deadline = time.monotonic() + 30
+    while agent.health().get("version") != version:
+        assert time.monotonic() < deadline, "the large config was never applied"
+        started = time.monotonic()
+        with httpx.Client(timeout=10, trust_env=False) as http:
+            assert http.get(agent.url("/health/liveness")).status_code == 200
+        worst = max(worst, time.monotonic() - started)
+    assert agent.health()["last_error"] is None
+    assert worst < 1.0, f"liveness took {worst:.2f} s while the config validated"
