@@ -76,6 +76,9 @@ class LiteLLMParams(BaseModel):
     def _api_base_can_work(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None or _unresolved(value, info):
             return value
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+            # urlsplit silently drops CR/LF/TAB, so check_url_literal would pass a URL that injects into the request
+            raise ValueError("contains a control character (CR, LF, NUL, …); not a URL that can be sent")
         try:
             check_url_literal(value)  # no DNS: the agent validates without resolving
         except EgressError as exc:

@@ -144,6 +144,8 @@ def test_non_latin1_api_key_is_refused_without_echo() -> None:
         "http://2852039166/",
         "http://[::ffff:169.254.169.254]/",
         "http://metadata.google.internal/",
+        "http://api.example.com/v1\\r\\nx-injected: 1",
+        "http://api.exa\\tmple.com/v1",
     ],
 )
 def test_api_base_that_cannot_work_or_is_forbidden_is_refused(api_base: str) -> None:
