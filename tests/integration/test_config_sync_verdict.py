@@ -116,6 +116,12 @@ def test_a_secret_set_only_in_the_gateway_is_accepted_loaded_and_reported_ok(
     wait_until(lambda: agent.health()["gateway"]["state"] == "ok", timeout=10)
     assert agent.health()["gateway"]["loaded_version"] == content_version(v2, b"")
     assert ask(gw.openai_client(MASTER_KEY), "secret")
+    # The real gateway, verified through its identity file, is still signalled.
+    reloaded = gw.wait_for_log(
+        lambda r: r.get("message") == "Config reloaded" and r.get("version") == health["version"]
+    )
+    assert reloaded["trigger"] == "SIGHUP"
+    assert agent.metric("routeiq_config_sync_reload_signals_total", method="signal", result="ok") >= 1
     sent = fresh_upstream.requests("/v1/chat/completions")[-1]
     assert sent["headers"]["authorization"] == "Bearer sk-up"  # one trailing newline dropped
     assert health["last_error"] is None
@@ -217,8 +223,7 @@ def test_health_answers_while_a_large_valid_config_validates(
     agent = start_config_sync(source, s3_env=moto_s3.env(), env={"CONFIG_MAX_BYTES": str(8 * 1024 * 1024)})
     agent.wait_version(content_version(small, b""))
     big = "model_list:\n" + "".join(
-        f"  - {{model_name: m{i}, litellm_params: {{model: openai/x, api_key: sk-x, rpm: {i}}}}}\n"
-        for i in range(8000)
+        f"  - {{model_name: m{i}, litellm_params: {{model: openai/x, api_key: sk-x, rpm: {i}}}}}\n" for i in range(8000)
     )
     aws.upload(big.encode(), f"{source}config.yaml")
 
