@@ -161,7 +161,13 @@ class Syncer:
         self.metrics.last_attempt.set(now)
         with tracer.start_as_current_span("config_sync") as span:
             try:
-                result = await self._sync(span)
+                try:
+                    result = await self._sync(span)
+                except SyncFailed:
+                    raise
+                except Exception as exc:  # a fault no branch foresaw: report it and keep polling, never exit
+                    log.exception("Config sync hit an unexpected error", extra={"event": "config_sync"})
+                    raise SyncFailed("internal_error", f"{type(exc).__name__}: {exc}") from None
             except SyncFailed as exc:
                 span.set_status(trace.StatusCode.ERROR, str(exc))
                 self._record_failure(now, exc)

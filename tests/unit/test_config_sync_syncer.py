@@ -149,3 +149,27 @@ def test_a_gateway_that_could_not_be_told_is_reported_and_asked_again(tmp_path: 
         await store.close()
 
     asyncio.run(scenario())
+
+
+class _BrokenStore:
+    """A store whose client fails in a way no branch foresaw (a bug, a library surprise)."""
+
+    async def get(self, name: str, **kwargs: object) -> None:
+        raise RuntimeError("surprise")
+
+    async def close(self) -> None:
+        return None
+
+
+def test_an_unexpected_error_is_reported_and_the_agent_keeps_polling(tmp_path: Path) -> None:
+    s = settings(tmp_path)
+    syncer = Syncer(s, _BrokenStore(), AgentMetrics())  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        for attempt in (1, 2):
+            with pytest.raises(SyncFailed) as failed:
+                await syncer.sync_once()
+            assert failed.value.reason == "internal_error" and "RuntimeError: surprise" in str(failed.value)
+            assert syncer.status.consecutive_failures == attempt
+
+    asyncio.run(scenario())
