@@ -31,6 +31,10 @@ from .sync import Syncer, SyncFailed
 
 SERVICE = "routeiq-config-sync"
 log = logging.getLogger("routeiq.config_sync")
+RESOLVE_ENV_HELP = (
+    "also resolve os.environ/ references in this shell and check their values (default: check their syntax only; "
+    "the pods resolve them)"
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -45,9 +49,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     promote = ro_sub.add_parser("promote", help="validate the canary's files and copy them over prod")
     promote.add_argument("--from", dest="src", required=True, help="e.g. s3://bucket/canary/")
     promote.add_argument("--to", dest="dest", required=True, help="e.g. s3://bucket/prod/")
+    promote.add_argument("--resolve-env", action="store_true", help=RESOLVE_ENV_HELP)
     back = ro_sub.add_parser("rollback", help="restore prod's previous object versions (versioned bucket)")
     back.add_argument("--source", dest="rollback_source", required=True, help="e.g. s3://bucket/prod/")
     back.add_argument("--steps", type=int, default=1, help="how many versions back (default 1)")
+    back.add_argument("--resolve-env", action="store_true", help=RESOLVE_ENV_HELP)
     return parser.parse_args(argv)
 
 
@@ -112,7 +118,7 @@ async def run_rollout(args: argparse.Namespace) -> int:
         if args.action == "promote":
             src, dest = open_store(args.src), open_store(args.dest)
             try:
-                copied = await rollout.promote(src, dest, max_bytes)
+                copied = await rollout.promote(src, dest, max_bytes, args.resolve_env)
             finally:
                 await src.close()
                 await dest.close()
@@ -120,7 +126,7 @@ async def run_rollout(args: argparse.Namespace) -> int:
         else:
             store = open_store(args.rollback_source)
             try:
-                restored = await rollout.rollback(store, args.steps)
+                restored = await rollout.rollback(store, args.steps, max_bytes, args.resolve_env)
             finally:
                 await store.close()
             for name, version in restored.items():

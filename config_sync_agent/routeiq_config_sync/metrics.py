@@ -34,6 +34,18 @@ class AgentMetrics:
             "routeiq_config_sync_info", "The version on the volume (value is always 1)", ["version"], registry=r
         )
 
+        self.gateway_state = Gauge(
+            "routeiq_config_sync_gateway_state",
+            "What the gateway made of the files on the volume: 1 for the current state "
+            "(ok, rejected_by_gateway, pending, not_signalled, unknown)",
+            ["state"],
+            registry=r,
+        )
+
+    def set_gateway_state(self, state: str, states: tuple[str, ...]) -> None:
+        for each in states:
+            self.gateway_state.labels(each).set(1 if each == state else 0)
+
     def set_version(self, version: str) -> None:
         self.info.clear()
         self.info.labels(version).set(1)

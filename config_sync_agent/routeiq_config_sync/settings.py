@@ -24,6 +24,7 @@ class AgentSettings:
     gateway_admin_url: str | None  # fallback when the gateway's pid cannot be signalled
     gateway_admin_key: str | None
     endpoint_url: str | None
+    gateway_verdict_timeout: float = 5.0  # how long to wait for the gateway's verdict after a signal
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AgentSettings:
@@ -38,4 +39,5 @@ class AgentSettings:
             gateway_admin_url=env.get("GATEWAY_ADMIN_URL") or None,
             gateway_admin_key=env.get("GATEWAY_ADMIN_KEY") or None,
             endpoint_url=env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None,
+            gateway_verdict_timeout=env_number(env, "CONFIG_SYNC_GATEWAY_WAIT", 5.0),
         )

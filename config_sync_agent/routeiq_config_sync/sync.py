@@ -1,22 +1,27 @@
-"""One sync: fetch both files by ETag, validate them together, write them atomically, tell the gateway.
+"""One sync: fetch both files by ETag, validate them together, write them atomically, tell the gateway, and read
+back its verdict.
 
 The agent never deletes or truncates the files on the volume: a rejected upload, an unreachable store or a
-failed write leaves the last good files serving. What happened is kept in an immutable `SyncStatus`, swapped
+failed write leaves the last good files serving, and a failed write is retried at the next poll (what counts as
+applied is what was written, not what was fetched). The agent checks what it can know without the gateway's
+secrets (structure, references' syntax); whether the gateway loaded the files is the gateway's to say, through
+`gateway.status.json` or its admin reload answer. What happened is kept in an immutable `SyncStatus`, swapped
 whole after every attempt, which the health endpoint serves as it is.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
-import os
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from opentelemetry import trace
 from routeiq_shared.atomic import atomic_write
-from routeiq_shared.config_schema import ConfigError, content_version, load_config
+from routeiq_shared.config_schema import ConfigError, check_config, content_version
+from routeiq_shared.gateway_files import read_status
 from routeiq_shared.objectstore import ObjectMissing, ObjectStore, ObjectTooLarge, StoredObject, StoreError
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
@@ -30,6 +35,42 @@ _NOT_RETRIED = (ObjectMissing, ObjectTooLarge)
 tracer = trace.get_tracer("routeiq.config_sync")
 
 
+# What the gateway made of the files on the volume.
+GATEWAY_OK = "ok"  # it serves this version
+GATEWAY_REJECTED = "rejected_by_gateway"  # it read this version and refused it (e.g. a secret it lacks)
+GATEWAY_PENDING = "pending"  # signalled, no verdict yet
+GATEWAY_NOT_SIGNALLED = "not_signalled"  # neither a verified signal nor the admin endpoint reached it
+GATEWAY_UNKNOWN = "unknown"  # no status from the gateway (none on this volume, or not signalled yet)
+GATEWAY_STATES = (GATEWAY_OK, GATEWAY_REJECTED, GATEWAY_PENDING, GATEWAY_NOT_SIGNALLED, GATEWAY_UNKNOWN)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayVerdict:
+    state: str = GATEWAY_UNKNOWN
+    loaded_version: str | None = None
+    reason: str | None = None
+
+    def document(self) -> dict[str, object]:
+        return {"state": self.state, "loaded_version": self.loaded_version, "reason": self.reason}
+
+
+def verdict_from_status(status: dict[str, Any] | None, version: str | None, since: float = 0.0) -> GatewayVerdict:
+    """The gateway's verdict on `version` from its status file; PENDING until it reports an attempt at or after
+    `since` that read that version (or already serves it)."""
+    if status is None:
+        return GatewayVerdict()
+    loaded = status.get("loaded_version")
+    loaded = loaded if isinstance(loaded, str) else None
+    attempt = status["last_attempt"]
+    at = attempt.get("at")
+    fresh = isinstance(at, (int, float)) and at >= since
+    if fresh and attempt.get("version") == version and attempt.get("result") == "failure":
+        return GatewayVerdict(GATEWAY_REJECTED, loaded, str(attempt.get("error") or "refused"))
+    if loaded is not None and loaded == version and (fresh or since == 0.0):
+        return GatewayVerdict(GATEWAY_OK, loaded)
+    return GatewayVerdict(GATEWAY_PENDING, loaded)
+
+
 @dataclass(frozen=True, slots=True)
 class SyncStatus:
     source: str
@@ -41,6 +82,7 @@ class SyncStatus:
     last_result: str | None = None
     last_error: str | None = None
     consecutive_failures: int = 0
+    gateway: GatewayVerdict = GatewayVerdict()
 
     @property
     def synced(self) -> bool:
@@ -49,8 +91,10 @@ class SyncStatus:
     def document(self, now: float) -> dict[str, object]:
         if not self.synced:
             status = "starting" if self.consecutive_failures == 0 else "failing"
+        elif self.consecutive_failures:
+            status = "stale"
         else:
-            status = "ok" if self.consecutive_failures == 0 else "stale"
+            status = GATEWAY_REJECTED if self.gateway.state == GATEWAY_REJECTED else "ok"
         return {
             "status": status,
             "source": self.source,
@@ -62,6 +106,7 @@ class SyncStatus:
             "last_result": self.last_result,
             "last_error": self.last_error,
             "consecutive_failures": self.consecutive_failures,
+            "gateway": self.gateway.document(),
         }
 
 
@@ -89,16 +134,16 @@ class SyncFailed(Exception):
 
 
 class Syncer:
-    def __init__(
-        self, settings: AgentSettings, store: ObjectStore, metrics: AgentMetrics, env: Mapping[str, str] | None = None
-    ) -> None:
+    def __init__(self, settings: AgentSettings, store: ObjectStore, metrics: AgentMetrics) -> None:
         self.settings = settings
         self.store = store
         self.metrics = metrics
-        self.env = os.environ if env is None else env
         self._seen = _Seen()
         self._rejected: SyncFailed | None = None
         self._volume_version = self._read_volume_version()
+        self._applied_etag: str | None = None  # of the config.yaml written (and signalled), not merely fetched
+        self._notify_failed = False  # the last write's reload request reached nobody: ask again next poll
+        self._gateway = GatewayVerdict()
         self.status = SyncStatus(source=settings.source, started_at=time.time(), version=self._volume_version)
 
     def _read_volume_version(self) -> str | None:
@@ -116,7 +161,13 @@ class Syncer:
         self.metrics.last_attempt.set(now)
         with tracer.start_as_current_span("config_sync") as span:
             try:
-                result = await self._sync(span)
+                try:
+                    result = await self._sync(span)
+                except SyncFailed:
+                    raise
+                except Exception as exc:  # a fault no branch foresaw: report it and keep polling, never exit
+                    log.exception("Config sync hit an unexpected error", extra={"event": "config_sync"})
+                    raise SyncFailed("internal_error", f"{type(exc).__name__}: {exc}") from None
             except SyncFailed as exc:
                 span.set_status(trace.StatusCode.ERROR, str(exc))
                 self._record_failure(now, exc)
@@ -133,35 +184,46 @@ class Syncer:
         cand_obj = None if isinstance(fetched, _Missing) else fetched
         # A candidates file that was in the store and is not any more is a change too.
         cand_changed = cand_obj is not None or (cand_gone and seen.candidates_etag is not None)
-        if config_obj is None and not cand_changed:
-            if self._rejected is not None:
-                raise self._rejected  # the store still holds the upload we rejected: keep saying so
-            return "unchanged"
-        config_raw = config_obj.body if config_obj is not None else seen.config
-        if cand_obj is not None:
-            cand_raw: bytes | None = cand_obj.body
-        elif cand_gone:
-            cand_raw = self._volume_candidates()  # gone from the store: the gateway reads what the volume keeps
-        else:
-            cand_raw = seen.candidates
+        changed = config_obj is not None or cand_changed
+        if changed:
+            config_raw = config_obj.body if config_obj is not None else seen.config
+            if cand_obj is not None:
+                cand_raw: bytes | None = cand_obj.body
+            elif cand_gone:
+                cand_raw = self._volume_candidates()  # gone from the store: the gateway reads what the volume keeps
+            else:
+                cand_raw = seen.candidates
+            # These are what the store holds now, valid or not: don't download them again until they change.
+            self._seen = _Seen(
+                config_etag=config_obj.etag if config_obj is not None else seen.config_etag,
+                candidates_etag=cand_obj.etag
+                if cand_obj is not None
+                else (None if cand_gone else seen.candidates_etag),
+                config=config_raw,
+                candidates=cand_raw,
+            )
+            self._rejected = None
+        elif self._rejected is not None:
+            raise self._rejected  # the store still holds the upload we rejected: keep saying so
+        config_raw, cand_raw = self._seen.config, self._seen.candidates
         assert config_raw is not None  # config.yaml is required, so the first fetch either got it or failed
-        # These are what the store holds now, valid or not: don't download them again until they change.
-        self._seen = _Seen(
-            config_etag=config_obj.etag if config_obj is not None else seen.config_etag,
-            candidates_etag=cand_obj.etag if cand_obj is not None else (None if cand_gone else seen.candidates_etag),
-            config=config_raw,
-            candidates=cand_raw,
-        )
-        self._rejected = None
         version = content_version(config_raw, cand_raw or b"")
         span.set_attribute("routeiq.config_version", version)
-        with tracer.start_as_current_span("validate", attributes={"routeiq.config_version": version}):
-            try:
-                load_config(config_raw, cand_raw, self.env)
-            except ConfigError as exc:
-                self._rejected = SyncFailed("invalid", str(exc))
-                raise self._rejected from None
+        if changed:
+            with tracer.start_as_current_span("validate", attributes={"routeiq.config_version": version}):
+                try:
+                    # Off the event loop: a large file must not stall the health endpoint.
+                    await asyncio.to_thread(check_config, config_raw, cand_raw)
+                except ConfigError as exc:
+                    self._rejected = SyncFailed("invalid", str(exc))
+                    raise self._rejected from None
+        # else: validated when it was fetched; it is still waiting to be written (a write failed before)
         if version == self._volume_version:
+            self._applied_etag = self._seen.config_etag
+            if self._notify_failed:
+                await self._notify_gateway(version)
+            else:
+                self._refresh_gateway(version)
             return "unchanged"  # e.g. an agent restart: the volume already holds exactly this
         with tracer.start_as_current_span("write", attributes={"routeiq.config_version": version}):
             try:
@@ -169,11 +231,18 @@ class Syncer:
             except OSError as exc:
                 raise SyncFailed("write_error", f"cannot write to {self.settings.paths.config_dir}: {exc}") from None
         self._volume_version = version
+        self._applied_etag = self._seen.config_etag
         with tracer.start_as_current_span("signal", attributes={"routeiq.config_version": version}):
-            await self._notify_gateway()
+            await self._notify_gateway(version)
         log.info(
             "Config synced",
-            extra={"event": "config_sync", "result": "applied", "version": version, "etag": self._seen.config_etag},
+            extra={
+                "event": "config_sync",
+                "result": "applied",
+                "version": version,
+                "etag": self._applied_etag,
+                "gateway": self._gateway.state,
+            },
         )
         return "applied"
 
@@ -211,10 +280,14 @@ class Syncer:
             atomic_write(paths.candidates_file, cand_raw)  # candidates first: config names them, not the reverse
         atomic_write(paths.config_file, config_raw)
 
-    async def _notify_gateway(self) -> None:
+    async def _notify_gateway(self, version: str) -> None:
+        """Ask the gateway to reload, then wait (bounded) for its verdict on `version`."""
+        asked_at = time.time()
         problem = signal_gateway(self.settings.paths.gateway_pidfile)
         if problem is None:
             self.metrics.signals.labels("signal", "ok").inc()
+            self._notify_failed = False
+            await self._await_gateway(version, asked_at)
             return
         self.metrics.signals.labels("signal", "failed").inc()
         url = self.settings.gateway_admin_url
@@ -222,11 +295,60 @@ class Syncer:
             log.warning(
                 "Could not signal the gateway; it keeps its config until its next reload", extra={"reason": problem}
             )
+            self._notify_failed = True
+            self._set_gateway(GatewayVerdict(GATEWAY_NOT_SIGNALLED, self._gateway.loaded_version, problem))
             return
-        http_problem = await reload_over_http(url, self.settings.gateway_admin_key)
-        self.metrics.signals.labels("http", "ok" if http_problem is None else "failed").inc()
-        if http_problem is not None:
-            log.warning("Could not reach the gateway to reload", extra={"reason": f"{problem}; {http_problem}"})
+        answer = await reload_over_http(url, self.settings.gateway_admin_key)
+        self.metrics.signals.labels("http", "ok" if answer.problem is None else "failed").inc()
+        if answer.problem is not None:
+            reason = f"{problem}; {answer.problem}"
+            log.warning("Could not reach the gateway to reload", extra={"reason": reason})
+            self._notify_failed = True
+            self._set_gateway(GatewayVerdict(GATEWAY_NOT_SIGNALLED, self._gateway.loaded_version, reason))
+            return
+        self._notify_failed = False
+        if answer.reloaded and answer.version == version:
+            self._set_gateway(GatewayVerdict(GATEWAY_OK, answer.version))
+        elif not answer.reloaded:
+            self._set_gateway(GatewayVerdict(GATEWAY_REJECTED, answer.version, answer.detail or "refused"))
+        else:  # reloaded, but other files than ours (a newer write raced it): the next poll settles it
+            self._set_gateway(GatewayVerdict(GATEWAY_PENDING, answer.version))
+
+    async def _await_gateway(self, version: str, since: float) -> None:
+        deadline = time.monotonic() + self.settings.gateway_verdict_timeout
+        run_dir = self.settings.paths.run_dir
+        while True:
+            verdict = verdict_from_status(read_status(run_dir), version, since)
+            if verdict.state != GATEWAY_PENDING or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.05)
+        self._set_gateway(verdict)
+        if verdict.state == GATEWAY_REJECTED:
+            log.error(
+                "The gateway refused the config the agent wrote; it keeps serving its previous version",
+                extra={
+                    "event": "config_sync",
+                    "result": GATEWAY_REJECTED,
+                    "version": version,
+                    "serving_version": verdict.loaded_version,
+                    "reason": verdict.reason,
+                },
+            )
+
+    def _refresh_gateway(self, version: str) -> None:
+        """Between writes, follow the gateway's own status (it may have restarted, or been reloaded by hand)."""
+        status = read_status(self.settings.paths.run_dir)
+        if status is None:
+            return  # no status on this volume (e.g. reloads go over HTTP): keep the last verdict
+        verdict = verdict_from_status(status, version)
+        if verdict.state == GATEWAY_PENDING and self._gateway.state == GATEWAY_REJECTED:
+            # still not serving it, and nothing newer was tried: the refusal stands
+            verdict = dataclasses.replace(self._gateway, loaded_version=verdict.loaded_version)
+        self._set_gateway(verdict)
+
+    def _set_gateway(self, verdict: GatewayVerdict) -> None:
+        self._gateway = verdict
+        self.metrics.set_gateway_state(verdict.state, GATEWAY_STATES)
 
     def _record_success(self, now: float, result: str) -> None:
         self.status = dataclasses.replace(
@@ -234,10 +356,11 @@ class Syncer:
             last_attempt_at=now,
             last_success_at=now,
             version=self._volume_version,
-            etag=self._seen.config_etag,
+            etag=self._applied_etag,
             last_result=result,
             last_error=None,
             consecutive_failures=0,
+            gateway=self._gateway,
         )
         self.metrics.attempts.labels(result).inc()
         self.metrics.last_success.set(now)
@@ -248,7 +371,12 @@ class Syncer:
     def _record_failure(self, now: float, exc: SyncFailed) -> None:
         failures = self.status.consecutive_failures + 1
         self.status = dataclasses.replace(
-            self.status, last_attempt_at=now, last_result=exc.reason, last_error=str(exc), consecutive_failures=failures
+            self.status,
+            last_attempt_at=now,
+            last_result=exc.reason,
+            last_error=str(exc),
+            consecutive_failures=failures,
+            gateway=self._gateway,
         )
         self.metrics.attempts.labels(exc.reason).inc()
         self.metrics.consecutive_failures.set(failures)

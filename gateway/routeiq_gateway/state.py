@@ -29,6 +29,7 @@ class GatewayState:
     models_payload: bytes
     uses_litellm: bool
     routers: dict[str, RouterSpec]  # virtual model name → its router
+    egress_allowed_networks: tuple[str, ...] = ()  # routeiq.egress.allowed_networks, raw CIDR strings
 
     @property
     def router_artifacts(self) -> set[str]:
@@ -64,13 +65,19 @@ def build_state(loaded: LoadedConfig, created: int) -> GatewayState:
         models_payload=orjson.dumps({"object": "list", "data": models}),
         uses_litellm=any(not d.native for group in groups.values() for d in group),
         routers=routers,
+        egress_allowed_networks=tuple(cfg.routeiq.egress.allowed_networks),
     )
+
+
+def read_config_files(config_path: Path, candidates_path: Path | None) -> tuple[bytes, bytes | None]:
+    config_raw = config_path.read_bytes()
+    candidates_raw = candidates_path.read_bytes() if candidates_path and candidates_path.exists() else None
+    return config_raw, candidates_raw
 
 
 def load_state_from_files(config_path: Path, candidates_path: Path | None, created: int) -> GatewayState:
     """Read and validate both files; raises ConfigError (with the key's path) or OSError."""
-    config_raw = config_path.read_bytes()
-    candidates_raw = candidates_path.read_bytes() if candidates_path and candidates_path.exists() else None
+    config_raw, candidates_raw = read_config_files(config_path, candidates_path)
     return build_state(load_config(config_raw, candidates_raw), created)
 
 

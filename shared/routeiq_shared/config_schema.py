@@ -9,15 +9,26 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from .bounded_yaml import YamlBoundError, safe_load_bounded
+from .egress import EgressError, check_url_literal, parse_networks
 
 ENV_PREFIX = "os.environ/"
+_ENV_REF = re.compile(r"os\.environ/[A-Za-z_][A-Za-z0-9_]*")
+# An empty key (an empty Secret) would switch auth off; a very short one is guessable.
+MIN_MASTER_KEY_LENGTH = 8
+# litellm_params keys whose values LiteLLM or the native path send as (or inside) an HTTP header.
+_HEADER_PARAMS = frozenset({"api_key", "organization", "api_version"})
+_CREDENTIAL_PARAM = re.compile(r"(^|_)(key|token|secret|password)(_id)?$")
+_HEADER_MAPS = ("extra_headers", "headers")
 
 
 class ConfigError(ValueError):
@@ -35,6 +46,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def is_env_ref(value: object) -> bool:
+    return isinstance(value, str) and value.startswith(ENV_PREFIX)
+
+
+def _unresolved(value: object, info: ValidationInfo) -> bool:
+    """An `os.environ/` reference not resolved yet (the structural check): its value is checked once resolved."""
+    resolved = bool(info.context and info.context.get("resolved"))
+    return not resolved and is_env_ref(value)
+
+
 class LiteLLMParams(BaseModel):
     """Provider call settings. Extra keys (api_version, aws_region_name, …) pass through to LiteLLM."""
 
@@ -49,6 +70,20 @@ class LiteLLMParams(BaseModel):
     rpm: int | None = Field(default=None, ge=0)
     tpm: int | None = Field(default=None, ge=0)
     organization: str | None = None
+
+    @field_validator("api_base")
+    @classmethod
+    def _api_base_can_work(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or _unresolved(value, info):
+            return value
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+            # urlsplit silently drops CR/LF/TAB, so check_url_literal would pass a URL that injects into the request
+            raise ValueError("contains a control character (CR, LF, NUL, …); not a URL that can be sent")
+        try:
+            check_url_literal(value)  # no DNS: the agent validates without resolving
+        except EgressError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
 
 class ModelEntry(_Strict):
@@ -68,6 +103,18 @@ class RouterSettings(_Strict):
 
 class GeneralSettings(_Strict):
     master_key: str | None = None
+
+    @field_validator("master_key")
+    @classmethod
+    def _master_key_is_a_key(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or _unresolved(value, info):
+            return value
+        if len(value) < MIN_MASTER_KEY_LENGTH:
+            raise ValueError(
+                f"master key is empty or shorter than {MIN_MASTER_KEY_LENGTH} characters; an empty key would leave "
+                "the API open (remove master_key to run without auth on purpose)"
+            )
+        return value
 
 
 class LimitsSettings(_Strict):
@@ -101,10 +148,24 @@ class RouterSpec(_Strict):
         return self.default or self.candidates[0]
 
 
+def _network(value: str) -> str:
+    parse_networks([value])  # raises ValueError naming the entry
+    if not value.strip():
+        raise ValueError("empty network")
+    return value
+
+
+class EgressSettings(_Strict):
+    allowed_networks: list[Annotated[str, AfterValidator(_network)]] = Field(
+        default_factory=list, description="private networks (CIDR) upstreams may be in, e.g. in-cluster model servers"
+    )
+
+
 class RouteIQSettings(_Strict):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     routers: list[RouterSpec] = Field(default_factory=list)
+    egress: EgressSettings = Field(default_factory=EgressSettings)
 
 
 class GatewayConfig(_Strict):
@@ -152,7 +213,12 @@ def format_loc(loc: tuple[int | str, ...]) -> str:
 
 def _first_error(exc: ValidationError, source: str) -> ConfigError:
     err = exc.errors(include_url=False)[0]
-    msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif err["type"] == "value_error" and "error" in err.get("ctx", {}):
+        msg = str(err["ctx"]["error"])  # our validators' words, without pydantic's "Value error, " prefix
+    else:
+        msg = err["msg"]
     return ConfigError(format_loc(tuple(err["loc"])), msg, source)
 
 
@@ -169,19 +235,25 @@ def parse_config(raw: bytes, source: str = "config.yaml") -> GatewayConfig:
     except UnicodeDecodeError as exc:
         raise ConfigError("", f"not UTF-8 (byte {exc.start})", source) from None
     try:
-        data = yaml.safe_load(text)
+        data = safe_load_bounded(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError("", f"YAML syntax error{where}", source) from None
+    except YamlBoundError as exc:
+        raise ConfigError("", str(exc), source) from None
+    except RecursionError:
+        raise ConfigError("", "YAML nested too deeply", source) from None
     if data is None:
         raise ConfigError("", "empty file", source)
     if not isinstance(data, dict):
         raise ConfigError("", "top level must be a mapping", source)
     try:
-        return GatewayConfig.model_validate(data)
+        config = GatewayConfig.model_validate(data, context={"resolved": False})
     except ValidationError as exc:
         raise _first_error(exc, source) from None
+    check_env_ref_syntax(data, "")
+    return config
 
 
 def parse_candidates(raw: bytes, source: str = "llm_candidates.json") -> dict[str, Candidate]:
@@ -205,13 +277,34 @@ def _split_path(path: str) -> tuple[str, ...]:
     return tuple(p for p in path.replace("[", ".").replace("]", "").split(".") if p)
 
 
+def check_env_ref_syntax(value: Any, path: str) -> None:
+    """Every `os.environ/` string names a variable. What the agent can know without the pod's secrets."""
+    if is_env_ref(value):
+        if not _ENV_REF.fullmatch(value):
+            raise ConfigError(path, "an os.environ/ reference must be os.environ/NAME (letters, digits, _)")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            check_env_ref_syntax(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            check_env_ref_syntax(v, f"{path}[{i}]")
+
+
+def _strip_one_newline(value: str) -> str:
+    # A file-mounted secret written with `echo` ends in one newline; Kubernetes users expect it to be dropped.
+    if value.endswith("\r\n"):
+        return value[:-2]
+    return value[:-1] if value.endswith("\n") else value
+
+
 def resolve_env_refs(value: Any, path: str, env: Mapping[str, str]) -> Any:
-    """Replace every `os.environ/NAME` string with its value; an unset NAME is an error naming the key."""
-    if isinstance(value, str) and value.startswith(ENV_PREFIX):
+    """Replace every `os.environ/NAME` string with its value (less one trailing newline); an unset NAME is an
+    error naming the key."""
+    if is_env_ref(value):
         name = value[len(ENV_PREFIX) :]
         if name not in env:
             raise ConfigError(path, f"environment variable {name} is not set")
-        return env[name]
+        return _strip_one_newline(env[name])
     if isinstance(value, dict):
         return {k: resolve_env_refs(v, f"{path}.{k}" if path else k, env) for k, v in value.items()}
     if isinstance(value, list):
@@ -245,14 +338,69 @@ def cross_check(config: GatewayConfig, candidates: Mapping[str, Candidate]) -> N
             raise ConfigError(f"{name}.model", f"model {cand.model!r} is not in model_list", "llm_candidates.json")
 
 
+def _header_values(config: GatewayConfig) -> Iterator[tuple[str, str, str]]:
+    """(path shown in errors, what it is, value) of every configured value that becomes an outbound header."""
+    for i, entry in enumerate(config.model_list):
+        where = f"model_list[{i}].litellm_params"
+        params = entry.litellm_params.model_dump(exclude_none=True)
+        for key, value in params.items():
+            if isinstance(value, str) and (key in _HEADER_PARAMS or _CREDENTIAL_PARAM.search(key)):
+                yield f"{where}.{key}", "value", value
+        for key in _HEADER_MAPS:
+            headers = params.get(key)
+            if isinstance(headers, dict):
+                for name, value in headers.items():
+                    yield f"{where}.{key}", "header name", str(name)  # the path stops here: the name is the value
+                    if isinstance(value, str):
+                        yield f"{where}.{key}.{name}", "value", value
+
+
+def check_header_values(config: GatewayConfig, *, resolved: bool) -> None:
+    """Refuse what cannot be sent in an HTTP header: a CR/LF would inject a header (and an upstream's error
+    would echo the key back), and non-Latin-1 text cannot be encoded. The value is never echoed."""
+    for path, what, value in _header_values(config):
+        if not resolved and is_env_ref(value):
+            continue
+        bad = next((i for i, c in enumerate(value) if ord(c) < 0x20 or ord(c) == 0x7F), None)
+        if bad is not None:
+            raise ConfigError(
+                path,
+                f"{what} contains a control character (CR, LF, NUL, …) at character {bad}; not sendable as a header",
+            )
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError as exc:
+            raise ConfigError(
+                path, f"{what} has a character at {exc.start} that is not Latin-1; not sendable as a header"
+            ) from None
+
+
+def _check(config_raw: bytes, candidates_raw: bytes | None) -> tuple[GatewayConfig, dict[str, Candidate]]:
+    config = parse_config(config_raw)
+    candidates = parse_candidates(candidates_raw) if candidates_raw else {}
+    cross_check(config, candidates)
+    check_header_values(config, resolved=False)
+    return config, candidates
+
+
+def check_config(config_raw: bytes, candidates_raw: bytes | None = None) -> str:
+    """What can be known without the pod's secrets: structure, cross references, literal values and the syntax of
+    `os.environ/` references (not their values: a secret may be mounted only in the gateway's container).
+    Returns the version; raises ConfigError."""
+    _check(config_raw, candidates_raw)
+    return content_version(config_raw, candidates_raw or b"")
+
+
 def load_config(
     config_raw: bytes, candidates_raw: bytes | None = None, env: Mapping[str, str] | None = None
 ) -> LoadedConfig:
     """Parse, validate, cross-check and resolve secrets. Raises ConfigError; never returns a half-valid config."""
     env = os.environ if env is None else env
-    config = parse_config(config_raw)
-    candidates = parse_candidates(candidates_raw) if candidates_raw else {}
-    cross_check(config, candidates)
+    config, candidates = _check(config_raw, candidates_raw)
     resolved = resolve_env_refs(config.model_dump(exclude_unset=True), "", env)
-    config = GatewayConfig.model_validate(resolved)
+    try:
+        config = GatewayConfig.model_validate(resolved, context={"resolved": True})
+    except ValidationError as exc:
+        raise _first_error(exc, "config.yaml") from None
+    check_header_values(config, resolved=True)
     return LoadedConfig(config, content_version(config_raw, candidates_raw or b""), candidates)

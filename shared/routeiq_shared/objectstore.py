@@ -107,8 +107,10 @@ class ObjectVersion:
 class ObjectStore(Protocol):
     location: StoreLocation
 
-    async def get(self, name: str, *, if_none_match: str | None = None, max_bytes: int) -> StoredObject | None:
-        """The object, or None when its ETag still equals `if_none_match`."""
+    async def get(
+        self, name: str, *, if_none_match: str | None = None, max_bytes: int, version_id: str | None = None
+    ) -> StoredObject | None:
+        """The object (that version of it, when given), or None when its ETag still equals `if_none_match`."""
         ...
 
     async def download(self, name: str, dest: Path, *, max_bytes: int) -> int:
@@ -174,11 +176,15 @@ class S3Store:
         except (BotoCoreError, OSError) as exc:
             raise StoreUnavailable(f"{self.location.key(name)}: {type(exc).__name__}: {exc}") from None
 
-    async def get(self, name: str, *, if_none_match: str | None = None, max_bytes: int) -> StoredObject | None:
+    async def get(
+        self, name: str, *, if_none_match: str | None = None, max_bytes: int, version_id: str | None = None
+    ) -> StoredObject | None:
         from botocore.exceptions import ClientError
 
         s3 = await self._s3()
         kwargs: dict[str, Any] = {"Bucket": self.location.bucket, "Key": self.location.key(name)}
+        if version_id:
+            kwargs["VersionId"] = version_id
         if if_none_match:
             kwargs["IfNoneMatch"] = if_none_match
         async with self._errors(name):
@@ -340,7 +346,11 @@ class FileStore:
         atomic_write(self._path(name), data)
         return f'"{hashlib.sha256(data).hexdigest()}"'
 
-    async def get(self, name: str, *, if_none_match: str | None = None, max_bytes: int) -> StoredObject | None:
+    async def get(
+        self, name: str, *, if_none_match: str | None = None, max_bytes: int, version_id: str | None = None
+    ) -> StoredObject | None:
+        if version_id:
+            raise NotSupported("a file:// store keeps no object versions")
         return await asyncio.to_thread(self._get, name, if_none_match, max_bytes)
 
     async def download(self, name: str, dest: Path, *, max_bytes: int) -> int:

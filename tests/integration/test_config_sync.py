@@ -309,9 +309,23 @@ def _unknown_candidate(pod: Pod, new: str) -> list[Upload]:
     ]
 
 
-def _unset_env(pod: Pod, new: str) -> list[Upload]:
+def _malformed_env_ref(pod: Pod, new: str) -> list[Upload]:
+    # The reference's syntax is the agent's to check; its value is the gateway's (test_config_sync_verdict.py).
     config = _next(pod, new)
-    config["model_list"][-1]["litellm_params"]["api_key"] = "os.environ/NOT_SET_ANYWHERE"
+    config["model_list"][-1]["litellm_params"]["api_key"] = "os.environ/NOT-A-NAME"
+    return [Upload("config.yaml", dump(config))]
+
+
+def _alias_bomb(pod: Pod, new: str) -> list[Upload]:
+    config = _next(pod, new)
+    anchors = ['      a0: &a0 ["lol"]'] + [f"      a{i}: &a{i} [{','.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 11)]
+    body = dump(config) + b"x-bomb:\n" + "\n".join(anchors).encode() + b"\n"
+    return [Upload("config.yaml", body)]
+
+
+def _empty_master_key(pod: Pod, new: str) -> list[Upload]:
+    config = _next(pod, new)
+    config["general_settings"]["master_key"] = ""
     return [Upload("config.yaml", dump(config))]
 
 
@@ -338,11 +352,13 @@ BAD_INPUTS = [
         ("llm_candidates.json: cheap.model", "'no-such-model' is not in model_list"),
     ),
     BadInput(
-        "unset-env",
+        "malformed-env-ref",
         "invalid",
-        _unset_env,
-        ("litellm_params.api_key", "environment variable NOT_SET_ANYWHERE is not set"),
+        _malformed_env_ref,
+        ("litellm_params.api_key", "os.environ/NAME"),
     ),
+    BadInput("alias-bomb", "invalid", _alias_bomb, ("config.yaml", "alias bomb")),
+    BadInput("empty-master-key", "invalid", _empty_master_key, ("general_settings.master_key", "shorter than 8")),
     BadInput("not-utf8", "invalid", _not_utf8, ("config.yaml: not UTF-8",)),
     BadInput("half-uploaded", "incomplete", _half_uploaded, ("config.yaml", "sha256 differs")),
 ]

@@ -17,7 +17,7 @@ GOOD = textwrap.dedent(
       - model_name: smart
         litellm_params: {model: anthropic/claude-3-haiku, api_key: os.environ/KEY_B, max_tokens_cap: 5}
     router_settings: {num_retries: 1, timeout: 5, fallbacks: [{fast: [smart]}]}
-    general_settings: {master_key: sk-1}
+    general_settings: {master_key: sk-master-1}
     routeiq: {limits: {max_in_flight: 10}}
     """
 ).encode()

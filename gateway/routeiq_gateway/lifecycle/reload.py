@@ -12,10 +12,11 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from routeiq_shared.config_schema import ConfigError
+from routeiq_shared.config_schema import ConfigError, content_version, load_config
 
+from routeiq_gateway.lifecycle.status_report import StatusReport
 from routeiq_gateway.observability.metrics import GatewayMetrics
-from routeiq_gateway.state import GatewayState, StateRef, load_state_from_files
+from routeiq_gateway.state import GatewayState, StateRef, build_state, read_config_files
 
 log = logging.getLogger("routeiq.gateway.reload")
 
@@ -29,6 +30,7 @@ class Reloader:
         metrics: GatewayMetrics,
         prepare: Callable[[GatewayState], None],
         after_swap: Callable[[], Awaitable[None]] | None = None,
+        report: StatusReport | None = None,
     ) -> None:
         self.ref = ref
         self.config_path = config_path
@@ -38,10 +40,15 @@ class Reloader:
         self.prepare = prepare
         # Runs on the event loop after a successful swap: e.g. load the router models the new config names.
         self.after_swap = after_swap
+        self.report = report  # the status file config-sync reads back, and the auth-disabled warning
         self._lock = asyncio.Lock()
+        self._attempted: str | None = None  # version of the files the last build read (under the lock)
 
     def _build(self) -> GatewayState:
-        state = load_state_from_files(self.config_path, self.candidates_path, int(time.time()))
+        self._attempted = None
+        config_raw, candidates_raw = read_config_files(self.config_path, self.candidates_path)
+        self._attempted = content_version(config_raw, candidates_raw or b"")
+        state = build_state(load_config(config_raw, candidates_raw), int(time.time()))
         self.prepare(state)
         return state
 
@@ -64,6 +71,8 @@ class Reloader:
                         "key_path": getattr(exc, "path", None),
                     },
                 )
+                if self.report is not None:
+                    self.report.refused(old, trigger, self._attempted, exc)
                 return False, str(exc)
             self.ref.current = new
             self.metrics.reloads.labels("success").inc()
@@ -80,6 +89,8 @@ class Reloader:
                     "deployments": sum(len(g) for g in new.groups.values()),
                 },
             )
+            if self.report is not None:
+                self.report.loaded(new, trigger, self._attempted)
         if self.after_swap is not None:
             await self.after_swap()
         return True, "reloaded" if new.version != old.version else "unchanged"

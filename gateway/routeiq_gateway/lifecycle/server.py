@@ -20,8 +20,9 @@ from typing import Any
 import uvicorn
 from opentelemetry.sdk.trace import TracerProvider
 from routeiq_shared.atomic import atomic_write
-from routeiq_shared.config_schema import ConfigError
+from routeiq_shared.config_schema import ConfigError, content_version
 from routeiq_shared.egress import EgressPolicy
+from routeiq_shared.gateway_files import IDENTITY_FILE, GatewayIdentity
 
 from routeiq_gateway.app import GatewayApp
 from routeiq_gateway.dispatch.dispatcher import Dispatcher
@@ -29,13 +30,14 @@ from routeiq_gateway.http.limits import EdgeLimits
 from routeiq_gateway.http.protocol import BoundedHttpToolsProtocol
 from routeiq_gateway.lifecycle.drain import drain
 from routeiq_gateway.lifecycle.reload import Reloader
+from routeiq_gateway.lifecycle.status_report import StatusReport
 from routeiq_gateway.observability.metrics import GatewayMetrics
 from routeiq_gateway.providers.egress_setup import egress_policy, upstream_side_reloaded
 from routeiq_gateway.providers.http1 import Pool
 from routeiq_gateway.providers.native import NativeProvider
 from routeiq_gateway.routing.model_watch import ModelMetrics, ModelsRef, ModelWatcher
 from routeiq_gateway.routing.router_models import VerifyPolicy
-from routeiq_gateway.state import GatewayState, StateRef, load_state_from_files
+from routeiq_gateway.state import GatewayState, StateRef, load_state_from_files, read_config_files
 
 log = logging.getLogger("routeiq.gateway")
 
@@ -64,6 +66,14 @@ def _litellm_provider(policy: EgressPolicy) -> Any:
     return LiteLLMProvider(policy)
 
 
+def _files_version(opts: GatewayOptions) -> str | None:
+    try:
+        config_raw, candidates_raw = read_config_files(opts.config_path, opts.candidates_path)
+    except OSError:
+        return None
+    return content_version(config_raw, candidates_raw or b"")
+
+
 async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = None) -> int:
     try:
         state = await asyncio.to_thread(load_state_from_files, opts.config_path, opts.candidates_path, int(time.time()))
@@ -72,6 +82,7 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
             "Cannot start: config is not loadable",
             extra={"event": "startup_failed", "reason": str(exc), "key_path": getattr(exc, "path", None)},
         )
+        StatusReport(opts.run_dir).refused(None, "start", _files_version(opts), exc)
         return 2
     try:
         limits = EdgeLimits.from_env()
@@ -85,6 +96,7 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
         return 2
     metrics = GatewayMetrics()
     metrics.set_config_version(state.version, time.time())
+    report = StatusReport(opts.run_dir, metrics)
     pool = Pool(policy)
     native = NativeProvider(pool)
     litellm = await asyncio.to_thread(_litellm_provider, policy) if state.uses_litellm else None
@@ -104,7 +116,7 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
         upstream_side_reloaded(ref.current, pool, native, dispatcher.litellm)
         await watcher.load_wanted()
 
-    reloader = Reloader(ref, opts.config_path, opts.candidates_path, metrics, prepare, after_swap)
+    reloader = Reloader(ref, opts.config_path, opts.candidates_path, metrics, prepare, after_swap, report)
     app = GatewayApp(ref, dispatcher, metrics, reloader, opts.admin_keys, models, limits)
     config = uvicorn.Config(
         app,
@@ -124,7 +136,10 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
     server = _Server(config)
     _install_signals(server, app, reloader)
     pidfile = opts.run_dir / "gateway.pid"
+    # The identity first: config-sync signals the pidfile's pid only when this record says it is us.
+    GatewayIdentity.of_this_process().write(opts.run_dir)
     atomic_write(pidfile, f"{os.getpid()}\n".encode())
+    report.loaded(state, "start", state.version)
     log.info(
         "Gateway starting",
         extra={
@@ -146,6 +161,7 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
         with contextlib.suppress(OSError):
             if pidfile.read_text().strip() == str(os.getpid()):
                 pidfile.unlink()
+                (opts.run_dir / IDENTITY_FILE).unlink(missing_ok=True)
         if tracer_provider is not None:
             tracer_provider.shutdown()  # flush spans still queued for export
     return 0

@@ -59,6 +59,9 @@ class GatewayMetrics:
         self.config_loaded_at = Gauge(
             "routeiq_config_last_reload_success_timestamp_seconds", "When the config last loaded", registry=r
         )
+        self.auth_disabled = Gauge(
+            "routeiq_auth_disabled", "1 when no master key is configured: the API answers anyone", registry=r
+        )
         self.router_decisions = Counter(
             "routeiq_router_decisions",
             "Router choices by router, chosen group and reason",
