@@ -114,6 +114,7 @@ def test_a_stream_line_without_end_is_cut_with_an_error_event_and_liveness_stays
 
     prober = threading.Thread(target=probe)
     prober.start()
+    wait_until(lambda: bool(probes), 10, message="liveness probed before the stream starts")
     started = time.perf_counter()
     try:
         client = gw.openai_client(api_key=MASTER, max_retries=0, timeout=20)
@@ -126,7 +127,8 @@ def test_a_stream_line_without_end_is_cut_with_an_error_event_and_liveness_stays
         prober.join()
     assert "line" in str(info.value)
     assert elapsed < 5.0, elapsed
-    assert probes and max(probes) < 0.5, max(probes)
+    # A stall, not a speed check: the quadratic scan stalled liveness for 7.5 s (bound generous for a busy CI core).
+    assert max(probes) < 2.0, max(probes)
 
 
 def test_a_stream_request_answered_with_json_reaches_the_sdk_as_a_stream(

@@ -109,12 +109,18 @@ def fixed(*pieces: bytes) -> Callable[[bytes], Awaitable[list[bytes]]]:
 
 
 def deployment(api_base: str, model: str = "openai/m", api_key: str = UPSTREAM_KEY) -> Deployment:
+    """A deployment as config builds it, then pointed at `api_base` as it is: these tests check the runtime layer,
+    which must hold even for a destination config validation would refuse (a metadata address in any spelling)."""
     cfg = {
         "model_list": [
-            {"model_name": "g", "litellm_params": {"model": model, "api_base": api_base, "api_key": api_key}}
+            {
+                "model_name": "g",
+                "litellm_params": {"model": model, "api_base": "http://127.0.0.1:9", "api_key": api_key},
+            }
         ]
     }
-    return build_state(load_config(orjson.dumps(cfg), None, {}), created=0).groups["g"][0]
+    dep = build_state(load_config(orjson.dumps(cfg), None, {}), created=0).groups["g"][0]
+    return dataclasses.replace(dep, api_base=api_base)
 
 
 LOOPBACK = EgressPolicy.from_env({"ROUTEIQ_EGRESS_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128"})
