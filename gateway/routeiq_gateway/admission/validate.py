@@ -1,6 +1,7 @@
 """Request body checks, hand-written because they run on every request (pydantic would cost more than the rest).
 
-They catch what would otherwise reach the upstream as garbage: a missing or mistyped field gets a 422 naming it.
+They catch what would otherwise reach the upstream as garbage: a missing or mistyped field gets a 400 naming it,
+as OpenAI answers.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ def check_chat(body: dict[str, Any]) -> tuple[str, bool]:
 
 
 def _part_error(param: str, expected: str) -> GatewayError:
-    return bad_request(f"'{param}' must be {expected}.", param, status=400)
+    return bad_request(f"'{param}' must be {expected}.", param)
 
 
 # Content part type → its payload field and that field's required string members ((): the field is a string).
@@ -172,7 +173,7 @@ def check_embedding(body: dict[str, Any]) -> tuple[str, bool]:
     if not isinstance(data, str | list) or not data:
         raise _type_error("input", "a non-empty string or array")
     if body.get("stream"):
-        raise bad_request("Embeddings cannot be streamed.", "stream", status=400)
+        raise bad_request("Embeddings cannot be streamed.", "stream")
     return model, False
 
 

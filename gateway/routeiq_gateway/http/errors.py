@@ -45,7 +45,8 @@ def error_body(status: int, message: str, code: str | None = None, param: str | 
     return orjson.dumps({"error": err})
 
 
-def bad_request(message: str, param: str | None = None, status: int = 422) -> GatewayError:
+def bad_request(message: str, param: str | None = None, status: int = 400) -> GatewayError:
+    # 400, as OpenAI answers a missing or mistyped parameter (never 422): clients branch on it.
     return GatewayError(status, message, code="invalid_request", param=param)
 
 

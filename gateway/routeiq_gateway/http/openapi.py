@@ -22,12 +22,12 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
 _ERRORS = {
     status: {"description": why, **_json(_ref("Error"))}
     for status, why in {
-        "400": f"malformed JSON, nested deeper than {MAX_JSON_DEPTH} levels, or a bad content part",
+        "400": f"malformed JSON, nested deeper than {MAX_JSON_DEPTH} levels, or a missing or mistyped field "
+        "(`param` names it)",
         "401": "missing or invalid API key",
         "404": "unknown model",
         "408": "the request body was not received in time",
         "413": "request body over the size limit",
-        "422": "a missing or mistyped field (`param` names it)",
         "429": "upstream rate limit",
         "502": "the upstream failed",
         "503": "at capacity or draining (`Retry-After`)",
