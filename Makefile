@@ -9,7 +9,7 @@ PACKAGES := -e shared -e gateway -e config_sync_agent -e model_sync_agent
 SYSTEM_PACKAGES := redis-server nginx wrk
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system-deps venv test lint format run bench bench-litellm soak-slowloris schema clean
+.PHONY: setup system-deps venv lock test lint format run bench bench-litellm soak-slowloris schema clean
 
 setup: system-deps venv  ## install everything: Debian packages, the venv, the four packages, dev tools
 
@@ -23,7 +23,13 @@ system-deps:
 venv:
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c requirements.lock $(PACKAGES) -e '.[dev]'
+
+lock:  ## re-pin requirements.lock from the venv (after changing a dependency in a pyproject.toml)
 	$(PY) -m pip install -q $(PACKAGES) -e '.[dev]'
+	{ echo "# Pinned versions of every third-party package the venv holds (make setup installs with -c this file)."; \
+	  echo "# Regenerate after changing a dependency: make lock"; \
+	  $(PY) -m pip freeze --exclude-editable | grep -v '^routeiq'; } > requirements.lock
 
 test: lint  ## lint, then every test (unit and integration, real processes over loopback)
 	$(PY) -m pytest
