@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Annotated, Any, BinaryIO, Literal
+from typing import Annotated, Any, BinaryIO, ClassVar, Literal, Self
 
 import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, ValidationError
@@ -116,23 +116,19 @@ class Signature(_Strict):
     value: str = Field(min_length=1, max_length=1024, description="base64 of the raw signature bytes")
 
 
-class Manifest(_Strict):
-    name: str = Field(pattern=NAME_PATTERN)
-    version: str = Field(pattern=VERSION_PATTERN)
-    created_at: Annotated[str, AfterValidator(_check_created_at)]
-    artifact: Artifact
-    library_versions: LibraryVersions
-    training_data: TrainingData
-    metrics: Metrics
+class _SignedDocument(_Strict):
+    """A JSON document signed with Ed25519 (see `canonical_bytes`): a manifest, or a CURRENT pointer."""
+
+    _source: ClassVar[str] = MANIFEST_SOURCE
     signature: Signature | None = None
 
     @classmethod
-    def from_json(cls, raw: bytes | str, source: str = MANIFEST_SOURCE) -> Manifest:
+    def from_json(cls, raw: bytes | str, source: str | None = None) -> Self:
         """Parse and validate; any problem is a `ManifestError` naming the key's path."""
         try:
             return cls.model_validate_json(raw)
         except ValidationError as exc:
-            raise _first_error(exc, source) from None
+            raise _first_error(exc, source or cls._source) from None
 
     def to_json(self) -> bytes:
         """Readable JSON for writing to the store or the volume (sorted keys, 2-space indent, final newline).
@@ -140,33 +136,29 @@ class Manifest(_Strict):
         data = self.model_dump(mode="json", exclude_none=True)
         return orjson.dumps(data, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
 
-    def with_signature(self, signature: Signature | None) -> Manifest:
+    def with_signature(self, signature: Signature | None) -> Self:
         return self.model_copy(update={"signature": signature})
 
 
-class CurrentPointer(_Strict):
+class Manifest(_SignedDocument):
+    name: str = Field(pattern=NAME_PATTERN)
+    version: str = Field(pattern=VERSION_PATTERN)
+    created_at: Annotated[str, AfterValidator(_check_created_at)]
+    artifact: Artifact
+    library_versions: LibraryVersions
+    training_data: TrainingData
+    metrics: Metrics
+
+
+class CurrentPointer(_SignedDocument):
     """The signed `CURRENT` of one model. `kind` keeps its signed bytes apart from a manifest's."""
 
+    _source: ClassVar[str] = CURRENT_SOURCE
     kind: Literal["routeiq.current/v1"]
     name: str = Field(pattern=NAME_PATTERN)
     version: str = Field(pattern=VERSION_PATTERN)
     sequence: int = Field(ge=1, lt=2**63, description="grows with every pointer written; never reused")
     created_at: Annotated[str, AfterValidator(_check_created_at)]
-    signature: Signature | None = None
-
-    @classmethod
-    def from_json(cls, raw: bytes | str, source: str = CURRENT_SOURCE) -> CurrentPointer:
-        try:
-            return cls.model_validate_json(raw)
-        except ValidationError as exc:
-            raise _first_error(exc, source) from None
-
-    def to_json(self) -> bytes:
-        data = self.model_dump(mode="json", exclude_none=True)
-        return orjson.dumps(data, option=orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
-
-    def with_signature(self, signature: Signature | None) -> CurrentPointer:
-        return self.model_copy(update={"signature": signature})
 
 
 def _first_error(exc: ValidationError, source: str) -> ManifestError:
