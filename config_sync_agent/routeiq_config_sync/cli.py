@@ -20,7 +20,7 @@ import time
 
 from routeiq_shared.config_schema import ConfigError
 from routeiq_shared.health_server import HealthServer
-from routeiq_shared.jsonlog import setup_logging
+from routeiq_shared.jsonlog import setup_logging, startup_errors_logged
 from routeiq_shared.objectstore import StoreError, open_store
 from routeiq_shared.sidecar import jittered, run_agent, run_until_stopped
 
@@ -142,5 +142,6 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging(SERVICE, os.environ.get("LOG_LEVEL", "INFO"))
     if args.command == "rollout":
         sys.exit(asyncio.run(run_rollout(args)))
-    settings = settings_from(args)
+    with startup_errors_logged(SERVICE):
+        settings = settings_from(args)
     run_agent(SERVICE, args.once, lambda: run_once(settings), lambda: run_forever(settings))

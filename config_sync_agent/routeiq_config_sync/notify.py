@@ -16,8 +16,10 @@ import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
+from routeiq_shared.egress import EgressError, EgressPolicy
 from routeiq_shared.gateway_files import (
     GATEWAY_COMMAND,
     GatewayIdentity,
@@ -28,6 +30,8 @@ from routeiq_shared.gateway_files import (
 
 log = logging.getLogger("routeiq.config_sync.notify")
 _PROC = Path("/proc")
+# The admin endpoint is the gateway beside us (loopback) or in the cluster: any address but link-local/metadata.
+_ADMIN_EGRESS = EgressPolicy.internal()
 
 
 def _is_gateway_command(argv: list[str]) -> bool:
@@ -110,6 +114,11 @@ class HttpReload:
 
 async def reload_over_http(url: str, key: str | None) -> HttpReload:
     headers = {"authorization": f"Bearer {key}"} if key else {}
+    parts = urlsplit(url)
+    try:  # checked after resolution too: a name that resolves to a metadata address is never called
+        await _ADMIN_EGRESS.resolve(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+    except (EgressError, OSError) as exc:
+        return HttpReload(f"admin reload refused: {exc}")
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from routeiq_shared.sidecar import env_number
+from routeiq_shared.sidecar import env_number, env_url
 from routeiq_shared.volume import VolumePaths
 
 CONFIG_NAME = "config.yaml"
@@ -36,8 +36,8 @@ class AgentSettings:
             max_object_bytes=int(env_number(env, "CONFIG_MAX_BYTES", 1024 * 1024)),
             paths=VolumePaths.from_env(env),
             health_port=int(env_number(env, "HEALTH_PORT", 8081)),
-            gateway_admin_url=env.get("GATEWAY_ADMIN_URL") or None,
+            gateway_admin_url=env_url(env, "GATEWAY_ADMIN_URL"),
             gateway_admin_key=env.get("GATEWAY_ADMIN_KEY") or None,
-            endpoint_url=env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None,
+            endpoint_url=env_url(env, "AWS_ENDPOINT_URL_S3") or env_url(env, "AWS_ENDPOINT_URL"),
             gateway_verdict_timeout=env_number(env, "CONFIG_SYNC_GATEWAY_WAIT", 5.0),
         )

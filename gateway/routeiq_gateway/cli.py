@@ -8,7 +8,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from routeiq_shared.jsonlog import setup_logging
+from routeiq_shared.jsonlog import setup_logging, startup_errors_logged
 from routeiq_shared.signing import KeyFileError, load_public_key
 from routeiq_shared.telemetry import setup_tracing
 from routeiq_shared.volume import VolumePaths
@@ -61,7 +61,9 @@ def verify_policy(env: Mapping[str, str]) -> VerifyPolicy:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     setup_logging("routeiq-gateway", args.log_level)
-    tracer_provider = setup_tracing(DEFAULT_SERVICE_NAME)
+    with startup_errors_logged("routeiq-gateway"):
+        tracer_provider = setup_tracing(DEFAULT_SERVICE_NAME)
+        verify = verify_policy(os.environ)
     keys = tuple(k.strip().encode() for k in os.environ.get("ADMIN_API_KEYS", "").split(",") if k.strip())
 
     import uvloop
@@ -76,6 +78,6 @@ def main(argv: list[str] | None = None) -> None:
         run_dir=args.run_dir,
         models_dir=args.models_dir,
         admin_keys=keys,
-        verify=verify_policy(os.environ),
+        verify=verify,
     )
     sys.exit(uvloop.run(serve(opts, tracer_provider)))

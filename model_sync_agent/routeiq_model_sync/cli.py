@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 from routeiq_shared.health_server import HealthServer
-from routeiq_shared.jsonlog import setup_logging
+from routeiq_shared.jsonlog import setup_logging, startup_errors_logged
 from routeiq_shared.manifest import ManifestError
 from routeiq_shared.objectstore import StoreError, open_store
 from routeiq_shared.sidecar import jittered, run_agent, run_until_stopped
@@ -173,9 +173,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(asyncio.run(run_publish(args)))
     if args.command == "rollback":
         sys.exit(asyncio.run(run_rollback(args)))
-    settings = ModelSyncSettings.from_env()
-    if args.health_port is not None:
-        settings = dataclasses.replace(settings, health_port=args.health_port)
-    if not settings.registry:
-        raise SystemExit("MODEL_REGISTRY is required: s3://bucket/prefix/ or file:///dir/")
+    with startup_errors_logged(SERVICE):
+        settings = ModelSyncSettings.from_env()
+        if args.health_port is not None:
+            settings = dataclasses.replace(settings, health_port=args.health_port)
+        if not settings.registry:
+            raise SystemExit("MODEL_REGISTRY is required: s3://bucket/prefix/ or file:///dir/")
     run_agent(SERVICE, args.once, lambda: run_once(settings), lambda: run_forever(settings))

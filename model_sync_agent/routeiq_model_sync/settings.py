@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from routeiq_shared.sidecar import env_number
+from routeiq_shared.sidecar import env_number, env_url
 from routeiq_shared.volume import VolumePaths
 
 
@@ -33,6 +33,9 @@ class ModelSyncSettings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> ModelSyncSettings:
         env = os.environ if env is None else env
         names = tuple(n.strip() for n in env.get("MODEL_NAMES", "").split(",") if n.strip())
+        # The S3 client reads these itself; checked here so a metadata address stops the agent with its name.
+        env_url(env, "AWS_ENDPOINT_URL_S3")
+        env_url(env, "AWS_ENDPOINT_URL")
         return cls(
             registry=env.get("MODEL_REGISTRY", ""),
             interval=env_number(env, "MODEL_SYNC_INTERVAL", 300.0),
@@ -40,7 +43,7 @@ class ModelSyncSettings:
             names=names,
             require_signature=env.get("MODEL_REQUIRE_SIGNATURE", "true").strip().lower() not in ("false", "0", "no"),
             public_key=env.get("MODEL_SIGNING_PUBLIC_KEY") or None,
-            redis_url=env.get("REDIS_URL") or None,
+            redis_url=env_url(env, "REDIS_URL", ("redis", "rediss", "unix")),
             max_concurrent=max(1, int(env_number(env, "MODEL_SYNC_MAX_CONCURRENT", 1))),
             lease_ttl_ms=int(env_number(env, "MODEL_SYNC_LEASE_TTL_MS", 30_000)),
             lock_wait_seconds=env_number(env, "MODEL_SYNC_LOCK_WAIT", 600.0),

@@ -121,6 +121,19 @@ def check_url_literal(url: str, schemes: Iterable[str] = ("http", "https")) -> N
     check_host_literal(parts.hostname)
 
 
+def check_setting_url(name: str, url: str, schemes: Iterable[str] = ("http", "https")) -> str:
+    """A URL from a setting (`name`, e.g. an environment variable): checked as `check_url_literal` does, the error
+    naming the setting. `unix://` sockets, where a scheme allows them, have no host to check."""
+    allowed = tuple(schemes)
+    if "unix" in allowed and url.lower().startswith("unix:"):
+        return url
+    try:
+        check_url_literal(url, allowed)
+    except EgressError as exc:
+        raise EgressError(f"{name}: {exc}") from None
+    return url
+
+
 def parse_networks(values: Iterable[str]) -> tuple[IPNetwork, ...]:
     """CIDRs (or single addresses); raises ValueError naming the bad entry."""
     out: list[IPNetwork] = []
@@ -140,6 +153,12 @@ class EgressPolicy:
     """Which resolved addresses a process may connect to."""
 
     allowed_networks: tuple[IPNetwork, ...] = ()
+
+    @classmethod
+    def internal(cls) -> EgressPolicy:
+        """For calls that stay inside the cluster by design (the sidecars to the gateway's admin endpoint, to S3 or
+        Redis endpoints the operator named): any address but link-local and metadata ones."""
+        return cls(parse_networks(["0.0.0.0/0", "::/0"]))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], extra: Iterable[str] = ()) -> EgressPolicy:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -48,3 +50,18 @@ def setup_logging(service: str, level: str = "INFO") -> None:
         lg.handlers[:] = []
         lg.propagate = True
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def startup_errors_logged(service: str) -> Iterator[None]:
+    """A setting that stops a service (`SystemExit("NAME: why")`) is told as one JSON line, and the exit code is 2:
+    a pod's log stays parseable, and the reason reaches the log pipeline like any other."""
+    try:
+        yield
+    except SystemExit as exc:
+        if not isinstance(exc.code, str):
+            raise
+        logging.getLogger(service).error(
+            "Cannot start: %s", exc.code, extra={"event": "startup_failed", "reason": exc.code}
+        )
+        raise SystemExit(2) from None

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from .egress import check_setting_url
+
 READ_CHUNK = 1024 * 1024
 
 
@@ -143,6 +145,8 @@ class S3Store:
     def __init__(self, location: StoreLocation, endpoint_url: str | None = None) -> None:
         self.location = location
         self._endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or None
+        if self._endpoint_url:  # never let an S3 client be pointed at a metadata address (any spelling)
+            check_setting_url("S3 endpoint", self._endpoint_url)
         self._stack = contextlib.AsyncExitStack()
         self._client: Any = None
 

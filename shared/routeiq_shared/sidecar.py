@@ -10,7 +10,9 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
+from .egress import EgressError, check_setting_url
 from .health_server import HealthServer
+from .jsonlog import startup_errors_logged
 from .telemetry import setup_tracing
 
 
@@ -43,6 +45,18 @@ def env_number(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def env_url(env: Mapping[str, str], name: str, schemes: tuple[str, ...] = ("http", "https")) -> str | None:
+    """A URL setting, or None when unset. One that cannot work, or names a link-local or metadata address in any
+    spelling, stops the agent with a message naming the variable (never a request to it)."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return check_setting_url(name, raw, schemes)
+    except EgressError as exc:
+        raise SystemExit(str(exc)) from None
+
+
 def jittered(interval: float, jitter: float, rng: random.Random) -> float:
     """The poll interval ± `jitter` (a fraction), so a fleet's polls don't arrive in lockstep."""
     return max(0.05, interval * (1 + rng.uniform(-jitter, jitter)))
@@ -55,7 +69,8 @@ def run_agent(
     run_forever: Callable[[], Coroutine[Any, Any, None]],
 ) -> None:
     """Tracing around the agent's life; with `once`, exit with run_once's code."""
-    provider = setup_tracing(service)
+    with startup_errors_logged(service):
+        provider = setup_tracing(service)
     try:
         if once:
             sys.exit(asyncio.run(run_once()))

@@ -16,8 +16,16 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
+from .egress import EgressError, check_setting_url
+
 
 def _exporter(env: Mapping[str, str]) -> SpanExporter | None:
+    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        if env.get(name, "").strip():
+            try:
+                check_setting_url(name, env[name].strip())
+            except EgressError as exc:  # spans would go to a metadata address: refuse to start, say why
+                raise SystemExit(str(exc)) from None
     choice = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
     has_endpoint = bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
     if choice == "none" or (not choice and not has_endpoint):
