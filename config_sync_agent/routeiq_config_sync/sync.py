@@ -149,6 +149,7 @@ class Syncer:
         self._gateway = GatewayVerdict()
         self._replaced: ReplacedFiles | None = None  # what the last write replaced, until the gateway's verdict
         self._refused: str | None = None  # the version the gateway refused and the agent took off the volume
+        self._wrote = False  # this process has written to the volume (else a refusal on record may be a past one's)
         self.status = SyncStatus(source=settings.source, started_at=time.time(), version=self._volume_version)
 
     def _read_volume_version(self) -> str | None:
@@ -235,6 +236,8 @@ class Syncer:
             else:
                 self._refresh_gateway(version)
             return self._settle(version, "unchanged")  # e.g. an agent restart: the volume already holds exactly this
+        if not self._wrote and self._refused_before_restart(version):
+            return "unchanged"
         with tracer.start_as_current_span("write", attributes={"routeiq.config_version": version}):
             try:
                 replaced = ReplacedFiles.read(self.settings.paths, version, self._applied_etag)
@@ -242,6 +245,7 @@ class Syncer:
             except OSError as exc:
                 raise SyncFailed("write_error", f"cannot write to {self.settings.paths.config_dir}: {exc}") from None
         self._replaced = replaced
+        self._wrote = True
         self._volume_version = version
         self._applied_etag = self._seen.config_etag
         with tracer.start_as_current_span("signal", attributes={"routeiq.config_version": version}):
@@ -338,6 +342,29 @@ class Syncer:
                 break
             await asyncio.sleep(0.05)
         self._set_gateway(verdict)  # still PENDING at the deadline: no verdict, so nothing is undone
+
+    def _refused_before_restart(self, version: str) -> bool:
+        """True when the gateway's status says it refused `version` and serves what the volume holds: this agent
+        put the files back before it restarted, so writing and signalling them again would only be refused again.
+        A gateway restart since then rewrites the status, and the upload is tried again."""
+        verdict = verdict_from_status(read_status(self.settings.paths.run_dir), version)
+        if verdict.state != GATEWAY_REJECTED or self._volume_version is None:
+            return False
+        if verdict.loaded_version != self._volume_version:
+            return False
+        self._refused = version
+        self._set_gateway(verdict)
+        log.error(
+            "The gateway refused this version before the agent restarted; not writing it again",
+            extra={
+                "event": "config_sync",
+                "result": GATEWAY_REJECTED,
+                "version": version,
+                "serving_version": verdict.loaded_version,
+                "reason": verdict.reason,
+            },
+        )
+        return True
 
     def _settle(self, version: str, result: str) -> str:
         """Act on the gateway's verdict on `version`, which this agent wrote: once served, there is no going back;

@@ -273,3 +273,41 @@ def test_a_verdict_still_pending_at_the_timeout_restores_nothing_until_the_refus
             await store.close()
 
     asyncio.run(scenario())
+
+
+def test_a_restarted_agent_does_not_write_again_what_the_gateway_refused_and_it_put_back(tmp_path: Path) -> None:
+    (tmp_path / "store").mkdir()
+    s = settings(tmp_path)
+    paths = s.paths
+    paths.config_dir.mkdir()
+    paths.run_dir.mkdir()
+    paths.config_file.write_bytes(config("one"))  # put back by the agent before it restarted
+    v1 = content_version(config("one"), b"")
+    v2 = content_version(config("two", MISSING_KEY), b"")
+    write_status(
+        paths.run_dir, loaded_version=v1, trigger="SIGHUP", result="failure", attempted_version=v2, error=REASON
+    )
+
+    async def scenario() -> None:
+        store = open_store(s.source)
+        metrics = AgentMetrics()
+        syncer = Syncer(s, store, metrics)
+        try:
+            await store.put("config.yaml", config("two", MISSING_KEY))
+            for _ in range(2):
+                assert await syncer.sync_once() == "unchanged"
+                assert paths.config_file.read_bytes() == config("one")
+                doc = syncer.status.document(time.time())
+                assert doc["status"] == "rejected_by_gateway" and doc["version"] == v1
+                assert doc["gateway"] == {"state": "rejected_by_gateway", "loaded_version": v1, "reason": REASON}
+            signals = metrics.registry.get_sample_value(
+                "routeiq_config_sync_reload_signals_total", {"method": "signal", "result": "failed"}
+            )
+            assert signals is None  # nobody was asked to reload it
+            await store.put("config.yaml", config("three"))
+            assert await syncer.sync_once() == "applied"
+            assert paths.config_file.read_bytes() == config("three")
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
