@@ -5,7 +5,9 @@ The agent never deletes or truncates the files on the volume: a rejected upload,
 failed write leaves the last good files serving, and a failed write is retried at the next poll (what counts as
 applied is what was written, not what was fetched). The agent checks what it can know without the gateway's
 secrets (structure, references' syntax); whether the gateway loaded the files is the gateway's to say, through
-`gateway.status.json` or its admin reload answer. What happened is kept in an immutable `SyncStatus`, swapped
+`gateway.status.json` or its admin reload answer. When the gateway refuses files this agent wrote, the agent puts
+back the ones they replaced (a gateway restart would otherwise read the refused files and exit) and does not
+write that upload again while the store holds it. What happened is kept in an immutable `SyncStatus`, swapped
 whole after every attempt, which the health endpoint serves as it is.
 """
 
@@ -27,6 +29,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from .metrics import AgentMetrics
 from .notify import reload_over_http, signal_gateway
+from .replaced import ReplacedFiles
 from .settings import CANDIDATES_NAME, CONFIG_NAME, AgentSettings
 
 log = logging.getLogger("routeiq.config_sync")
@@ -144,6 +147,9 @@ class Syncer:
         self._applied_etag: str | None = None  # of the config.yaml written (and signalled), not merely fetched
         self._notify_failed = False  # the last write's reload request reached nobody: ask again next poll
         self._gateway = GatewayVerdict()
+        self._replaced: ReplacedFiles | None = None  # what the last write replaced, until the gateway's verdict
+        self._refused: str | None = None  # the version the gateway refused and the agent took off the volume
+        self._wrote = False  # this process has written to the volume (else a refusal on record may be a past one's)
         self.status = SyncStatus(source=settings.source, started_at=time.time(), version=self._volume_version)
 
     def _read_volume_version(self) -> str | None:
@@ -203,6 +209,7 @@ class Syncer:
                 candidates=cand_raw,
             )
             self._rejected = None
+            self._refused = None  # a new upload is tried as usual
         elif self._rejected is not None:
             raise self._rejected  # the store still holds the upload we rejected: keep saying so
         config_raw, cand_raw = self._seen.config, self._seen.candidates
@@ -218,22 +225,34 @@ class Syncer:
                     self._rejected = SyncFailed("invalid", str(exc))
                     raise self._rejected from None
         # else: validated when it was fetched; it is still waiting to be written (a write failed before)
+        if version == self._refused:
+            # The store still holds what the gateway refused; the volume holds what it serves. Say so, quietly.
+            self._refresh_gateway(version)
+            return "unchanged"
         if version == self._volume_version:
             self._applied_etag = self._seen.config_etag
             if self._notify_failed:
                 await self._notify_gateway(version)
             else:
                 self._refresh_gateway(version)
-            return "unchanged"  # e.g. an agent restart: the volume already holds exactly this
+            return self._settle(version, "unchanged")  # e.g. an agent restart: the volume already holds exactly this
+        if not self._wrote and self._refused_before_restart(version):
+            return "unchanged"
         with tracer.start_as_current_span("write", attributes={"routeiq.config_version": version}):
             try:
+                replaced = ReplacedFiles.read(self.settings.paths, version, self._applied_etag)
                 self._write(config_raw, cand_raw)
             except OSError as exc:
                 raise SyncFailed("write_error", f"cannot write to {self.settings.paths.config_dir}: {exc}") from None
+        self._replaced = replaced
+        self._wrote = True
         self._volume_version = version
         self._applied_etag = self._seen.config_etag
         with tracer.start_as_current_span("signal", attributes={"routeiq.config_version": version}):
             await self._notify_gateway(version)
+        result = self._settle(version, "applied")
+        if result != "applied":
+            return result
         log.info(
             "Config synced",
             extra={
@@ -322,18 +341,81 @@ class Syncer:
             if verdict.state != GATEWAY_PENDING or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(0.05)
+        self._set_gateway(verdict)  # still PENDING at the deadline: no verdict, so nothing is undone
+
+    def _refused_before_restart(self, version: str) -> bool:
+        """True when the gateway's status says it refused `version` and serves what the volume holds: this agent
+        put the files back before it restarted, so writing and signalling them again would only be refused again.
+        A gateway restart since then rewrites the status, and the upload is tried again."""
+        verdict = verdict_from_status(read_status(self.settings.paths.run_dir), version)
+        if verdict.state != GATEWAY_REJECTED or self._volume_version is None:
+            return False
+        if verdict.loaded_version != self._volume_version:
+            return False
+        self._refused = version
         self._set_gateway(verdict)
-        if verdict.state == GATEWAY_REJECTED:
-            log.error(
-                "The gateway refused the config the agent wrote; it keeps serving its previous version",
-                extra={
-                    "event": "config_sync",
-                    "result": GATEWAY_REJECTED,
-                    "version": version,
-                    "serving_version": verdict.loaded_version,
-                    "reason": verdict.reason,
-                },
+        log.error(
+            "The gateway refused this version before the agent restarted; not writing it again",
+            extra={
+                "event": "config_sync",
+                "result": GATEWAY_REJECTED,
+                "version": version,
+                "serving_version": verdict.loaded_version,
+                "reason": verdict.reason,
+            },
+        )
+        return True
+
+    def _settle(self, version: str, result: str) -> str:
+        """Act on the gateway's verdict on `version`, which this agent wrote: once served, there is no going back;
+        once refused (over HTTP, in the status file at once, or at a later poll), put back what it replaced."""
+        replaced = self._replaced
+        if replaced is None or replaced.written_version != version:
+            return result
+        if self._gateway.state == GATEWAY_OK:
+            self._replaced = None
+            return result
+        if self._gateway.state != GATEWAY_REJECTED:
+            return result  # pending or not signalled: wait for a verdict
+        log.error(
+            "The gateway refused the config the agent wrote; it keeps serving its previous version",
+            extra={
+                "event": "config_sync",
+                "result": GATEWAY_REJECTED,
+                "version": version,
+                "serving_version": self._gateway.loaded_version,
+                "reason": self._gateway.reason,
+            },
+        )
+        if replaced.config is None:
+            self._replaced = None
+            log.warning(
+                "Nothing to put back on a fresh volume: the refused files stay (a gateway restart will refuse them "
+                "too) until a valid upload replaces them",
+                extra={"event": "config_sync", "result": "nothing_to_restore", "version": version},
             )
+            return GATEWAY_REJECTED
+        try:
+            replaced.put_back(self.settings.paths)
+        except OSError as exc:  # the refused files still stand: try again at the next poll
+            raise SyncFailed(
+                "restore_error", f"cannot put back the files in {self.settings.paths.config_dir}: {exc}"
+            ) from None
+        self._replaced = None
+        self._refused = version
+        self._volume_version = replaced.version
+        self._applied_etag = replaced.etag
+        log.warning(
+            "Put back the files the gateway refused; they stay off the volume until a new upload",
+            extra={
+                "event": "config_sync",
+                "result": "restored",
+                "version": replaced.version,
+                "refused_version": version,
+                "reason": self._gateway.reason,
+            },
+        )
+        return GATEWAY_REJECTED
 
     def _refresh_gateway(self, version: str) -> None:
         """Between writes, follow the gateway's own status (it may have restarted, or been reloaded by hand)."""

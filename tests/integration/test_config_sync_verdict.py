@@ -1,5 +1,6 @@
 """config-sync and the gateway on one volume (issue 7 items 1, 2, 5): the gateway's reload result is what the agent
-reports; a write the volume refused is applied once it can be; a pidfile naming a stranger signals nobody.
+reports, and files it refused are taken back off the volume; a write the volume refused is applied once it can
+be; a pidfile naming a stranger signals nobody.
 
 Real processes over loopback: moto's S3 server, `routeiq-config-sync`, `routeiq-gateway`, the fake upstream.
 """
@@ -54,7 +55,7 @@ def aws(moto_s3: MotoS3, tmp_path: Path) -> AwsCli:
     return AwsCli.for_moto(moto_s3, tmp_path / "aws")
 
 
-def test_a_secret_set_only_in_the_agent_is_reported_as_the_gateway_refused_it(
+def test_a_secret_set_only_in_the_agent_is_refused_by_the_gateway_and_the_files_it_replaced_are_put_back(
     start_gateway: StartGateway,
     start_config_sync: StartConfigSync,
     moto_s3: MotoS3,
@@ -68,6 +69,8 @@ def test_a_secret_set_only_in_the_agent_is_reported_as_the_gateway_refused_it(
     gw = start_gateway(v1.decode())
     agent = start_config_sync(source, s3_env=moto_s3.env(), env={"AGENT_ONLY_KEY": "sk-up"})
     agent.wait_version(content_version(v1, b""))
+    before = gw.config_path.read_bytes()
+    assert not gw.candidates_path.exists()
 
     v2 = config_bytes(fresh_upstream, {"steady": "sk-up", "more": "os.environ/AGENT_ONLY_KEY"})
     aws.upload(v2, f"{source}config.yaml")
@@ -76,22 +79,46 @@ def test_a_secret_set_only_in_the_agent_is_reported_as_the_gateway_refused_it(
         lambda h: h["gateway"]["state"] == "rejected_by_gateway", timeout=10, message="the gateway's refusal"
     )
     assert health["status"] == "rejected_by_gateway"
-    assert health["version"] == content_version(v2, b"")  # on the volume, and refused there
+    assert health["version"] == content_version(v1, b"")  # the refused files were taken back off the volume
     assert health["gateway"]["loaded_version"] == content_version(v1, b"")
     assert "model_list[1].litellm_params.api_key" in health["gateway"]["reason"]
     assert "AGENT_ONLY_KEY is not set" in health["gateway"]["reason"]
+    assert gw.config_path.read_bytes() == before  # byte for byte
+    assert not gw.candidates_path.exists()
+    restored = agent.wait_for_log(lambda r: r.get("result") == "restored")
+    assert restored["event"] == "config_sync"
+    assert restored["version"] == content_version(v1, b"")
+    assert restored["refused_version"] == content_version(v2, b"")
     assert agent.metric("routeiq_config_sync_gateway_state", state="rejected_by_gateway") == 1.0
     assert agent.metric("routeiq_config_sync_gateway_state", state="ok") == 0.0
     assert ask(gw.openai_client(MASTER_KEY), "steady")  # the gateway serves v1 on
-    # Still the verdict at the next polls: nothing newer was tried.
+
+    # The next polls neither write nor signal the refused upload again, and keep reporting the refusal.
+    signals = agent.metric("routeiq_config_sync_reload_signals_total", method="signal", result="ok")
     polls = agent.metric("routeiq_config_sync_attempts_total", result="unchanged")
     wait_until(lambda: agent.metric("routeiq_config_sync_attempts_total", result="unchanged") > polls + 1, timeout=5)
     assert agent.health()["status"] == "rejected_by_gateway"
+    assert agent.metric("routeiq_config_sync_reload_signals_total", method="signal", result="ok") == signals
+    assert gw.config_path.read_bytes() == before
+    assert len([r for r in agent.json_logs() if r.get("result") in ("rejected_by_gateway", "restored")]) == 2
+
+    # A restart of the gateway's container reads the volume: it starts, on v1 (before: it exited 2 on v2).
+    port = gw.port
+    gw.stop()
+    gw = start_gateway(gw.config_path.read_text(), port=port)  # rewrites the very bytes the volume holds
+    assert ask(gw.openai_client(MASTER_KEY), "steady")
+    with pytest.raises(openai.NotFoundError):
+        ask(gw.openai_client(MASTER_KEY), "more")
+    polls = agent.metric("routeiq_config_sync_attempts_total", result="unchanged")
+    wait_until(lambda: agent.metric("routeiq_config_sync_attempts_total", result="unchanged") > polls, timeout=5)
+    health = agent.health()
+    assert health["status"] == "rejected_by_gateway" and "AGENT_ONLY_KEY" in health["gateway"]["reason"]
 
     v3 = config_bytes(fresh_upstream, {"steady": "sk-up", "more": "sk-up"})
     aws.upload(v3, f"{source}config.yaml")
     health = agent.wait_version(content_version(v3, b""))
     assert health["gateway"] == {"state": "ok", "loaded_version": content_version(v3, b""), "reason": None}
+    assert ask(gw.openai_client(MASTER_KEY), "more")
 
 
 def test_a_secret_set_only_in_the_gateway_is_accepted_loaded_and_reported_ok(
