@@ -26,9 +26,8 @@ from routeiq_gateway.admission.shed import admit, refuse_if_draining
 from routeiq_gateway.admission.validate import CHECKS, parse_json_object
 from routeiq_gateway.dispatch.dispatcher import Dispatcher
 from routeiq_gateway.http.asgi import TEXT, ClientGone, Receive, Scope, Send, read_body, send_error, send_response
-from routeiq_gateway.http.disconnect import DisconnectWatch
+from routeiq_gateway.http.disconnect import BODY_TIMED_OUT, CANCEL_ON_DISCONNECT, CLIENT_GONE
 from routeiq_gateway.http.errors import GatewayError, error_body
-from routeiq_gateway.http.limits import EdgeLimits
 from routeiq_gateway.http.openapi import document as openapi_document
 from routeiq_gateway.lifecycle.reload import Reloader
 from routeiq_gateway.observability.metrics import GatewayMetrics
@@ -77,10 +76,8 @@ class GatewayApp:
         reloader: Reloader,
         admin_keys: tuple[bytes, ...],
         models: ModelsRef,
-        limits: EdgeLimits | None = None,
     ) -> None:
         self.ref = ref
-        self.limits = limits or EdgeLimits()
         self.models = models
         self.dispatcher = dispatcher
         self.metrics = metrics
@@ -145,15 +142,12 @@ class GatewayApp:
         span = self.tracer.start_span(_SPAN_NAMES[endpoint], context=parent_context(tp, ts), kind=SpanKind.SERVER)
         token = otel_context.attach(trace.set_span_in_context(span))
         req = _Request()
-        limits = self.limits
         try:
             try:
                 refuse_if_draining(self.draining)
                 auth.check_key(state.master_key, authorization, x_api_key)
                 declared = _content_length(length)
-                raw = await read_body(
-                    receive, state.max_body_bytes, declared, limits.body_timeout, limits.body_idle_timeout
-                )
+                raw = await read_body(receive, state.max_body_bytes, declared)  # deadlines: http/protocol.py
                 # Counted only now that the body is here: a slow sender holds no slot (shed.py).
                 admit(self.inflight, state.max_in_flight, self.draining)
             except GatewayError as exc:
@@ -163,7 +157,7 @@ class GatewayApp:
             self.inflight.enter()
             try:
                 body = parse_json_object(raw)
-                await self._serve(endpoint, state, body, req, span, send, receive)
+                await self._serve(endpoint, state, body, req, span, scope, send, receive)
             finally:
                 self.inflight.leave()
         except GatewayError as exc:
@@ -173,7 +167,8 @@ class GatewayApp:
             if not req.started:
                 await send_error(send, exc)
         except ClientGone:
-            req.status = 499  # nginx's convention: the client went away before we answered
+            # 408 when the protocol cut a body at its deadline (it answered); else nginx's 499: the client went away
+            req.status = 408 if scope.get(BODY_TIMED_OUT) else 499
         except asyncio.CancelledError:
             # uvicorn cancels what still runs when the drain grace period is over. This request is answered
             # (503, or the in-band error of a stream) and counted, and the cancellation is acknowledged here.
@@ -213,6 +208,7 @@ class GatewayApp:
         body: dict[str, Any],
         req: _Request,
         span: trace.Span,
+        scope: Scope,
         send: Send,
         receive: Receive,
     ) -> None:
@@ -221,16 +217,18 @@ class GatewayApp:
         group = self._group_for(state, model, body, span, headers)
         req.model = model
         t0 = time.perf_counter()
-        watch = DisconnectWatch(receive)  # a client gone while upstream works: cancel the call, free the slot
+        # A client gone while upstream works: the protocol cancels this task, freeing the slot and the upstream call.
+        task = asyncio.current_task()
+        scope[CANCEL_ON_DISCONNECT] = task
         try:
             outcome = await self.dispatcher.send(state, group, endpoint, body, stream, traceparent_of(span), span)
         except asyncio.CancelledError:
-            if not watch.gone:
+            if not scope.get(CLIENT_GONE) or task is None:
                 raise  # the drain's grace period is over (_proxy answers that)
-            watch.acknowledge()
+            task.uncancel()
             raise ClientGone from None
         finally:
-            watch.stop()
+            scope.pop(CANCEL_ON_DISCONNECT, None)
         dep = outcome.deployment
         self.metrics.observe_upstream(model, dep.path_name, time.perf_counter() - t0)
         if span.is_recording():  # spare the attribute work when nobody exports spans

@@ -195,6 +195,12 @@ def test_stalled_body_gets_408_after_the_idle_timeout(gw: GatewayHandle) -> None
         assert 0.8 < waited < 2.0, waited  # the 1 s idle timeout, before the 2 s whole-body deadline
         assert headers.get("connection") == "close"
         assert closed_by_peer(sock)
+    # Counted as what the client was told (408), not as a client that went away (499).
+    wait_until(
+        lambda: metric(gw, "routeiq_requests_total", endpoint="chat/completions", status="408") == 1.0,
+        2,
+        message="the 408 counted",
+    )
 
 
 # -- item 7: heads -----------------------------------------------------------------------------------

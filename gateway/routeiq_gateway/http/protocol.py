@@ -1,8 +1,12 @@
-"""uvicorn's httptools protocol with the bounds it lacks: a deadline and a size/count cap on the request head,
-idle connections closed before their first request too, and a cap on open connections that evicts idle ones.
+"""uvicorn's httptools protocol with the bounds it lacks: deadlines for the request head and body, a size/count
+cap on the head, idle connections closed before their first request too, a cap on open connections that evicts
+idle ones, and the upstream call cancelled when its client disconnects (disconnect.py).
 
 uvicorn bounds heads only for h11 (`h11_max_incomplete_event_size`); with httptools a 16 MB header was accepted,
 a head sent one byte at a time was waited on forever, and a connection that never sent a byte stayed open.
+
+The deadlines live here rather than in the app because here they are nearly free: a timer is armed only when a
+read ends inside a request, so the usual request (head and body in one read) arms none.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from routeiq_gateway.http.disconnect import BODY_TIMED_OUT, cancel_for_disconnect
 from routeiq_gateway.http.errors import error_body
 from routeiq_gateway.http.limits import EdgeLimits
 
@@ -27,9 +32,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self.timeout_keep_alive = self.limits.keep_alive
         self._in_head = False
+        self._in_body = False
         self._head_bytes = 0
         self._head_lines = 0
-        self._head_timer: asyncio.TimerHandle | None = None
+        self._started = 0.0  # when the current request's first byte arrived
+        self._body_started: float | None = None  # when a read first ended inside its body
+        self._timer: asyncio.TimerHandle | None = None  # the current request's deadline, when a read ended inside it
         self._refusal: tuple[int, str, str] | None = None
         self.idle_since = self.loop.time()
 
@@ -49,12 +57,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_head_timer()
+        self._stop_timer()
         self._unset_keepalive_if_required()
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cancel_for_disconnect(cycle.scope)  # the app's upstream call, if it is waiting on one
         super().connection_lost(exc)
 
     def is_idle(self) -> bool:
-        return not self._in_head and (self.cycle is None or self.cycle.response_complete)
+        return not self._in_head and not self._in_body and (self.cycle is None or self.cycle.response_complete)
 
     def _make_room(self) -> bool:
         """Close the longest-idle connection; False when every other connection is busy."""
@@ -85,13 +96,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._head_bytes += len(data)
             if self._head_bytes > self.limits.max_header_bytes:
                 self._refuse_head()
+                return
+        if (self._in_head or self._in_body) and not self.transport.is_closing():
+            self._arm()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True
         self._head_bytes = 0
         self._head_lines = 0
-        self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
+        self._started = self.loop.time()
+        self._body_started = None
 
     def on_url(self, url: bytes) -> None:
         self._head_bytes += len(url)
@@ -108,8 +123,31 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._stop_head_timer()
+        self._in_body = True
+        self._stop_timer()
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        self._stop_timer()
+        super().on_message_complete()
+
+    # -- deadlines -----------------------------------------------------------------------------------------
+
+    def _arm(self) -> None:
+        """A read ended inside a request: (re)arm its deadline. The head has one deadline from its first byte; the
+        body one from the first read that ended inside it, and one for the gap until the next read."""
+        if self._in_head:
+            if self._timer is None:
+                self._timer = self.loop.call_at(self._started + self.limits.header_timeout, self._timed_out)
+            return
+        now = self.loop.time()
+        if self._body_started is None:
+            self._body_started = now
+        when = min(self._body_started + self.limits.body_timeout, now + self.limits.body_idle_timeout)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_at(when, self._timed_out)
 
     def _too_large(self) -> None:
         limits = self.limits
@@ -130,22 +168,40 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return
         super().send_400_response(msg)
 
-    def _head_timed_out(self) -> None:
-        self._head_timer = None
-        if self._in_head and not self.transport.is_closing():
-            message = f"Request headers were not received within {self.limits.header_timeout:g} seconds."
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self.transport.is_closing():
+            return
+        limits = self.limits
+        if self._in_head:
+            message = f"Request headers were not received within {limits.header_timeout:g} seconds."
             self._answer_and_close(408, message, "request_timeout")
+            return
+        if not self._in_body:
+            return
+        cycle = self.cycle
+        if cycle is not None and cycle.response_started:  # the app answered already (e.g. 401): just stop reading
+            self.transport.close()
+            return
+        started = self._body_started if self._body_started is not None else self._started
+        if self.loop.time() >= started + limits.body_timeout:
+            message = f"The request body was not received within {limits.body_timeout:g} seconds."
+        else:
+            message = f"The request body stalled: no data for {limits.body_idle_timeout:g} seconds."
+        if cycle is not None:
+            cycle.scope[BODY_TIMED_OUT] = True  # the app, waiting on the body, counts it as 408 (not 499)
+        self._answer_and_close(408, message, "request_timeout")
 
-    def _stop_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _answer_and_close(self, status: int, message: str, code: str) -> None:
         """An OpenAI-shaped error written straight to the socket, then the connection closed: the parser's state
         is no longer trustworthy, and the client may still be sending."""
-        self._in_head = False
-        self._stop_head_timer()
+        self._in_head = self._in_body = False
+        self._stop_timer()
         body = error_body(status, message, code)
         head = b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body)
         if not self.transport.is_closing():

@@ -117,7 +117,7 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
         await watcher.load_wanted()
 
     reloader = Reloader(ref, opts.config_path, opts.candidates_path, metrics, prepare, after_swap, report)
-    app = GatewayApp(ref, dispatcher, metrics, reloader, opts.admin_keys, models, limits)
+    app = GatewayApp(ref, dispatcher, metrics, reloader, opts.admin_keys, models)
     config = uvicorn.Config(
         app,
         host=opts.host,
