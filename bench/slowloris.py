@@ -31,7 +31,7 @@ import httpx  # noqa: E402
 from harness.fake_upstream_control import FakeUpstream  # noqa: E402
 from harness.gateway_process import GatewayHandle, VolumeDirs, launch_gateway  # noqa: E402
 
-MASTER = "sk-soak"
+MASTER = "sk-soak-master"
 IDLE_CONNECTIONS = 300
 SLOW_HEADS = 10
 SLOW_BODIES = 10
