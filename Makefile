@@ -37,6 +37,7 @@ test: lint  ## lint, then every test (unit and integration, real processes over 
 lint:
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format:
 	$(BIN)/ruff format .

@@ -184,6 +184,7 @@ class Syncer:
     async def _sync(self, span: trace.Span) -> str:
         with tracer.start_as_current_span("fetch"):
             config_obj = await self._fetch(CONFIG_NAME, self._seen.config_etag, required=True)
+            assert not isinstance(config_obj, _Missing)  # required: a missing config.yaml is a SyncFailed
             fetched = await self._fetch(CANDIDATES_NAME, self._seen.candidates_etag, required=False)
         seen = self._seen
         cand_gone = isinstance(fetched, _Missing)

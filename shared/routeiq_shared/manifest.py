@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Annotated, Any, BinaryIO, ClassVar, Literal, Self
+from typing import Annotated, Any, BinaryIO, ClassVar, Final, Literal, Self
 
 import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, ValidationError
@@ -51,7 +51,7 @@ _CREATED_AT_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$
 HASH_CHUNK_BYTES = 1024 * 1024
 MANIFEST_SOURCE = "manifest.json"
 CURRENT_SOURCE = "CURRENT"
-POINTER_KIND = "routeiq.current/v1"
+POINTER_KIND: Final = "routeiq.current/v1"
 
 
 class ManifestError(ValueError):

@@ -31,7 +31,7 @@ class EdgeLimits:
     # (AWS ALB, ingress-nginx upstream keep-alive): a backend that closes first makes them answer 502 on reuse.
     # Idle connections cost a file descriptor and a few KB, never an in-flight slot, and at the connection cap
     # the longest idle is closed first (see protocol.py).
-    keep_alive: float = 75.0
+    keep_alive: int = 75
     # ROUTEIQ_MAX_CONNECTIONS: open client connections. Past it the longest
     # idle connection is closed to make room; with none idle the newcomer gets 503 and is closed.
     max_connections: int = 4096

@@ -12,13 +12,18 @@ read ends inside a request, so the usual request (head and body in one read) arm
 from __future__ import annotations
 
 import asyncio
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from routeiq_gateway.http.disconnect import BODY_TIMED_OUT, cancel_for_disconnect
 from routeiq_gateway.http.errors import error_body
 from routeiq_gateway.http.limits import EdgeLimits
+
+
+def _scope(cycle: Any) -> dict[str, Any]:
+    """The request's scope as the plain dict it is (uvicorn types it as a closed TypedDict; our keys are extra)."""
+    return cast(dict[str, Any], cycle.scope)
 
 
 class _HeadRefused(Exception):
@@ -61,7 +66,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._unset_keepalive_if_required()
         cycle = self.cycle
         if cycle is not None and not cycle.response_complete:
-            cancel_for_disconnect(cycle.scope)  # the app's upstream call, if it is waiting on one
+            cancel_for_disconnect(_scope(cycle))  # the app's upstream call, if it is waiting on one
         super().connection_lost(exc)
 
     def is_idle(self) -> bool:
@@ -189,7 +194,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         else:
             message = f"The request body stalled: no data for {limits.body_idle_timeout:g} seconds."
         if cycle is not None:
-            cycle.scope[BODY_TIMED_OUT] = True  # the app, waiting on the body, counts it as 408 (not 499)
+            _scope(cycle)[BODY_TIMED_OUT] = True  # the app, waiting on the body, counts it as 408 (not 499)
         self._answer_and_close(408, message, "request_timeout")
 
     def _stop_timer(self) -> None:

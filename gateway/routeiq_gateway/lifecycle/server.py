@@ -130,8 +130,9 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
         backlog=4096,
         # Heads bounded in size, count and time; idle connections closed; open connections capped (protocol.py).
         http=BoundedHttpToolsProtocol.with_limits(limits),
-        timeout_keep_alive=int(limits.keep_alive),
-        timeout_graceful_shutdown=0.5,  # our drain has waited already (drain.py)
+        timeout_keep_alive=limits.keep_alive,
+        # our drain has waited already (drain.py); uvicorn types this int but waits with it as a float
+        timeout_graceful_shutdown=0.5,  # type: ignore[arg-type]
     )
     server = _Server(config)
     _install_signals(server, app, reloader)
