@@ -2,6 +2,9 @@
 sends to a path of /openapi.json, the gateway answers, in time, never with a 500, and every refusal in OpenAI's
 error shape.
 
+Every path a request can take is fuzzed: the native path (`fast`, `embed`), the LiteLLM path (`claude`, anthropic/
+against the fake upstream's Messages API) and a virtual model (`auto`) whose signed router model reads the prompt.
+
 hypothesis generates the bodies (schemathesis installs here, but drags in a second HTTP stack and a CLI's worth
 of dependencies for what a few strategies do): near-valid requests with any field replaced by any JSON value,
 arbitrary JSON, and arbitrary bytes. The budget is fixed (max_examples per test) so the module runs in well
@@ -18,8 +21,13 @@ import httpx
 import pytest
 from harness.fake_upstream_control import FakeUpstream
 from harness.gateway_process import GatewayHandle, VolumeDirs, launch_gateway
+from harness.router_artifacts import keygen, write_router
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
+from routeiq_model_sync.registry import build_manifest
+from routeiq_shared.atomic import atomic_write
+from routeiq_shared.signing import load_private_key, sign_manifest
 
 pytestmark = pytest.mark.integration
 
@@ -39,14 +47,35 @@ def gw(fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) ->
         params = {"model": f"openai/{model}", "api_base": fake_upstream.base_url, "api_key": "sk-up"}
         return {"model_name": name, "litellm_params": params}
 
+    claude = {
+        "model_name": "claude",
+        "litellm_params": {
+            "model": "anthropic/claude-3-haiku-20240307",
+            "api_base": fake_upstream.root_url,
+            "api_key": "sk-up",
+        },
+    }
     config = {
-        "model_list": [dep("fast", "gpt-4o-mini"), dep("embed", "text-embedding-3-small")],
+        "model_list": [dep("fast", "gpt-4o-mini"), dep("embed", "text-embedding-3-small"), claude],
         "router_settings": {"num_retries": 0},
         "general_settings": {"master_key": MASTER},
-        "routeiq": {"limits": {"max_request_body_bytes": 256 * 1024}},
+        "routeiq": {
+            "limits": {"max_request_body_bytes": 256 * 1024},
+            "routers": [{"name": "auto", "artifact": "fuzz-router", "candidates": ["fast", "claude"]}],
+        },
     }
-    handle = launch_gateway(VolumeDirs(tmp_path_factory.mktemp("gw-fuzz")), config)
+    root = tmp_path_factory.mktemp("gw-fuzz")
+    dirs = VolumeDirs(root).create()
+    # A signed router on the volume, as model-sync leaves it: `auto` requests run the prompt through it.
+    keys = keygen(root / "keys")
+    artifact = write_router(dirs.models_dir / "fuzz-router.pkl", "claude", "fast")
+    manifest = build_manifest("fuzz-router", "v1", artifact, {}, "sha256:fuzz", 1)
+    atomic_write(
+        dirs.models_dir / "fuzz-router.manifest.json", sign_manifest(manifest, load_private_key(keys.private)).to_json()
+    )
+    handle = launch_gateway(dirs, config, env={"MODEL_SIGNING_PUBLIC_KEY": str(keys.public)})
     try:
+        handle.wait_for_log(lambda r: r.get("event") == "model_load" and r.get("result") == "ok", timeout=30)
         yield handle
     finally:
         handle.stop()
@@ -112,7 +141,7 @@ sampling = {
     "tools": any_json,
     "response_format": any_json,
 }
-model = maybe(st.sampled_from(["fast", "embed", "unknown-model", ""]))
+model = maybe(st.sampled_from(["fast", "claude", "auto", "embed", "unknown-model", ""]))
 bodies = {
     "/v1/chat/completions": st.fixed_dictionaries(
         {"model": model, "messages": maybe(st.lists(message, min_size=1, max_size=3))}, optional=sampling
@@ -130,7 +159,7 @@ bodies = {
 
 def deep_body(depth: int) -> bytes:
     """A body valid for every endpoint but for one field nested `depth` levels deep."""
-    valid = b'{"model":"fast","messages":[{"role":"user","content":"x"}],"prompt":"x","input":"x","x":'
+    valid = b'{"model":"auto","messages":[{"role":"user","content":"x"}],"prompt":"x","input":"x","x":'
     return valid + b"[" * depth + b"]" * depth + b"}"
 
 
@@ -178,3 +207,17 @@ def test_arbitrary_json_and_bytes_never_500_nor_hang(
         label="raw",
     )
     assert_sound(http.post(path, content=raw), raw)
+
+
+def test_the_fuzz_reached_every_path(http: httpx.Client) -> None:
+    """Runs after the properties (file order): the router read prompts and both provider paths answered, so the
+    properties above were checked there too, not only on the native path."""
+    families = {f.name: f for f in text_string_to_metric_families(http.get("/metrics").text)}
+    decisions = [s for s in families["routeiq_router_decisions"].samples if s.name.endswith("_total")]
+    assert any(s.labels["reason"] == "model" and s.value > 0 for s in decisions), decisions
+    served = {
+        s.labels["model"]
+        for s in families["routeiq_requests"].samples
+        if s.name.endswith("_total") and s.labels["status"] == "200" and s.value > 0
+    }
+    assert {"fast", "claude", "auto", "embed"} <= served, served
