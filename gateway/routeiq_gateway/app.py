@@ -20,6 +20,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 
+from routeiq_gateway.admin.endpoints import AdminEndpoints, auth_headers
 from routeiq_gateway.admission import auth
 from routeiq_gateway.admission.inflight import InFlight
 from routeiq_gateway.admission.shed import admit, refuse_if_draining
@@ -81,10 +82,11 @@ class GatewayApp:
         self.models = models
         self.dispatcher = dispatcher
         self.metrics = metrics
-        self.reloader = reloader
-        self.admin_keys = admin_keys
         self.inflight = InFlight()
         self.draining = False
+        admin = AdminEndpoints(
+            ref, models, reloader, admin_keys, lambda: {"draining": self.draining, "in_flight": self.inflight.requests}
+        )
         self.tracer = get_tracer()
         self._openapi = orjson.dumps(openapi_document())  # built once, served as is
         metrics.bind_gauges(lambda: self.inflight.requests, lambda: self.inflight.streams)
@@ -96,8 +98,8 @@ class GatewayApp:
             ("GET", "/openapi.json"): self._openapi_json,
             ("GET", "/v1/models"): self._models,
             ("GET", "/models"): self._models,
-            ("POST", "/admin/reload"): self._admin_reload,
-            ("GET", "/admin/config"): self._admin_config,
+            ("POST", "/admin/reload"): admin.reload,
+            ("GET", "/admin/config"): admin.config,
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -342,46 +344,9 @@ class GatewayApp:
 
     async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = self.ref.current
-        authorization, x_api_key = _auth_headers(scope)
+        authorization, x_api_key = auth_headers(scope)
         auth.check_key(state.master_key, authorization, x_api_key)
         await send_response(send, 200, state.models_payload)
-
-    async def _admin_reload(self, scope: Scope, receive: Receive, send: Send) -> None:
-        auth.check_any_key(self.admin_keys, *_auth_headers(scope))
-        ok, detail = await self.reloader.reload("admin")
-        status = 200 if ok else 422
-        body = {"reloaded": ok, "version": self.ref.current.version, "detail": detail}
-        await send_response(send, status, orjson.dumps(body))
-
-    async def _admin_config(self, scope: Scope, receive: Receive, send: Send) -> None:
-        auth.check_any_key(self.admin_keys, *_auth_headers(scope))
-        state = self.ref.current
-        body = {
-            "version": state.version,
-            "models": {name: [d.litellm_model for d in group] for name, group in state.groups.items()},
-            "fallbacks": state.fallbacks,
-            "routers": {
-                name: {
-                    "artifact": spec.artifact,
-                    "candidates": spec.candidates,
-                    "serving_version": getattr(self.models.current.get(spec.artifact), "version", None),
-                }
-                for name, spec in state.routers.items()
-            },
-            "draining": self.draining,
-            "in_flight": self.inflight.requests,
-        }
-        await send_response(send, 200, orjson.dumps(body))
-
-
-def _auth_headers(scope: Scope) -> tuple[bytes | None, bytes | None]:
-    authorization = x_api_key = None
-    for key, value in scope["headers"]:
-        if key == b"authorization":
-            authorization = value
-        elif key == b"x-api-key":
-            x_api_key = value
-    return authorization, x_api_key
 
 
 def _content_length(raw: bytes | None) -> int | None:
