@@ -209,6 +209,47 @@ def test_arbitrary_json_and_bytes_never_500_nor_hang(
     assert_sound(http.post(path, content=raw), raw)
 
 
+text_part = st.fixed_dictionaries({"type": st.just("text"), "text": st.text(max_size=60)})
+well_formed = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "model": st.sampled_from(["fast", "claude", "auto"]),
+            "messages": st.lists(
+                st.fixed_dictionaries(
+                    {
+                        "role": st.sampled_from(["system", "user", "assistant"]),
+                        "content": st.text(max_size=200) | st.lists(text_part, min_size=1, max_size=3),
+                    }
+                ),
+                min_size=1,
+                max_size=4,
+            ).map(lambda msgs: [*msgs, {"role": "user", "content": "and so?"}]),
+        },
+        optional={
+            "stream": st.booleans(),
+            "max_tokens": st.integers(min_value=1, max_value=100),
+            "temperature": st.floats(min_value=0, max_value=2),
+            "stop": st.lists(st.text(min_size=1, max_size=5), max_size=4),
+            "user": st.text(max_size=20),
+        },
+    ).map(lambda body: ("/v1/chat/completions", body)),
+    st.fixed_dictionaries(
+        {
+            "model": st.just("embed"),
+            "input": st.text(min_size=1, max_size=100) | st.lists(st.text(min_size=1), min_size=1),
+        }
+    ).map(lambda body: ("/v1/embeddings", body)),
+)
+
+
+@settings(FUZZ, max_examples=120)
+@given(request=well_formed)
+def test_well_formed_requests_with_any_text_reach_every_path(http: httpx.Client, request: tuple[str, Any]) -> None:
+    """Valid shapes, fuzzed text (any unicode, empty strings, control characters), on every provider path."""
+    path, body = request
+    assert_sound(http.post(path, content=json.dumps(body)), body)
+
+
 def test_the_fuzz_reached_every_path(http: httpx.Client) -> None:
     """Runs after the properties (file order): the router read prompts and both provider paths answered, so the
     properties above were checked there too, not only on the native path."""

@@ -121,3 +121,41 @@ def test_router_text_extraction_never_raises(content: Any) -> None:
     # Defence in depth: whatever reaches the router, it reads the string texts and skips the rest.
     text = prompt_text(chat(content))
     assert text == ("ok" if isinstance(content, list) and len(content) == 4 else "")
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"tools": 1.5}, "tools"),  # LiteLLM's own bookkeeping iterated this and logged a TypeError (found by fuzz)
+        ({"tools": [1]}, "tools[0]"),
+        ({"tools": [{"function": {}}]}, "tools[0]"),
+        ({"tool_choice": 3}, "tool_choice"),
+        ({"stop": [1, 2]}, "stop"),
+        ({"stop": {"a": 1}}, "stop"),
+        ({"user": 5}, "user"),
+        ({"seed": 1.5}, "seed"),
+        ({"seed": True}, "seed"),
+        ({"response_format": "json"}, "response_format"),
+        ({"logit_bias": []}, "logit_bias"),
+    ],
+)
+def test_mistyped_optional_fields_are_400_naming_them(extra: dict[str, Any], param: str) -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], **extra}
+    with pytest.raises(GatewayError) as info:
+        check_chat(body)
+    assert (info.value.status, info.value.param) == (400, param)
+
+
+def test_well_typed_optional_fields_pass() -> None:
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
+        "tool_choice": "auto",
+        "stop": ["\n"],
+        "user": "u-1",
+        "seed": 7,
+        "response_format": {"type": "json_object"},
+        "logit_bias": {"50256": -100},
+    }
+    assert check_chat(body) == ("m", False)

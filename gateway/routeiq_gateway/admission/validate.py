@@ -74,6 +74,23 @@ def _common(body: dict[str, Any]) -> tuple[str, bool]:
         value = body.get(name)
         if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
             raise _type_error(name, "a number")
+    seed = body.get("seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise _type_error("seed", "an integer")
+    user = body.get("user")
+    if user is not None and not isinstance(user, str):
+        raise _type_error("user", "a string")
+    stop = body.get("stop")
+    if (
+        stop is not None
+        and not isinstance(stop, str)
+        and (not isinstance(stop, list) or not all(isinstance(s, str) for s in stop))
+    ):
+        raise _type_error("stop", "a string or an array of strings")
+    for name in ("logit_bias", "response_format", "metadata"):
+        value = body.get(name)
+        if value is not None and not isinstance(value, dict):
+            raise _type_error(name, "an object")
     return model, bool(stream)
 
 
@@ -93,6 +110,17 @@ def check_chat(body: dict[str, Any]) -> tuple[str, bool]:
         content = msg.get("content")
         if type(content) is not str:  # the common case costs one type check
             _check_content(content, role, i)
+    tools = body.get("tools")
+    if tools is not None:
+        # Providers (and LiteLLM's own bookkeeping on its path) iterate these: a mistyped value must stop here.
+        if not isinstance(tools, list):
+            raise _type_error("tools", "an array")
+        for i, tool in enumerate(tools):
+            if not isinstance(tool, dict) or not isinstance(tool.get("type"), str):
+                raise _type_error(f"tools[{i}]", "an object with a string 'type'")
+    choice = body.get("tool_choice")
+    if choice is not None and not isinstance(choice, str | dict):
+        raise _type_error("tool_choice", "a string or an object")
     return model, stream
 
 
