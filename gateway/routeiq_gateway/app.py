@@ -25,7 +25,7 @@ from routeiq_gateway.admission import auth
 from routeiq_gateway.admission.inflight import InFlight
 from routeiq_gateway.admission.shed import admit, refuse_if_draining
 from routeiq_gateway.admission.validate import CHECKS, parse_json_object
-from routeiq_gateway.dispatch.dispatcher import Dispatcher
+from routeiq_gateway.dispatch.dispatcher import Dispatcher, Outcome
 from routeiq_gateway.http.asgi import TEXT, ClientGone, Receive, Scope, Send, read_body, send_error, send_response
 from routeiq_gateway.http.disconnect import BODY_TIMED_OUT, CANCEL_ON_DISCONNECT, CLIENT_GONE
 from routeiq_gateway.http.errors import GatewayError, error_body
@@ -248,10 +248,15 @@ class GatewayApp:
         result = outcome.result
         if isinstance(result, Completed):
             self.metrics.observe_usage(model, result.usage)
+            self.dispatcher.add_tokens(state, outcome, result.usage)
             req.status = 200
             await send_response(send, 200, result.body, headers=headers)
             return
-        await self._stream(result, model, req, send, receive, headers)
+        try:
+            await self._stream(result, model, req, send, receive, headers, outcome)
+        finally:
+            self.dispatcher.stream_ended(outcome)
+            self.dispatcher.add_tokens(state, outcome, result.usage)
 
     def _group_for(
         self,
@@ -291,6 +296,7 @@ class GatewayApp:
         send: Send,
         receive: Receive,
         headers: list[tuple[bytes, bytes]],
+        outcome: Outcome,
     ) -> None:
         # uvicorn's send() goes quiet once the client has gone, so watch for the disconnect to stop reading upstream.
         gone = asyncio.ensure_future(receive())
@@ -304,6 +310,7 @@ class GatewayApp:
             async for chunk in stream:
                 if first:
                     self.metrics.ttft.labels(model).observe(time.perf_counter() - start)
+                    self.dispatcher.first_chunk(outcome)
                     first = False
                 if gone.done():
                     req.status = 499

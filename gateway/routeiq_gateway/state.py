@@ -30,10 +30,17 @@ class GatewayState:
     uses_litellm: bool
     routers: dict[str, RouterSpec]  # virtual model name → its router
     egress_allowed_networks: tuple[str, ...] = ()  # routeiq.egress.allowed_networks, raw CIDR strings
+    routing_strategy: str = "simple-shuffle"  # router_settings.routing_strategy: deployment order in a group
+    # Whether requests record latency/in-flight/usage into the RuntimeState: only when something reads them.
+    measure: bool = False
 
     @property
     def router_artifacts(self) -> set[str]:
-        return {spec.artifact for spec in self.routers.values()}
+        return {spec.artifact for spec in self.routers.values() if spec.artifact is not None}
+
+    @property
+    def deployment_ids(self) -> set[str]:
+        return {d.id for group in self.groups.values() for d in group}
 
     @property
     def model_names(self) -> tuple[str, ...]:
@@ -66,6 +73,9 @@ def build_state(loaded: LoadedConfig, created: int) -> GatewayState:
         uses_litellm=any(not d.native for group in groups.values() for d in group),
         routers=routers,
         egress_allowed_networks=tuple(cfg.routeiq.egress.allowed_networks),
+        routing_strategy=cfg.router_settings.routing_strategy,
+        measure=cfg.router_settings.routing_strategy != "simple-shuffle"
+        or any("latency" in (spec.effective_strategy, spec.fallback) for spec in routers.values()),
     )
 
 
