@@ -5,13 +5,14 @@ A request reads `ref.current` once and keeps that object to the end, so a reload
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 from routeiq_shared.config_schema import LoadedConfig, RouterSpec, load_config
 
 from routeiq_gateway.routing.deployments import Deployment, build_deployment
+from routeiq_gateway.routing.routers import RouterPlan, build_plan
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,7 @@ class GatewayState:
     routing_strategy: str = "simple-shuffle"  # router_settings.routing_strategy: deployment order in a group
     # Whether requests record latency/in-flight/usage into the RuntimeState: only when something reads them.
     measure: bool = False
+    router_plans: dict[str, RouterPlan] = field(default_factory=dict)  # virtual model name → its plan
 
     @property
     def router_artifacts(self) -> set[str]:
@@ -76,6 +78,7 @@ def build_state(loaded: LoadedConfig, created: int) -> GatewayState:
         routing_strategy=cfg.router_settings.routing_strategy,
         measure=cfg.router_settings.routing_strategy != "simple-shuffle"
         or any("latency" in (spec.effective_strategy, spec.fallback) for spec in routers.values()),
+        router_plans={name: build_plan(spec, loaded.candidates) for name, spec in routers.items()},
     )
 
 

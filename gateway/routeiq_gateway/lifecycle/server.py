@@ -162,6 +162,7 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
         stop_watching.set()
         await asyncio.wait({watching}, timeout=2)
         pool.close()
+        app.scoring.close()
         with contextlib.suppress(OSError):
             if pidfile.read_text().strip() == str(os.getpid()):
                 pidfile.unlink()
