@@ -124,11 +124,11 @@ class Dispatcher:
                 self.metrics.fallbacks.labels(model, dep.model_name).inc()
             held = False
             if measure:
-                if isinstance(result, Streaming):
-                    held = True  # in flight until the stream ends; its first chunk gives the time to first token
-                else:
+                if isinstance(result, Completed):
                     runtime.succeeded(dep.id, time.perf_counter() - started, stream=False)
                     runtime.finished(dep.id)
+                else:
+                    held = True  # in flight until the stream ends; its first chunk gives the time to first token
             return Outcome(dep, result, i + 1, started, held)
         assert last is not None  # the plan is never empty: every group has a deployment
         raise last
