@@ -9,7 +9,10 @@ import types
 from collections import Counter
 
 import pytest
-from routeiq_gateway.dispatch.dispatcher import attempt_plan
+from routeiq_gateway.dispatch.dispatcher import Dispatcher, attempt_plan
+from routeiq_gateway.http.errors import GatewayError
+from routeiq_gateway.observability.metrics import GatewayMetrics
+from routeiq_gateway.providers import Completed
 from routeiq_gateway.routing.deployment_strategies import DEPLOYMENT_STRATEGIES, litellm_price, ordered
 from routeiq_gateway.routing.deployments import Deployment
 from routeiq_gateway.routing.runtime import COOLDOWN_FAILURES, RuntimeState
@@ -182,3 +185,79 @@ def test_default_state_measures_nothing_and_unknown_strategy_is_refused() -> Non
     with pytest.raises(ConfigError) as err:
         load_config(config("fastest-please", THREE), None, {})
     assert err.value.path == "router_settings.routing_strategy"
+
+
+# -- the dispatcher's bookkeeping ----------------------------------------------------------------------------
+
+
+class _Stream:
+    usage = {"total_tokens": 7}
+
+    def __aiter__(self) -> _Stream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        return None
+
+
+class _Provider:
+    """Fails the deployments named in `failing` with a retryable 502; answers the others."""
+
+    def __init__(self, failing: set[str]) -> None:
+        self.failing = failing
+        self.calls: list[str] = []
+
+    async def call(self, dep: Deployment, endpoint: str, body: dict, stream: bool, traceparent: str | None) -> object:
+        self.calls.append(dep.upstream_model)
+        if dep.upstream_model in self.failing:
+            raise GatewayError(502, "upstream broke", retryable=True)
+        return _Stream() if stream else Completed(b"{}", {"total_tokens": 5})
+
+
+def test_dispatcher_records_latency_in_flight_failures_and_tokens_when_a_strategy_reads_them() -> None:
+    import asyncio
+
+    from opentelemetry.trace import INVALID_SPAN
+
+    raw = config("least-busy", THREE).replace(b"num_retries: 0", b"num_retries: 2")
+    st = build_state(load_config(raw, None, {}), created=0)
+    x, y, z = st.groups["g"]
+    runtime = RuntimeState()
+    runtime.started(y.id)  # y and z busier: x is first
+    runtime.started(z.id)
+    provider = _Provider({"x"})
+    dispatcher = Dispatcher(provider, None, GatewayMetrics(), runtime)  # type: ignore[arg-type]
+
+    outcome = asyncio.run(dispatcher.send(st, "g", "chat/completions", {}, False, None, INVALID_SPAN))
+    assert provider.calls[0] == "x" and outcome.deployment.upstream_model != "x" and outcome.attempts == 2
+    assert runtime.get(x.id).failures == 1 and runtime.get(x.id).in_flight == 0
+    served = runtime.get(outcome.deployment.id)
+    assert served.latency is not None and served.in_flight == 1  # back to the one started above
+    dispatcher.add_tokens(st, outcome, {"total_tokens": 5})
+    assert served.tokens == 5
+
+    streamed = asyncio.run(dispatcher.send(st, "g", "chat/completions", {}, True, None, INVALID_SPAN))
+    held = runtime.get(streamed.deployment.id)
+    assert streamed.held and held.in_flight >= 1
+    before = held.in_flight
+    dispatcher.first_chunk(streamed)
+    assert held.ttft is not None
+    dispatcher.stream_ended(streamed)
+    dispatcher.stream_ended(streamed)  # idempotent: released once
+    assert held.in_flight == before - 1
+
+
+def test_dispatcher_records_nothing_on_the_default_path() -> None:
+    import asyncio
+
+    from opentelemetry.trace import INVALID_SPAN
+
+    st = build_state(load_config(config("simple-shuffle", THREE.splitlines()[1] + "\n"), None, {}), created=0)
+    runtime = RuntimeState()
+    dispatcher = Dispatcher(_Provider(set()), None, GatewayMetrics(), runtime)  # type: ignore[arg-type]
+    outcome = asyncio.run(dispatcher.send(st, "g", "chat/completions", {}, False, None, INVALID_SPAN))
+    dispatcher.add_tokens(st, outcome, {"total_tokens": 5})
+    assert not st.measure and runtime.stats == {}
