@@ -328,3 +328,34 @@ def test_scoring_runner_keeps_cheap_calls_inline_and_slow_ones_off_the_loop() ->
     assert all(t != loop_thread for t in seen[2:])
     assert runner.offloaded == 4
     runner.close()
+
+
+def test_scoring_runner_batches_requests_that_arrive_while_a_batch_is_scored() -> None:
+    runner = ScoringRunner(inline_below=0.0)  # never inline: the batching path
+    calls: list[list[str]] = []
+    release = threading.Event()
+
+    def score(texts: list[str]) -> list[float]:
+        calls.append(list(texts))
+        if len(calls) == 1:
+            release.wait(5)  # the first batch is "slow" until every other request has queued behind it
+        if "bad" in texts:
+            raise ValueError("cannot score 'bad'")
+        return [len(t) / 10 for t in texts]
+
+    async def main() -> list[Any]:
+        first = asyncio.ensure_future(runner.run_batched("m", score, "a"))
+        await asyncio.sleep(0)  # the first batch starts with "a" alone
+        rest = [asyncio.ensure_future(runner.run_batched("m", score, t)) for t in ("bb", "bad", "cccc")]
+        await asyncio.sleep(0)
+        release.set()
+        return await asyncio.gather(first, *rest, return_exceptions=True)
+
+    results = asyncio.run(main())
+    assert results[0] == 0.1 and results[1] == 0.2 and results[3] == 0.4
+    assert isinstance(results[2], ValueError)  # only the bad prompt failed
+    # One call for "a", one batch for the three that queued, then one by one after that batch failed.
+    assert calls[:2] == [["a"], ["bb", "bad", "cccc"]]
+    assert calls[2:] == [["bb"], ["bad"], ["cccc"]]
+    assert runner.largest_batch == 3
+    runner.close()

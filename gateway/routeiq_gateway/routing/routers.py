@@ -92,21 +92,18 @@ def _is_scorer_artifact(model: Any) -> bool:
     return callable(getattr(getattr(model, "scorer", None), "score", None))
 
 
-def _score_one(model: Any) -> Callable[[str], float]:
+def _score_many(model: Any) -> Callable[[list[str]], list[float]]:
     scorer = model.scorer
 
-    def score(text: str) -> float:
-        value = float(scorer.score([text])[0])
-        if not 0.0 <= value <= 1.0:  # NaN fails this too
-            raise ValueError(f"score {value!r} is outside [0, 1]")
-        return value
+    def score(texts: list[str]) -> list[float]:
+        return [float(v) for v in scorer.score(texts)]
 
     return score
 
 
-def _predict_one(model: Any) -> Callable[[str], str]:
-    def predict(text: str) -> str:
-        return str(model.predict([text])[0])
+def _predict_many(model: Any) -> Callable[[list[str]], list[str]]:
+    def predict(texts: list[str]) -> list[str]:
+        return [str(v) for v in model.predict(texts)]
 
     return predict
 
@@ -174,16 +171,19 @@ class RouterPlan:
         model = loaded.model
         if not _is_scorer_artifact(model):  # legacy: the estimator names the candidate itself
             try:
-                choice = await runner.run(("predict", loaded.name, loaded.version), _predict_one(model), text)
+                key = ("predict", loaded.name, loaded.version)
+                choice = await runner.run_batched(key, _predict_many(model), text)
             except Exception:  # noqa: BLE001 — a model that cannot score this prompt must not fail the request
                 raise _Fallback("predict_failed") from None
             if choice not in self.spec.candidates:
                 raise _Fallback("unknown_choice")
             return choice, None
         try:
-            score = await runner.run(("score", loaded.name, loaded.version), _score_one(model), text)
+            score = await runner.run_batched(("score", loaded.name, loaded.version), _score_many(model), text)
         except Exception:  # noqa: BLE001 — as above
             raise _Fallback("score_failed") from None
+        if not 0.0 <= score <= 1.0:  # NaN fails this too
+            raise _Fallback("score_failed", None)
         threshold = self.spec.threshold
         if threshold is None:
             default = getattr(model, "default_threshold", None)
