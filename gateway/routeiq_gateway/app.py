@@ -252,7 +252,8 @@ class GatewayApp:
         result = outcome.result
         if isinstance(result, Completed):
             self.metrics.observe_usage(model, result.usage)
-            self.dispatcher.add_tokens(state, outcome, result.usage)
+            if state.measure:
+                self.dispatcher.add_tokens(state, outcome, result.usage)
             req.status = 200
             await send_response(send, 200, result.body, headers=headers)
             return

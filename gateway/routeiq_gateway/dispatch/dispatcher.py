@@ -102,8 +102,9 @@ class Dispatcher:
             if i:
                 self.metrics.retries.labels(model).inc()
                 await asyncio.sleep(backoff_seconds(state.retry_backoff, i, self.rng))
-            started = time.perf_counter()
+            started = 0.0
             if measure:
+                started = time.perf_counter()
                 runtime.started(dep.id)
             try:
                 result = await self.provider_for(dep).call(dep, endpoint, body, stream, traceparent)

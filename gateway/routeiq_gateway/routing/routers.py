@@ -26,9 +26,9 @@ import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from routeiq_shared.config_schema import Candidate, RouterSpec
+from routeiq_shared.config_schema import FALLBACK_STRATEGIES, Candidate, RouterSpec
 
 from routeiq_gateway.routing.deployments import Deployment
 from routeiq_gateway.routing.offloop import ScoringRunner
@@ -108,11 +108,145 @@ def _predict_many(model: Any) -> Callable[[list[str]], list[str]]:
     return predict
 
 
-class _Fallback(Exception):
+class CannotAnswer(Exception):
+    """A strategy could not choose; `reason` says why (it becomes the decision's fallback_reason)."""
+
     def __init__(self, reason: str, score: float | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.score = score
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingContext:
+    """What a strategy may read for one request."""
+
+    body: Mapping[str, Any]
+    loaded: LoadedModel | None  # the router's model, when it has one and it is loaded
+    groups: Mapping[str, tuple[Deployment, ...]]
+    runtime: RuntimeState
+    runner: ScoringRunner
+    rng: random.Random
+    fallback: bool = False  # answering as a fallback: a model the strategy would use has failed already
+
+
+class RouterStrategy(Protocol):
+    async def choose(self, plan: RouterPlan, ctx: RoutingContext) -> tuple[str, float | None]:
+        """(the chosen candidate, the score when one was computed); raises CannotAnswer."""
+        ...
+
+
+def _threshold(plan: RouterPlan, model: Any) -> float:
+    if plan.spec.threshold is not None:
+        return plan.spec.threshold
+    default = getattr(model, "default_threshold", None)
+    return float(default) if isinstance(default, int | float) else DEFAULT_THRESHOLD
+
+
+async def _model_choice(plan: RouterPlan, ctx: RoutingContext) -> tuple[str | None, float | None, Any]:
+    """Ask the router's model: (a legacy model's named choice or None, a scorer's score or None, the model)."""
+    loaded = ctx.loaded
+    if loaded is None:
+        raise CannotAnswer("no_model")
+    text = prompt_text(ctx.body)
+    if not text:
+        raise CannotAnswer("no_text")
+    model = loaded.model
+    if not _is_scorer_artifact(model):  # legacy: the estimator names the candidate itself
+        try:
+            choice = await ctx.runner.run_batched(("predict", loaded.name, loaded.version), _predict_many(model), text)
+        except Exception:  # noqa: BLE001 — a model that cannot score this prompt must not fail the request
+            raise CannotAnswer("predict_failed") from None
+        if choice not in plan.spec.candidates:
+            raise CannotAnswer("unknown_choice")
+        return choice, None, model
+    try:
+        score = await ctx.runner.run_batched(("score", loaded.name, loaded.version), _score_many(model), text)
+    except Exception:  # noqa: BLE001 — as above
+        raise CannotAnswer("score_failed") from None
+    if not 0.0 <= score <= 1.0:  # NaN fails this too
+        raise CannotAnswer("score_failed")
+    return None, score, model
+
+
+class Learned:
+    """The strongest candidate (last) iff score >= threshold, else the cheapest (first)."""
+
+    async def choose(self, plan: RouterPlan, ctx: RoutingContext) -> tuple[str, float | None]:
+        choice, score, model = await _model_choice(plan, ctx)
+        if choice is not None or score is None:
+            return choice or plan.spec.candidates[0], None
+        candidates = plan.spec.candidates
+        return (candidates[-1] if score >= _threshold(plan, model) else candidates[0]), score
+
+
+class Cost:
+    """The cheapest candidate whose predicted quality clears the threshold (cheapest without a model)."""
+
+    async def choose(self, plan: RouterPlan, ctx: RoutingContext) -> tuple[str, float | None]:
+        if plan.spec.artifact is None or ctx.fallback:
+            return plan.by_price[0], None
+        choice, score, model = await _model_choice(plan, ctx)
+        if choice is not None or score is None:
+            return choice or plan.by_price[0], None
+        # A binary scorer: the weak (cheapest) one clears unless the prompt needs the strong one.
+        return (plan.by_price[-1] if score >= _threshold(plan, model) else plan.by_price[0]), score
+
+
+class Latency:
+    """The candidate group with the lowest EWMA latency; a group with an unmeasured deployment first."""
+
+    async def choose(self, plan: RouterPlan, ctx: RoutingContext) -> tuple[str, float | None]:
+        runtime, groups = ctx.runtime, ctx.groups
+
+        def group_latency(name: str) -> float:
+            values = [runtime.get(d.id).latency for d in groups.get(name, ())]
+            if any(v is None for v in values):
+                return -1.0  # a deployment not measured yet: try it, so it gets measured
+            return min((v for v in values if v is not None), default=_INF)
+
+        shuffled = list(plan.spec.candidates)
+        ctx.rng.shuffle(shuffled)  # ties at random
+        return min(shuffled, key=group_latency), None
+
+
+class RandomStrategy:
+    """Weighted by `weights` (uniform without)."""
+
+    async def choose(self, plan: RouterPlan, ctx: RoutingContext) -> tuple[str, float | None]:
+        return ctx.rng.choices(plan.spec.candidates, weights=plan.weights)[0], None
+
+
+class Custom:
+    """The callable `import_path` names, called with (text, candidates)."""
+
+    async def choose(self, plan: RouterPlan, ctx: RoutingContext) -> tuple[str, float | None]:
+        if plan.custom is None:
+            raise CannotAnswer("import_failed")
+        router, candidates = plan.custom, list(plan.spec.candidates)
+        try:
+            choice = await ctx.runner.run(
+                ("custom", plan.spec.name, id(router)), lambda t: router(t, candidates), prompt_text(ctx.body)
+            )
+        except Exception:  # a custom router's bug must not fail the request: logged with its traceback
+            log.warning(
+                "Custom router raised; its fallback answers",
+                extra={"event": "router_fallback", "router": plan.spec.name, "reason": "custom_failed"},
+                exc_info=True,
+            )
+            raise CannotAnswer("custom_failed") from None
+        if not isinstance(choice, str) or choice not in candidates:
+            raise CannotAnswer("unknown_choice")
+        return choice, None
+
+
+ROUTER_STRATEGIES: dict[str, RouterStrategy] = {
+    "learned": Learned(),
+    "cost": Cost(),
+    "latency": Latency(),
+    "random": RandomStrategy(),
+    "custom": Custom(),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,107 +270,22 @@ class RouterPlan:
         spec = self.spec
         loaded = models.get(spec.artifact) if spec.artifact is not None else None
         version = loaded.version if loaded is not None else None
+        ctx = RoutingContext(body, loaded, groups, runtime, runner, rng)
         try:
-            group, score = await self._choose(body, loaded, groups, runtime, runner, rng)
-        except _Fallback as why:
-            group, by = self._fallback(groups, runtime, rng)
+            group, score = await ROUTER_STRATEGIES[self.strategy].choose(self, ctx)
+        except CannotAnswer as why:
+            group, by = await self._fallback(ctx)
             return Decision(group, spec.name, version, why.reason, self.strategy, why.score, why.reason, by)
         reason = "model" if loaded is not None else "strategy"
         return Decision(group, spec.name, version, reason, self.strategy, score, None, self.strategy)
 
-    async def _choose(
-        self,
-        body: Mapping[str, Any],
-        loaded: LoadedModel | None,
-        groups: Mapping[str, tuple[Deployment, ...]],
-        runtime: RuntimeState,
-        runner: ScoringRunner,
-        rng: random.Random,
-    ) -> tuple[str, float | None]:
-        strategy = self.strategy
-        if strategy == "latency":
-            return self._latency(groups, runtime, rng), None
-        if strategy == "random":
-            return self._random(rng), None
-        if strategy == "cost" and self.spec.artifact is None:
-            return self.by_price[0], None
-        if strategy == "custom":
-            return await self._custom(body, runner), None
-        # learned, or cost with an artifact
-        if loaded is None:
-            raise _Fallback("no_model")
-        text = prompt_text(body)
-        if not text:
-            raise _Fallback("no_text")
-        model = loaded.model
-        if not _is_scorer_artifact(model):  # legacy: the estimator names the candidate itself
-            try:
-                key = ("predict", loaded.name, loaded.version)
-                choice = await runner.run_batched(key, _predict_many(model), text)
-            except Exception:  # noqa: BLE001 — a model that cannot score this prompt must not fail the request
-                raise _Fallback("predict_failed") from None
-            if choice not in self.spec.candidates:
-                raise _Fallback("unknown_choice")
-            return choice, None
-        try:
-            score = await runner.run_batched(("score", loaded.name, loaded.version), _score_many(model), text)
-        except Exception:  # noqa: BLE001 — as above
-            raise _Fallback("score_failed") from None
-        if not 0.0 <= score <= 1.0:  # NaN fails this too
-            raise _Fallback("score_failed", None)
-        threshold = self.spec.threshold
-        if threshold is None:
-            default = getattr(model, "default_threshold", None)
-            threshold = float(default) if isinstance(default, int | float) else DEFAULT_THRESHOLD
-        if strategy == "cost":
-            # The cheapest whose quality clears: the weak one unless the prompt needs the strong one.
-            return (self.by_price[-1] if score >= threshold else self.by_price[0]), score
-        candidates = self.spec.candidates
-        return (candidates[-1] if score >= threshold else candidates[0]), score
-
-    def _latency(self, groups: Mapping[str, tuple[Deployment, ...]], runtime: RuntimeState, rng: random.Random) -> str:
-        def group_latency(name: str) -> float:
-            values = [runtime.get(d.id).latency for d in groups.get(name, ())]
-            if any(v is None for v in values):
-                return -1.0  # a deployment not measured yet: try it, so it gets measured
-            return min((v for v in values if v is not None), default=_INF)
-
-        shuffled = list(self.spec.candidates)
-        rng.shuffle(shuffled)  # ties at random
-        return min(shuffled, key=group_latency)
-
-    def _random(self, rng: random.Random) -> str:
-        return rng.choices(self.spec.candidates, weights=self.weights)[0]
-
-    async def _custom(self, body: Mapping[str, Any], runner: ScoringRunner) -> str:
-        if self.custom is None:
-            raise _Fallback("import_failed")
-        router, candidates = self.custom, list(self.spec.candidates)
-        try:
-            choice = await runner.run(
-                ("custom", self.spec.name, id(router)), lambda t: router(t, candidates), prompt_text(body)
-            )
-        except Exception:  # a custom router's bug must not fail the request: logged with its traceback
-            log.warning(
-                "Custom router raised; its fallback answers",
-                extra={"event": "router_fallback", "router": self.spec.name, "reason": "custom_failed"},
-                exc_info=True,
-            )
-            raise _Fallback("custom_failed") from None
-        if not isinstance(choice, str) or choice not in self.spec.candidates:
-            raise _Fallback("unknown_choice")
-        return choice
-
-    def _fallback(
-        self, groups: Mapping[str, tuple[Deployment, ...]], runtime: RuntimeState, rng: random.Random
-    ) -> tuple[str, str]:
+    async def _fallback(self, ctx: RoutingContext) -> tuple[str, str]:
+        """(the group, what chose it): the fallback strategy, without a model, or the fallback group."""
         name = self.spec.fallback
-        if name == "cost":
-            return self.by_price[0], name
-        if name == "latency":
-            return self._latency(groups, runtime, rng), name
-        if name == "random":
-            return self._random(rng), name
+        if name in FALLBACK_STRATEGIES:
+            fallback_ctx = RoutingContext(ctx.body, None, ctx.groups, ctx.runtime, ctx.runner, ctx.rng, True)
+            group, _ = await ROUTER_STRATEGIES[name].choose(self, fallback_ctx)
+            return group, name
         return self.spec.fallback_group, "group"
 
 
