@@ -261,3 +261,11 @@ def test_dispatcher_records_nothing_on_the_default_path() -> None:
     outcome = asyncio.run(dispatcher.send(st, "g", "chat/completions", {}, False, None, INVALID_SPAN))
     dispatcher.add_tokens(st, outcome, {"total_tokens": 5})
     assert not st.measure and runtime.stats == {}
+
+
+def test_runtime_state_forgets_only_deployments_no_longer_configured() -> None:
+    runtime = RuntimeState()
+    runtime.succeeded("kept", 0.2, stream=False)
+    runtime.succeeded("removed", 0.3, stream=False)
+    runtime.forget_except({"kept", "new"})
+    assert set(runtime.stats) == {"kept"} and runtime.get("kept").latency == 0.2
