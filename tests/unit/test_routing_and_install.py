@@ -109,8 +109,10 @@ routeiq:
   routers:
     - {name: auto, artifact: router-a, candidates: [a]}
     - {name: pinned, artifact: router-b, model_version: v3, candidates: [a]}
+    - {name: cheap, strategy: cost, candidates: [a]}
 """
     )
+    # A router without an artifact (cost, latency, random, custom) asks model-sync for nothing.
     assert wanted_models(config, ("extra",)) == {"extra": None, "router-a": None, "router-b": "v3"}
     # A missing or broken config contributes nothing; MODEL_NAMES still counts.
     assert wanted_models(tmp_path / "absent.yaml", ("extra",)) == {"extra": None}
