@@ -16,7 +16,7 @@ CHAT_PATH = "/v1/chat/completions"
 READINESS_PATH = "/health/readiness"
 
 # In run order; direct is the baseline of every ratio, so it always runs, and first.
-TARGETS = ("direct", "bare-python", "routeiq", "routeiq-traced", "litellm")
+TARGETS = ("direct", "bare-python", "routeiq", "routeiq-traced", "routeiq-auto", "litellm")
 
 # The goal from the issue, checked on the RouteIQ row (native path, one core, 32 connections).
 GOAL_RPS = 5000.0

@@ -17,6 +17,7 @@ from .settings import BENCH_DIR, CHAT_PATH, MASTER_KEY, MODEL, READINESS_PATH, U
 
 NGINX_CONF = BENCH_DIR / "upstream" / "nginx.conf"
 BARE_PASSTHROUGH = BENCH_DIR / "baselines" / "bare_passthrough.py"
+BENCH_ROUTER = BENCH_DIR / "baselines" / "bench_router.py"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,14 +163,36 @@ def target_bare_python(settings: Settings, upstream: Upstream, workdir: Path) ->
         yield running
 
 
+def auto_config(upstream: Upstream) -> str:
+    # MODEL is a virtual model here: a learned router picks one of two groups (both the same nginx upstream).
+    q = json.dumps
+    groups = "".join(
+        f"  - model_name: {q(group)}\n"
+        "    litellm_params:\n"
+        f"      model: {q('openai/' + MODEL)}\n"
+        f"      api_base: {q(upstream.api_base)}\n"
+        f"      api_key: {q(UPSTREAM_KEY)}\n"
+        for group in ("bench-weak", "bench-strong")
+    )
+    router = f'{{"name": {q(MODEL)}, "artifact": "bench-router", "candidates": ["bench-weak", "bench-strong"]}}'
+    return (
+        f"model_list:\n{groups}general_settings:\n  master_key: {q(MASTER_KEY)}\nrouteiq:\n  routers:\n    - {router}\n"
+    )
+
+
 def _routeiq(
-    name: str, settings: Settings, upstream: Upstream, workdir: Path, extra_env: dict[str, str]
+    name: str,
+    settings: Settings,
+    upstream: Upstream,
+    workdir: Path,
+    extra_env: dict[str, str],
+    config_text: str | None = None,
 ) -> contextlib.AbstractContextManager[Running]:
     port = free_port()
     home = workdir / name
-    home.mkdir()
+    home.mkdir(exist_ok=True)  # routeiq-auto has written its models/ already
     config = home / "config.yaml"
-    config.write_text(gateway_config(upstream))
+    config.write_text(config_text or gateway_config(upstream))
     # The pid file, config and model dirs in the temp dir instead of the pod's /app paths.
     env = {f"ROUTEIQ_{kind}_DIR": str(home / kind.lower()) for kind in ("CONFIG", "MODELS", "RUN")}
     argv = [str(settings.routeiq_bin), "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
@@ -192,6 +215,24 @@ def target_routeiq_traced(settings: Settings, upstream: Upstream, workdir: Path)
 
 
 @contextlib.contextmanager
+def target_routeiq_auto(settings: Settings, upstream: Upstream, workdir: Path) -> Iterator[Running]:
+    # `model: auto` traffic: every request is scored by a scikit-learn router model (routing/offloop.py decides
+    # inline or in a worker), against the fixed-model `routeiq` row of the same run.
+    models = workdir / "routeiq-auto" / "models"
+    made = subprocess.run(
+        [str(settings.python), str(BENCH_ROUTER), str(models), "bench-router", "bench-weak", "bench-strong"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if made.returncode != 0:
+        raise BenchError(f"could not write the bench router model: {made.stderr[-2000:]}")
+    env = {"MODEL_REQUIRE_SIGNATURE": "false"}
+    with _routeiq("routeiq-auto", settings, upstream, workdir, env, auto_config(upstream)) as running:
+        yield running
+
+
+@contextlib.contextmanager
 def target_litellm(settings: Settings, upstream: Upstream, workdir: Path) -> Iterator[Running]:
     port = free_port()
     config = workdir / "litellm-config.yaml"
@@ -210,6 +251,7 @@ STARTERS: dict[str, TargetStarter] = {
     "bare-python": target_bare_python,
     "routeiq": target_routeiq,
     "routeiq-traced": target_routeiq_traced,
+    "routeiq-auto": target_routeiq_auto,
     "litellm": target_litellm,
 }
 

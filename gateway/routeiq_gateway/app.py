@@ -25,7 +25,7 @@ from routeiq_gateway.admission import auth
 from routeiq_gateway.admission.inflight import InFlight
 from routeiq_gateway.admission.shed import admit, refuse_if_draining
 from routeiq_gateway.admission.validate import CHECKS, parse_json_object
-from routeiq_gateway.dispatch.dispatcher import Dispatcher
+from routeiq_gateway.dispatch.dispatcher import Dispatcher, Outcome
 from routeiq_gateway.http.asgi import TEXT, ClientGone, Receive, Scope, Send, read_body, send_error, send_response
 from routeiq_gateway.http.disconnect import BODY_TIMED_OUT, CANCEL_ON_DISCONNECT, CLIENT_GONE
 from routeiq_gateway.http.errors import GatewayError, error_body
@@ -35,7 +35,8 @@ from routeiq_gateway.observability.metrics import GatewayMetrics
 from routeiq_gateway.observability.tracing import get_tracer, parent_context, traceparent_of
 from routeiq_gateway.providers import Completed, Streaming
 from routeiq_gateway.routing.model_watch import ModelsRef
-from routeiq_gateway.routing.routers import decide
+from routeiq_gateway.routing.offloop import ScoringRunner
+from routeiq_gateway.routing.routers import RouterPlan
 from routeiq_gateway.state import GatewayState, StateRef
 
 log = logging.getLogger("routeiq.gateway")
@@ -77,9 +78,11 @@ class GatewayApp:
         reloader: Reloader,
         admin_keys: tuple[bytes, ...],
         models: ModelsRef,
+        scoring: ScoringRunner | None = None,
     ) -> None:
         self.ref = ref
         self.models = models
+        self.scoring = scoring if scoring is not None else ScoringRunner()  # outlives reloads: what it measured
         self.dispatcher = dispatcher
         self.metrics = metrics
         self.inflight = InFlight()
@@ -216,7 +219,8 @@ class GatewayApp:
     ) -> None:
         model, stream = CHECKS[endpoint](body)
         headers: list[tuple[bytes, bytes]] = []
-        group = self._group_for(state, model, body, span, headers)
+        plan = state.router_plans.get(model)
+        group = self._group_for(state, model) if plan is None else await self._route(plan, state, body, span, headers)
         req.model = model
         t0 = time.perf_counter()
         # A client gone while upstream works: the protocol cancels this task, freeing the slot and the upstream call.
@@ -248,39 +252,61 @@ class GatewayApp:
         result = outcome.result
         if isinstance(result, Completed):
             self.metrics.observe_usage(model, result.usage)
+            if state.measure:
+                self.dispatcher.add_tokens(state, outcome, result.usage)
             req.status = 200
             await send_response(send, 200, result.body, headers=headers)
             return
-        await self._stream(result, model, req, send, receive, headers)
+        try:
+            await self._stream(result, model, req, send, receive, headers, outcome)
+        finally:
+            self.dispatcher.stream_ended(outcome)
+            self.dispatcher.add_tokens(state, outcome, result.usage)
 
-    def _group_for(
+    def _group_for(self, state: GatewayState, model: str) -> str:
+        """The model group that serves a plain (not virtual) model."""
+        if model not in state.groups:
+            raise GatewayError(
+                404, f"The model '{model}' does not exist on this gateway.", code="model_not_found", param="model"
+            )
+        return model
+
+    async def _route(
         self,
+        plan: RouterPlan,
         state: GatewayState,
-        model: str,
         body: dict[str, Any],
         span: trace.Span,
         headers: list[tuple[bytes, bytes]],
     ) -> str:
-        """The model group that serves `model`: itself, or for a virtual model the router's choice."""
-        spec = state.routers.get(model)
-        if spec is None:
-            if model not in state.groups:
-                raise GatewayError(
-                    404, f"The model '{model}' does not exist on this gateway.", code="model_not_found", param="model"
-                )
-            return model
-        decision = decide(spec, self.models.current.get(spec.artifact), body)
+        """A virtual model: the router's choice, told in the headers, the span and the metrics."""
+        t0 = time.perf_counter()
+        decision = await plan.decide(
+            body, self.models.current, state.groups, self.dispatcher.runtime, self.scoring, self.dispatcher.rng
+        )
+        seconds = time.perf_counter() - t0
+        spec = plan.spec
         self.metrics.router_decisions.labels(spec.name, decision.group, decision.reason).inc()
-        headers.append((b"x-routeiq-router-version", (decision.version or "none").encode()))
+        self.metrics.router_decision_seconds.labels(plan.strategy).observe(seconds)
+        headers += (
+            (b"x-routeiq-router", spec.name.encode()),
+            (b"x-routeiq-router-version", (decision.version or "none").encode()),
+        )
         if span.is_recording():
-            span.set_attributes(
-                {
-                    "routeiq.router": spec.name,
-                    "routeiq.router.version": decision.version or "",
-                    "routeiq.router.reason": decision.reason,
-                    "routeiq.router.choice": decision.group,
-                }
-            )
+            attributes: dict[str, Any] = {
+                "router.name": spec.name,
+                "router.strategy": plan.strategy,
+                "router.candidates": list(spec.candidates),
+                "router.selected_model": decision.group,
+                "router.score": -1.0 if decision.score is None else decision.score,  # -1: the strategy does not score
+                "router.latency_ms": round(seconds * 1000, 4),
+                "router.model_version": decision.version or "",
+                "router.reason": decision.reason,
+            }
+            if decision.fallback_reason is not None:
+                attributes["router.fallback_reason"] = decision.fallback_reason
+                attributes["router.fallback"] = decision.answered_by
+            span.set_attributes(attributes)
         return decision.group
 
     async def _stream(
@@ -291,6 +317,7 @@ class GatewayApp:
         send: Send,
         receive: Receive,
         headers: list[tuple[bytes, bytes]],
+        outcome: Outcome,
     ) -> None:
         # uvicorn's send() goes quiet once the client has gone, so watch for the disconnect to stop reading upstream.
         gone = asyncio.ensure_future(receive())
@@ -304,6 +331,7 @@ class GatewayApp:
             async for chunk in stream:
                 if first:
                     self.metrics.ttft.labels(model).observe(time.perf_counter() - start)
+                    self.dispatcher.first_chunk(outcome)
                     first = False
                 if gone.done():
                     req.status = 499

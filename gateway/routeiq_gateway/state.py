@@ -5,13 +5,14 @@ A request reads `ref.current` once and keeps that object to the end, so a reload
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 from routeiq_shared.config_schema import LoadedConfig, RouterSpec, load_config
 
 from routeiq_gateway.routing.deployments import Deployment, build_deployment
+from routeiq_gateway.routing.routers import RouterPlan, build_plan
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,10 +31,18 @@ class GatewayState:
     uses_litellm: bool
     routers: dict[str, RouterSpec]  # virtual model name → its router
     egress_allowed_networks: tuple[str, ...] = ()  # routeiq.egress.allowed_networks, raw CIDR strings
+    routing_strategy: str = "simple-shuffle"  # router_settings.routing_strategy: deployment order in a group
+    # Whether requests record latency/in-flight/usage into the RuntimeState: only when something reads them.
+    measure: bool = False
+    router_plans: dict[str, RouterPlan] = field(default_factory=dict)  # virtual model name → its plan
 
     @property
     def router_artifacts(self) -> set[str]:
-        return {spec.artifact for spec in self.routers.values()}
+        return {spec.artifact for spec in self.routers.values() if spec.artifact is not None}
+
+    @property
+    def deployment_ids(self) -> set[str]:
+        return {d.id for group in self.groups.values() for d in group}
 
     @property
     def model_names(self) -> tuple[str, ...]:
@@ -66,6 +75,10 @@ def build_state(loaded: LoadedConfig, created: int) -> GatewayState:
         uses_litellm=any(not d.native for group in groups.values() for d in group),
         routers=routers,
         egress_allowed_networks=tuple(cfg.routeiq.egress.allowed_networks),
+        routing_strategy=cfg.router_settings.routing_strategy,
+        measure=cfg.router_settings.routing_strategy != "simple-shuffle"
+        or any("latency" in (spec.effective_strategy, spec.fallback) for spec in routers.values()),
+        router_plans={name: build_plan(spec, loaded.candidates) for name, spec in routers.items()},
     )
 
 

@@ -17,6 +17,8 @@ def wanted_models(config_file: Path, extra_names: tuple[str, ...]) -> dict[str, 
     except (OSError, ConfigError):
         return wanted
     for router in config.routeiq.routers:
+        if router.artifact is None:  # a strategy without a model (cost, latency, random, custom)
+            continue
         pin = router.model_version
         if pin is not None or router.artifact not in wanted:
             wanted[router.artifact] = pin

@@ -16,7 +16,16 @@ from typing import Annotated, Any, Literal
 
 import orjson
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .bounded_yaml import YamlBoundError, safe_load_bounded
 from .egress import EgressError, check_url_literal, parse_networks
@@ -93,7 +102,9 @@ class ModelEntry(_Strict):
 
 
 class RouterSettings(_Strict):
-    routing_strategy: Literal["simple-shuffle"] = "simple-shuffle"
+    routing_strategy: Literal[
+        "simple-shuffle", "least-busy", "latency-based-routing", "cost-based-routing", "usage-based-routing"
+    ] = Field(default="simple-shuffle", description="how a deployment is chosen within a model group")
     num_retries: int = Field(default=2, ge=0, le=10)
     timeout: float = Field(default=60.0, gt=0)
     stream_timeout: float | None = Field(default=None, gt=0)
@@ -131,20 +142,71 @@ ARTIFACT_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 ARTIFACT_VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 
+ROUTER_STRATEGIES = ("learned", "cost", "latency", "random", "custom")
+# Strategies that answer without a model or code of their own: what `fallback` may name besides a model group.
+FALLBACK_STRATEGIES = ("cost", "latency", "random")
+IMPORT_PATH_PATTERN = (
+    r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
+)
+
+
 class RouterSpec(_Strict):
-    """A virtual model: requests for `name` are sent to one of `candidates`, chosen by a learned model."""
+    """A virtual model: requests for `name` are sent to one of `candidates` (cheapest first), chosen by
+    `strategy`; `fallback` answers when the strategy cannot (model missing, failing, or a custom router raising)."""
 
     name: str = Field(min_length=1, description="the model name clients ask for, e.g. auto")
-    strategy: Literal["learned"] = "learned"
-    artifact: str = Field(pattern=ARTIFACT_NAME_PATTERN, description="router model in the registry and volume")
+    strategy: Literal["learned", "cost", "latency", "random", "custom"] | None = Field(
+        default=None, description="learned (the default with an artifact), cost, latency, random or custom"
+    )
+    artifact: str | None = Field(
+        default=None, pattern=ARTIFACT_NAME_PATTERN, description="router model in the registry and volume"
+    )
     model_version: str | None = Field(
         default=None, pattern=ARTIFACT_VERSION_PATTERN, description="pin: serve this artifact version, not CURRENT"
     )
-    candidates: list[str] = Field(min_length=1, description="model groups the router may choose")
+    candidates: list[str] = Field(min_length=1, description="model groups the router may choose, cheapest first")
     default: str | None = Field(default=None, description="group used while no artifact is loaded")
+    threshold: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="strong model iff score >= threshold; default the artifact's"
+    )
+    weights: dict[str, float] | None = Field(default=None, description="random: candidate → relative weight")
+    import_path: str | None = Field(
+        default=None, pattern=IMPORT_PATH_PATTERN, description="custom: package.module:callable"
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="custom: keyword arguments of its class")
+    fallback: str | None = Field(
+        default=None, description="a strategy (cost, latency, random) or a model group that answers instead"
+    )
+
+    @model_validator(mode="after")
+    def _strategy_has_what_it_needs(self) -> RouterSpec:
+        strategy = self.effective_strategy
+        if strategy == "learned" and self.artifact is None:
+            raise ValueError("strategy learned needs an artifact (or name another strategy)")
+        if strategy == "custom" and self.import_path is None:
+            raise ValueError("strategy custom needs an import_path (package.module:callable)")
+        if self.weights is not None:
+            for name, weight in self.weights.items():
+                if name not in self.candidates:
+                    raise ValueError(f"weights names {name!r}, which is not one of the router's candidates")
+                if weight < 0:
+                    raise ValueError(f"weights[{name!r}] is negative")
+            if not any(w > 0 for w in self.weights.values()):
+                raise ValueError("weights must give at least one candidate a positive weight")
+        return self
+
+    @property
+    def effective_strategy(self) -> str:
+        if self.strategy is not None:
+            return self.strategy
+        if self.artifact is None:
+            raise ValueError("a router needs a strategy, or an artifact (then strategy learned)")
+        return "learned"
 
     @property
     def fallback_group(self) -> str:
+        if self.fallback is not None and self.fallback not in FALLBACK_STRATEGIES:
+            return self.fallback
         return self.default or self.candidates[0]
 
 
@@ -330,6 +392,11 @@ def cross_check(config: GatewayConfig, candidates: Mapping[str, Candidate]) -> N
                 raise ConfigError(f"{where}.candidates[{j}]", f"model {target!r} is not in model_list")
         if router.default is not None and router.default not in router.candidates:
             raise ConfigError(f"{where}.default", f"{router.default!r} is not one of the router's candidates")
+        if router.fallback is not None and router.fallback not in FALLBACK_STRATEGIES and router.fallback not in names:
+            raise ConfigError(
+                f"{where}.fallback",
+                f"{router.fallback!r} is neither a strategy ({', '.join(FALLBACK_STRATEGIES)}) nor in model_list",
+            )
     seen_routers = [r.name for r in config.routeiq.routers]
     if len(seen_routers) != len(set(seen_routers)):
         raise ConfigError("routeiq.routers", "router names must be unique")

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import random
 from pathlib import Path
 from typing import Any
 
 import pytest
+from routeiq_gateway.routing.offloop import ScoringRunner
 from routeiq_gateway.routing.router_models import LoadedModel
-from routeiq_gateway.routing.routers import MAX_ROUTING_TEXT, decide, prompt_text
+from routeiq_gateway.routing.routers import MAX_ROUTING_TEXT, Decision, build_plan, prompt_text
+from routeiq_gateway.routing.runtime import RuntimeState
 from routeiq_model_sync.volume import PREVIOUS, artifact_file, install, installed
 from routeiq_model_sync.wanted import wanted_models
 from routeiq_shared.config_schema import RouterSpec
 from routeiq_shared.manifest import Artifact, Manifest, TrainingData, sha256_file
+
+
+def decide(spec: RouterSpec, model: LoadedModel | None, body: dict[str, Any]) -> Decision:
+    models = {} if model is None else {model.name: model}
+    plan = build_plan(spec, {})
+    return asyncio.run(plan.decide(body, models, {}, RuntimeState(), ScoringRunner(), random.Random(0)))
+
 
 SPEC = RouterSpec(name="auto", artifact="router", candidates=["fast", "strong"], default="fast")
 
@@ -98,8 +109,10 @@ routeiq:
   routers:
     - {name: auto, artifact: router-a, candidates: [a]}
     - {name: pinned, artifact: router-b, model_version: v3, candidates: [a]}
+    - {name: cheap, strategy: cost, candidates: [a]}
 """
     )
+    # A router without an artifact (cost, latency, random, custom) asks model-sync for nothing.
     assert wanted_models(config, ("extra",)) == {"extra": None, "router-a": None, "router-b": "v3"}
     # A missing or broken config contributes nothing; MODEL_NAMES still counts.
     assert wanted_models(tmp_path / "absent.yaml", ("extra",)) == {"extra": None}

@@ -58,9 +58,10 @@ class AdminEndpoints:
             "fallbacks": state.fallbacks,
             "routers": {
                 name: {
+                    "strategy": spec.effective_strategy,
                     "artifact": spec.artifact,
                     "candidates": spec.candidates,
-                    "serving_version": getattr(self.models.current.get(spec.artifact), "version", None),
+                    "serving_version": getattr(self.models.current.get(spec.artifact or ""), "version", None),
                 }
                 for name, spec in state.routers.items()
             },

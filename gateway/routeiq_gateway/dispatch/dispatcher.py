@@ -1,5 +1,10 @@
-"""Which deployment serves a request, and what happens when it fails: retries with jittered exponential backoff
-within the model group, then the group's fallbacks (router_settings.num_retries / retry_after / fallbacks).
+"""Which deployment serves a request, and what happens when it fails: the group's deployments in the order of
+its deployment strategy (routing/deployment_strategies.py), retried with jittered exponential backoff, then the
+group's fallbacks (router_settings.routing_strategy / num_retries / retry_after / fallbacks).
+
+What the strategies measure (latency, time to first token, in-flight, usage, failures) is recorded here into
+the process's RuntimeState, only when the config has a strategy that reads it (`state.measure`): the default
+single-deployment path does no bookkeeping at all.
 
 Only failures another attempt may cure are retried (timeouts, resets, 429, 5xx); a 4xx is the request's own fault.
 """
@@ -8,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.trace import Span
@@ -16,7 +22,9 @@ from opentelemetry.trace import Span
 from routeiq_gateway.http.errors import GatewayError
 from routeiq_gateway.observability.metrics import GatewayMetrics
 from routeiq_gateway.providers import Completed, Provider, Streaming
+from routeiq_gateway.routing.deployment_strategies import DEPLOYMENT_STRATEGIES, ordered
 from routeiq_gateway.routing.deployments import Deployment
+from routeiq_gateway.routing.runtime import RuntimeState
 from routeiq_gateway.state import GatewayState
 
 MAX_BACKOFF_SECONDS = 5.0
@@ -27,6 +35,8 @@ class Outcome:
     deployment: Deployment
     result: Completed | Streaming
     attempts: int
+    started: float = 0.0  # perf_counter when the successful attempt began
+    held: bool = field(default=False)  # a stream still counted in flight: release with Dispatcher.stream_ended
 
 
 def backoff_seconds(base: float, attempt: int, rng: random.Random) -> float:
@@ -34,22 +44,33 @@ def backoff_seconds(base: float, attempt: int, rng: random.Random) -> float:
     return rng.uniform(0.0, min(MAX_BACKOFF_SECONDS, base * (2 ** (attempt - 1))))
 
 
-def attempt_plan(state: GatewayState, model: str, rng: random.Random) -> list[Deployment]:
-    """Deployments in the order to try them: the group (shuffled start, then its peers), then each fallback."""
+def attempt_plan(
+    state: GatewayState, model: str, rng: random.Random, runtime: RuntimeState | None = None, stream: bool = False
+) -> list[Deployment]:
+    """Deployments in the order to try them: the group in its strategy's order (cycled for the retries), then
+    each fallback group the same way."""
+    strategy = DEPLOYMENT_STRATEGIES[state.routing_strategy]
+    runtime = runtime if runtime is not None else RuntimeState()
     plan: list[Deployment] = []
+    tries = state.num_retries + 1
     for group_name in (model, *state.fallbacks.get(model, ())):
-        group = state.groups[group_name]
-        start = rng.randrange(len(group)) if len(group) > 1 else 0
-        tries = state.num_retries + 1
-        plan.extend(group[(start + i) % len(group)] for i in range(tries))
+        order = ordered(strategy, state.groups[group_name], runtime, rng, stream)
+        plan.extend(order[i % len(order)] for i in range(tries))
     return plan
 
 
 class Dispatcher:
-    def __init__(self, native: Provider, litellm: Provider | None, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self,
+        native: Provider,
+        litellm: Provider | None,
+        metrics: GatewayMetrics,
+        runtime: RuntimeState | None = None,
+    ) -> None:
         self.native = native
         self.litellm = litellm
         self.metrics = metrics
+        self.runtime = runtime if runtime is not None else RuntimeState()
         self.rng = random.Random()
 
     def provider_for(self, dep: Deployment) -> Provider:
@@ -70,28 +91,63 @@ class Dispatcher:
         span: Span,
     ) -> Outcome:
         group = state.groups[model]
+        measure = state.measure
         if state.num_retries == 0 and len(group) == 1 and model not in state.fallbacks:
             plan: list[Deployment] | tuple[Deployment, ...] = group  # the common case, without building a plan
         else:
-            plan = attempt_plan(state, model, self.rng)
+            plan = attempt_plan(state, model, self.rng, self.runtime, stream)
+        runtime = self.runtime
         last: GatewayError | None = None
         for i, dep in enumerate(plan):
             if i:
                 self.metrics.retries.labels(model).inc()
                 await asyncio.sleep(backoff_seconds(state.retry_backoff, i, self.rng))
+            started = 0.0
+            if measure:
+                started = time.perf_counter()
+                runtime.started(dep.id)
             try:
                 result = await self.provider_for(dep).call(dep, endpoint, body, stream, traceparent)
             except GatewayError as exc:
+                runtime.failed(dep.id)
+                if measure:
+                    runtime.finished(dep.id)
                 self._record_failure(span, model, dep, exc)
                 if not exc.retryable:
                     raise
                 last = exc
                 continue
+            except BaseException:
+                if measure:
+                    runtime.finished(dep.id)
+                raise
             if dep.model_name != model:
                 self.metrics.fallbacks.labels(model, dep.model_name).inc()
-            return Outcome(dep, result, i + 1)
+            held = False
+            if measure:
+                if isinstance(result, Completed):
+                    runtime.succeeded(dep.id, time.perf_counter() - started, stream=False)
+                    runtime.finished(dep.id)
+                else:
+                    held = True  # in flight until the stream ends; its first chunk gives the time to first token
+            return Outcome(dep, result, i + 1, started, held)
         assert last is not None  # the plan is never empty: every group has a deployment
         raise last
+
+    def first_chunk(self, outcome: Outcome) -> None:
+        if outcome.held:
+            self.runtime.succeeded(outcome.deployment.id, time.perf_counter() - outcome.started, stream=True)
+
+    def stream_ended(self, outcome: Outcome) -> None:
+        if outcome.held:
+            outcome.held = False
+            self.runtime.finished(outcome.deployment.id)
+
+    def add_tokens(self, state: GatewayState, outcome: Outcome, usage: object) -> None:
+        if state.measure and isinstance(usage, dict):
+            total = usage.get("total_tokens")
+            if isinstance(total, int) and total > 0:
+                self.runtime.add_tokens(outcome.deployment.id, total)
 
     def _record_failure(self, span: Span, model: str, dep: Deployment, exc: GatewayError) -> None:
         reason = exc.code or str(exc.status)

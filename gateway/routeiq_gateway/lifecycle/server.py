@@ -37,6 +37,7 @@ from routeiq_gateway.providers.http1 import Pool
 from routeiq_gateway.providers.native import NativeProvider
 from routeiq_gateway.routing.model_watch import ModelMetrics, ModelsRef, ModelWatcher
 from routeiq_gateway.routing.router_models import VerifyPolicy
+from routeiq_gateway.routing.runtime import RuntimeState
 from routeiq_gateway.state import GatewayState, StateRef, load_state_from_files, read_config_files
 
 log = logging.getLogger("routeiq.gateway")
@@ -100,7 +101,8 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
     pool = Pool(policy)
     native = NativeProvider(pool)
     litellm = await asyncio.to_thread(_litellm_provider, policy) if state.uses_litellm else None
-    dispatcher = Dispatcher(native, litellm, metrics)
+    runtime = RuntimeState()  # the process's: outlives every reload (routing/runtime.py)
+    dispatcher = Dispatcher(native, litellm, metrics, runtime)
 
     def prepare(new: GatewayState) -> None:
         if new.uses_litellm and dispatcher.litellm is None:
@@ -114,6 +116,7 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
 
     async def after_swap() -> None:
         upstream_side_reloaded(ref.current, pool, native, dispatcher.litellm)
+        runtime.forget_except(ref.current.deployment_ids)
         await watcher.load_wanted()
 
     reloader = Reloader(ref, opts.config_path, opts.candidates_path, metrics, prepare, after_swap, report)
@@ -159,6 +162,7 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
         stop_watching.set()
         await asyncio.wait({watching}, timeout=2)
         pool.close()
+        app.scoring.close()
         with contextlib.suppress(OSError):
             if pidfile.read_text().strip() == str(os.getpid()):
                 pidfile.unlink()

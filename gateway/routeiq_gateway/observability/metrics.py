@@ -64,8 +64,15 @@ class GatewayMetrics:
         )
         self.router_decisions = Counter(
             "routeiq_router_decisions",
-            "Router choices by router, chosen group and reason",
-            ["router", "group", "reason"],
+            "Router choices by router, chosen model group and reason (model/strategy, or why the fallback answered)",
+            ["router", "model", "reason"],
+            registry=r,
+        )
+        self.router_decision_seconds = Histogram(
+            "routeiq_router_decision_seconds",
+            "Time to decide a routed request's model, by router strategy",
+            ["strategy"],
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
             registry=r,
         )
         self.in_flight = Gauge("routeiq_in_flight_requests", "Requests being served", registry=r)

@@ -6,6 +6,7 @@ every other provider goes through LiteLLM. The choice is made once, when config 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,9 @@ from routeiq_shared.config_schema import ModelEntry, RouterSettings
 NATIVE_PROVIDERS = frozenset({"openai", "hosted_vllm", "custom_openai", "openai_like"})
 OPENAI_DEFAULT_BASE = "https://api.openai.com/v1"
 # Keys of litellm_params that describe the deployment rather than the call.
-_ROUTING_KEYS = frozenset({"model", "api_base", "api_key", "timeout", "stream_timeout", "max_retries", "rpm", "tpm"})
+_ROUTING_KEYS = frozenset(
+    {"model", "api_base", "api_key", "timeout", "stream_timeout", "max_retries", "rpm", "tpm", "weight"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +34,12 @@ class Deployment:
     stream_timeout: float
     headers: tuple[tuple[str, str], ...]
     extra_params: tuple[tuple[str, Any], ...]
+    id: str = ""  # stable across reloads: keys the runtime state (runtime.py)
+    weight: float | None = None  # simple-shuffle: `weight`, else rpm, else tpm; None = uniform
+    rpm: int | None = None
+    tpm: int | None = None
+    input_cost: float | None = None  # per token, from model_info
+    output_cost: float | None = None
 
     @property
     def path_name(self) -> str:
@@ -45,6 +54,18 @@ def split_provider(model: str) -> tuple[str, str]:
     return (provider, rest) if sep else ("openai", model)
 
 
+def deployment_id(model_name: str, litellm_model: str, api_base: str | None) -> str:
+    """What identifies a deployment across config reloads. Never the api_key: ids show in logs and state."""
+    raw = "\x00".join((model_name, litellm_model, api_base or ""))
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        return None
+    return float(value)
+
+
 def build_deployment(entry: ModelEntry, router: RouterSettings) -> Deployment:
     params = entry.litellm_params
     provider, upstream_model = split_provider(params.model)
@@ -55,6 +76,10 @@ def build_deployment(entry: ModelEntry, router: RouterSettings) -> Deployment:
     if params.organization:
         headers.append(("openai-organization", params.organization))
     timeout = params.timeout or router.timeout
+    weight = _number(extra.get("weight"))
+    if weight is None:
+        weight = _number(params.rpm) if params.rpm else _number(params.tpm) if params.tpm else None
+    info = entry.model_info
     return Deployment(
         model_name=entry.model_name,
         litellm_model=params.model,
@@ -67,4 +92,10 @@ def build_deployment(entry: ModelEntry, router: RouterSettings) -> Deployment:
         stream_timeout=params.stream_timeout or router.stream_timeout or timeout,
         headers=tuple(headers),
         extra_params=tuple((k, v) for k, v in extra.items() if k not in _ROUTING_KEYS and k != "organization"),
+        id=deployment_id(entry.model_name, params.model, params.api_base),
+        weight=weight,
+        rpm=params.rpm,
+        tpm=params.tpm,
+        input_cost=_number(info.get("input_cost_per_token")),
+        output_cost=_number(info.get("output_cost_per_token")),
     )

@@ -43,7 +43,9 @@ class LoadedModel:
     name: str
     version: str
     sha256: str
-    model: Any  # a fitted scikit-learn estimator with predict(list[str])
+    # A RouterArtifact (scorer.score(list[str]) -> scores for the strong model, default_threshold), or a legacy
+    # fitted estimator with predict(list[str]) -> candidate names.
+    model: Any
     load_seconds: float
     slot: str = ""  # "" the current pair, PREVIOUS the kept one (the current did not match its manifest)
 
@@ -122,6 +124,9 @@ def _load_slot(models_dir: Path, name: str, policy: VerifyPolicy, slot: str) -> 
             model = joblib.load(fh)
         except Exception as exc:  # noqa: BLE001 — a verified pickle can still fail (library drift): report, keep the old
             raise ModelLoadError("load_failed", f"{name} {manifest.version}: {type(exc).__name__}: {exc}") from None
-    if not callable(getattr(model, "predict", None)):
-        raise ModelLoadError("not_a_router", f"{name} {manifest.version}: the artifact has no predict()")
+    scorer = getattr(model, "scorer", None)
+    if not callable(getattr(scorer, "score", None)) and not callable(getattr(model, "predict", None)):
+        raise ModelLoadError(
+            "not_a_router", f"{name} {manifest.version}: the artifact has no scorer.score() or predict()"
+        )
     return LoadedModel(name, manifest.version, manifest.artifact.sha256, model, time.perf_counter() - start, slot)
