@@ -68,8 +68,9 @@ def load_dataset(path: Path, weak: str = DEFAULT_WEAK, strong: str = DEFAULT_STR
             if missing:
                 raise DataError(f"{path}: missing column(s) {', '.join(missing)} (it has: {', '.join(header)})")
             has_subject = SUBJECT in header
-            for row in reader:
-                where = f"{path} line {reader.line_num}"
+            for number, row in enumerate(reader, start=1):
+                # prompts span lines: name the data row, and the line where it ends
+                where = f"{path} row {number} (line {reader.line_num})"
                 if None in row or any(row.get(c) is None for c in (PROMPT, weak, strong)):
                     raise DataError(f"{where}: the row has {len(row)} fields, not the header's {len(header)}")
                 prompt = row[PROMPT]
