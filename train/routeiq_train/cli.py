@@ -19,6 +19,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import NoReturn
 
@@ -76,7 +77,7 @@ def metrics_path(artifact: Path) -> Path:
     return artifact.with_name(artifact.name + ".metrics.json")
 
 
-def _json_line(obj: dict[str, object]) -> str:
+def _json_line(obj: Mapping[str, object]) -> str:
     return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS).decode()
 
 
@@ -147,8 +148,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     metrics, scores = evaluate(artifact, dataset.rows)
     if args.scores is not None:
         _write_scores(args.scores, scores)
-    metrics = {"kind": artifact.kind, **metrics}  # type: ignore[dict-item]
-    sys.stdout.write(_json_line(metrics) + "\n")
+    sys.stdout.write(_json_line({"kind": artifact.kind, **metrics}) + "\n")
     return 0
 
 
