@@ -143,7 +143,7 @@ class LinearHead:
     """A fitted linear classifier reduced to its weights, scored without scikit-learn's per-call checks.
     link "softmax": multinomial logistic regression; "ovr": one-vs-rest logistic, normalised; "margin": raw."""
 
-    weights: np.ndarray  # (n_features, n_classes) C-contiguous
+    weights: np.ndarray  # (n_features, n_classes) C-contiguous float32
     intercept: np.ndarray  # (n_classes,)
     classes_: np.ndarray
     link: str = "softmax"
@@ -156,10 +156,11 @@ class LinearHead:
         if coef.shape[0] == 1 and classes.size == 2:  # binary: one row for the second class
             coef = np.vstack((-coef, coef)) / (2.0 if link == "softmax" else 1.0)
             intercept = np.concatenate((-intercept, intercept)) / (2.0 if link == "softmax" else 1.0)
-        return cls(np.ascontiguousarray(coef.T), intercept, classes, link)
+        # float32 like the features: half the artifact, and the product for one prompt stays in cache
+        return cls(np.ascontiguousarray(coef.T, dtype=np.float32), intercept, classes, link)
 
     def decision_function(self, x: Any) -> np.ndarray:
-        return np.asarray(x @ self.weights) + self.intercept
+        return np.asarray(x @ self.weights, dtype=np.float64) + self.intercept
 
     def predict_proba(self, x: Any) -> np.ndarray:
         z = self.decision_function(x)

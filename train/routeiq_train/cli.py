@@ -99,7 +99,7 @@ def run_train(args: argparse.Namespace) -> int:
     scorer = FITTERS[args.router](fit_rows, args.seed)
     fit_seconds = time.perf_counter() - started
     provisional = RouterArtifact(kind=args.router, scorer=scorer, default_threshold=0.5)
-    metrics, _ = evaluate(provisional, held_rows)
+    metrics, _ = evaluate(provisional, held_rows, latency=False)  # only for the threshold
     threshold = metrics["threshold_at_95"]
     # share 0 already reaches 95%: a threshold above every score sends nothing to the strong model
     default_threshold = float(threshold) if threshold is not None else math.nextafter(1.0, 2.0)

@@ -168,7 +168,7 @@ def fit_subject_gain(data: TrainingSet, seed: int) -> Scorer:
 
     def fit_parts(idx: np.ndarray) -> tuple[SGDClassifier, np.ndarray, LogisticRegression]:
         subj = np.asarray(data.subjects)[idx]
-        sc = SGDClassifier(loss="log_loss", alpha=2e-5, max_iter=30, tol=None, random_state=seed).fit(x[idx], subj)
+        sc = SGDClassifier(loss="log_loss", alpha=2e-5, max_iter=30, tol=1e-3, random_state=seed).fit(x[idx], subj)
         prior = _subject_gains(list(subj), gain[idx], sc.classes_)
         item = LogisticRegression(C=2.0, max_iter=1000, class_weight="balanced", random_state=seed)
         item.fit(x[idx], gain[idx])
