@@ -10,14 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from harness.processes import child_env
+from harness.router_artifacts import keygen
+from harness.sidecar_process import venv_script
+from harness.train_data import make_rows, write_csv
 from routeiq_shared.manifest import Manifest, sha256_file
 from routeiq_shared.signing import load_public_key, verify_manifest
 from routeiq_train.metrics import router_metrics
-
-from tests.harness.processes import child_env
-from tests.harness.router_artifacts import keygen
-from tests.harness.sidecar_process import venv_script
-from tests.harness.train_data import make_rows, write_csv
 
 pytestmark = pytest.mark.integration
 
@@ -135,3 +134,33 @@ def test_bad_input_exits_2_without_traceback(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert "missing column(s) mixtral_8x7b_correct, gpt_4_1106_correct" in done.stderr
+
+
+def _mmlu_csv() -> Path | None:
+    """../shared/data/routellm-mmlu/train.csv beside the repository (CI lays shared/ there), or /work/shared."""
+    repo = Path(__file__).resolve().parents[2]
+    for base in (repo.parent / "shared", Path("/work/shared")):
+        path = base / "data/routellm-mmlu/train.csv"
+        if path.is_file():
+            return path
+    return None
+
+
+@pytest.mark.parametrize("kind", ["mf", "knn"])
+def test_real_mmlu_sample_trains_and_evaluates(tmp_path: Path, kind: str) -> None:
+    source = _mmlu_csv()
+    if source is None:
+        pytest.skip("../shared/data/routellm-mmlu/train.csv is not here")
+    with source.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))[::32]  # ~300 rows over all 57 subjects (the file is sorted by subject)
+    data = write_csv(tmp_path / "mmlu.csv", rows)
+    out = tmp_path / f"{kind}.joblib"
+    done = run_train("train", "--router", kind, "--data", data, "--out", out)
+    assert done.returncode == 0, done.stderr
+    held = json.loads(done.stdout.strip().splitlines()[-1])["held_out"]
+    assert 0.0 <= held["strong_share_at_95"] <= 1.0 and held["rows"] >= 57
+    done = run_train("evaluate", "--artifact", out, "--data", data)
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads(done.stdout.strip().splitlines()[-1])
+    assert metrics["rows"] == len(rows) and metrics["kind"] == kind
+    assert metrics["weak_accuracy"] < metrics["strong_accuracy"]  # Mixtral 68%, GPT-4 81% over the file

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from harness.train_data import FIELDS, make_rows, write_csv
 from routeiq_train.cli import main
-
-from tests.harness.train_data import FIELDS, make_rows, write_csv
 
 
 def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:

@@ -11,11 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 import joblib
 import numpy as np
 import pytest
+from harness.train_data import make_rows
 from routeiq_shared.routing_models import RouterArtifact, hashed_ngrams
 from routeiq_train.metrics import router_metrics
 from routeiq_train.routers import FITTERS, TrainingSet
-
-from tests.harness.train_data import make_rows
 
 LEARNED = [k for k in FITTERS if k != "random"]
 
