@@ -28,6 +28,7 @@ import orjson
 from routeiq_shared.atomic import atomic_write
 from routeiq_shared.jsonlog import setup_logging
 
+from . import tracking
 from .data import DEFAULT_STRONG, DEFAULT_WEAK, DataError, check_trainable, load_dataset
 from .evaluation import ArtifactError, evaluate, load_artifact
 
@@ -120,7 +121,16 @@ def run_train(args: argparse.Namespace) -> int:
         "fit_seconds": round(fit_seconds, 3),
     }
     _write_artifact(artifact, args.out)
-    atomic_write(metrics_path(args.out), orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    report_path = metrics_path(args.out)
+    atomic_write(report_path, orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    if tracking.enabled():
+        try:
+            report["mlflow_run_id"] = tracking.log_training(report, args.out, report_path)
+        except tracking.TrackingError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever the tracking server says, one line for the user
+            raise tracking.TrackingError(f"the model is written, but MLflow refused the run: {exc}") from None
+        atomic_write(report_path, orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
     sys.stdout.write(
         f"trained {args.router} on {len(fit_rows.texts)} rows in {fit_seconds:.1f}s; held-out "
         f"({len(held_rows.texts)} rows): savings_at_95 {metrics['savings_at_95']:.3f}, apgr {metrics['apgr']}, "
@@ -169,6 +179,6 @@ def main(argv: list[str] | None = None) -> None:
             from .publish import run_publish
 
             sys.exit(asyncio.run(run_publish(args)))
-    except (UsageError, DataError, ArtifactError) as exc:
+    except (UsageError, DataError, ArtifactError, tracking.TrackingError) as exc:
         sys.stderr.write(f"{SERVICE} {args.command}: {exc}\n")
         sys.exit(2)

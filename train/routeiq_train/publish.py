@@ -15,6 +15,8 @@ from routeiq_shared.manifest import ManifestError
 from routeiq_shared.objectstore import ObjectStore, StoreError, open_store
 from routeiq_shared.signing import KeyFileError, load_private_key
 
+from . import tracking
+
 GATE_METRIC = "savings_at_95"
 log = logging.getLogger("routeiq.train")
 
@@ -98,6 +100,14 @@ async def run_publish(args: argparse.Namespace) -> int:
         "router published",
         extra={"event": "router_published", "model": signed.name, "version": signed.version, GATE_METRIC: new},
     )
+    run_id = report.get("mlflow_run_id")
+    if tracking.enabled() and isinstance(run_id, str):
+        try:
+            tracking.log_publish(
+                run_id, signed.name, signed.version, signed.created_at, args.registry, args.set_current
+            )
+        except Exception as exc:  # noqa: BLE001 - the model is published; a tracking failure must not hide that
+            sys.stderr.write(f"routeiq-train publish: published, but MLflow was not updated: {exc}\n")
     now = " (now CURRENT)" if args.set_current else ""
     sys.stdout.write(f"published {signed.name} {signed.version}, sha256 {signed.artifact.sha256}{now}\n")
     return 0
