@@ -63,7 +63,7 @@ _WORD[128:] = True  # bytes of non-ASCII letters stay inside a word
 
 def hashed_ngrams(text: str, char_sizes: tuple[int, ...] = (3, 4, 5)) -> tuple[np.ndarray, np.ndarray]:
     """Hashes of a prompt's character n-grams and of its word 1- and 2-grams, computed with numpy over the UTF-8
-    bytes (no Python loop over the text): a few tens of microseconds for a long prompt."""
+    bytes (no Python loop over the characters), so its cost grows slowly with the prompt's length."""
     b = np.frombuffer(text.lower().encode("utf-8", "surrogatepass"), dtype=np.uint8).astype(np.uint64)
     chars = []
     with np.errstate(over="ignore"):
@@ -203,7 +203,7 @@ class RandomScorer:
 
 @dataclass(frozen=True)
 class GainClassifierScorer:
-    """features -> a classifier over GAIN_CLASSES with predict_proba (logistic, mlp)."""
+    """features -> a classifier over GAIN_CLASSES with predict_proba (logistic)."""
 
     features: Any  # fitted transformer: list[str] -> matrix
     classifier: Any
