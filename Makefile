@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
-PACKAGES := -e shared -e gateway -e config_sync_agent -e model_sync_agent
+PACKAGES := -e 'shared[ml]' -e gateway -e config_sync_agent -e model_sync_agent -e 'train[mlflow]'
 # Debian packages: redis-server for tests and the local pod; nginx and wrk for bench/.
 SYSTEM_PACKAGES := redis-server nginx wrk
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

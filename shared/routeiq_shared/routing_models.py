@@ -1,0 +1,299 @@
+"""The learned-router artifact and its scorers (the contract between `routeiq-train` and the gateway).
+
+A learned router is one joblib file holding a `RouterArtifact`. Its `scorer.score(texts)` gives, per prompt, a
+float in [0, 1]: how much the prompt needs the STRONG (expensive) model; the gateway sends a prompt to the strong
+model iff score >= threshold. The classes live here, not in the training package, so the gateway can unpickle an
+artifact without `routeiq-train` installed.
+
+Every learned scorer predicts the same thing: the expected gain of the strong model over the weak one,
+P(strong right, weak wrong) - P(weak right, strong wrong), mapped from [-1, 1] to [0, 1]. The decision matters
+only where the two models disagree, so that is what the score ranks.
+
+numpy and scikit-learn are imported here only (the `ml` extra): the sidecars import routeiq_shared without them.
+Scorers keep no per-call state, so concurrent `score` calls are safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+FORMAT_VERSION = 1
+GAIN_CLASSES = (-1, 0, 1)  # weak right & strong wrong, both alike, strong right & weak wrong
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    def score(self, texts: list[str]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class RouterArtifact:
+    kind: str
+    scorer: Any  # a Scorer; Any so that pickled third-party scorers need not subclass anything
+    default_threshold: float
+    roles: tuple[str, str] = ("weak", "strong")
+    format_version: int = FORMAT_VERSION
+
+
+def gain_to_unit(gain: np.ndarray) -> np.ndarray:
+    """Expected gain in [-1, 1] -> score in [0, 1]."""
+    return np.clip((np.asarray(gain, dtype=np.float64) + 1.0) / 2.0, 0.0, 1.0)
+
+
+def expected_gain(proba: np.ndarray, classes: Any) -> np.ndarray:
+    """P(+1) - P(-1) from a classifier's predict_proba over some of GAIN_CLASSES."""
+    cls = [int(c) for c in classes]
+    up = proba[:, cls.index(1)] if 1 in cls else 0.0
+    down = proba[:, cls.index(-1)] if -1 in cls else 0.0
+    return np.asarray(up - down, dtype=np.float64)
+
+
+_MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
+_P = np.uint64(0x100000001B3)  # FNV prime: hashes wrap mod 2**64, the same in every process (unlike hash())
+with np.errstate(over="ignore"):
+    _POW = np.concatenate(([np.uint64(1)], np.cumprod(np.full(63, _P, dtype=np.uint64))))  # P**0..P**63, wrapping
+_WORD = np.zeros(256, dtype=bool)
+_WORD[np.frombuffer(b"abcdefghijklmnopqrstuvwxyz0123456789", dtype=np.uint8)] = True
+_WORD[128:] = True  # bytes of non-ASCII letters stay inside a word
+
+
+def hashed_ngrams(text: str, char_sizes: tuple[int, ...] = (3, 4, 5)) -> tuple[np.ndarray, np.ndarray]:
+    """Hashes of a prompt's character n-grams and of its word 1- and 2-grams, computed with numpy over the UTF-8
+    bytes (no Python loop over the characters), so its cost grows slowly with the prompt's length."""
+    b = np.frombuffer(text.lower().encode("utf-8", "surrogatepass"), dtype=np.uint8).astype(np.uint64)
+    chars = []
+    with np.errstate(over="ignore"):
+        for n in char_sizes:
+            if b.size >= n:
+                h = np.zeros(b.size - n + 1, dtype=np.uint64)
+                for j in range(n):
+                    h = h * _P + b[j : b.size - n + 1 + j]
+                chars.append(h + np.uint64(n))
+        char_hashes = np.concatenate(chars) if chars else np.zeros(0, dtype=np.uint64)
+        inword = _WORD[b.astype(np.uint8)] if b.size else np.zeros(0, dtype=bool)
+        starts = np.flatnonzero(inword & ~np.concatenate(([False], inword[:-1])))
+        if starts.size:
+            token = np.cumsum(np.isin(np.arange(b.size), starts)) - 1  # token number of each byte
+            idx = np.flatnonzero(inword)
+            pos = np.minimum(idx - starts[token[idx]], 63)
+            words = np.add.reduceat(b[idx] * _POW[pos], np.searchsorted(idx, starts))
+            bigrams = words[:-1] * _P + words[1:] * np.uint64(31)
+            word_hashes = np.concatenate((words, bigrams))
+        else:
+            word_hashes = np.zeros(0, dtype=np.uint64)
+    return char_hashes, word_hashes
+
+
+def hashed_buckets(text: str, buckets: int) -> np.ndarray:
+    """Bucket of each n-gram: character n-grams in [0, buckets), word n-grams in [buckets, 2 * buckets)."""
+    chars, words = hashed_ngrams(text)
+    size = np.uint64(buckets)
+    return np.concatenate(((chars % size).astype(np.int64), (words % size).astype(np.int64) + buckets))
+
+
+@dataclass(frozen=True)
+class HashedTfidf:
+    """TF-IDF over hashed character 3-5-grams and word 1-2-grams, each block L2-normalised then scaled by
+    1/sqrt(2). `columns` maps a hash bucket to its feature column (-1: not in the vocabulary learned at fit)."""
+
+    columns: np.ndarray  # (2 * buckets,) int32
+    idf: np.ndarray  # (n_features,) float32
+    is_word: np.ndarray  # (n_features,) bool
+    buckets: int
+
+    def transform(self, texts: list[str]) -> Any:
+        from scipy.sparse import csr_matrix
+
+        indptr = [0]
+        indices: list[np.ndarray] = []
+        data: list[np.ndarray] = []
+        for text in texts:
+            cols, vals = self.row(text)
+            indices.append(cols)
+            data.append(vals)
+            indptr.append(indptr[-1] + cols.size)
+        return csr_matrix(
+            (
+                np.concatenate(data) if data else np.zeros(0, np.float32),
+                np.concatenate(indices) if indices else np.zeros(0, np.int32),
+                np.asarray(indptr),
+            ),
+            shape=(len(texts), self.idf.size),
+        )
+
+    def row(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        cols = self.columns[hashed_buckets(text, self.buckets)]
+        cols = cols[cols >= 0]
+        uniq, counts = np.unique(cols, return_counts=True)
+        vals = (1.0 + np.log(counts)).astype(np.float32) * self.idf[uniq]
+        word = self.is_word[uniq]
+        for block in (word, ~word):
+            norm = float(np.sqrt(np.sum(vals[block] ** 2)))
+            if norm > 0:
+                vals[block] /= norm * np.sqrt(2.0)
+        return uniq.astype(np.int32), vals
+
+
+@dataclass(frozen=True)
+class LinearHead:
+    """A fitted linear classifier reduced to its weights, scored without scikit-learn's per-call checks.
+    link "softmax": multinomial logistic regression; "ovr": one-vs-rest logistic, normalised; "margin": raw."""
+
+    weights: np.ndarray  # (n_features, n_classes) C-contiguous float32
+    intercept: np.ndarray  # (n_classes,)
+    classes_: np.ndarray
+    link: str = "softmax"
+
+    @classmethod
+    def from_model(cls, model: Any, link: str) -> LinearHead:
+        coef = np.asarray(model.coef_, dtype=np.float64)
+        intercept = np.asarray(model.intercept_, dtype=np.float64)
+        classes = np.asarray(model.classes_)
+        if coef.shape[0] == 1 and classes.size == 2:  # binary: one row for the second class
+            coef = np.vstack((-coef, coef)) / (2.0 if link == "softmax" else 1.0)
+            intercept = np.concatenate((-intercept, intercept)) / (2.0 if link == "softmax" else 1.0)
+        # float32 like the features: half the artifact, and the product for one prompt stays in cache
+        return cls(np.ascontiguousarray(coef.T, dtype=np.float32), intercept, classes, link)
+
+    def decision_function(self, x: Any) -> np.ndarray:
+        return np.asarray(x @ self.weights, dtype=np.float64) + self.intercept
+
+    def predict_proba(self, x: Any) -> np.ndarray:
+        z = self.decision_function(x)
+        if self.link == "softmax":
+            e = np.exp(z - z.max(axis=1, keepdims=True))
+        elif self.link == "ovr":
+            e = 1.0 / (1.0 + np.exp(-z))
+        else:
+            raise ValueError(f"a {self.link} head has no probabilities")
+        return e / np.maximum(e.sum(axis=1, keepdims=True), 1e-300)
+
+
+@dataclass(frozen=True)
+class DenseProjection:
+    """Sparse text features -> a fixed linear projection (e.g. from a truncated SVD) -> unit rows. The projection
+    is stored C-contiguous as (n_features, d) so one prompt costs a sparse row times a dense matrix, no copy."""
+
+    sparse: Any  # fitted transformer: list[str] -> scipy sparse matrix
+    components: np.ndarray  # (n_features, d) float32
+
+    def transform(self, texts: list[str]) -> np.ndarray:
+        emb = np.asarray(self.sparse.transform(texts) @ self.components, dtype=np.float32)
+        norms = np.linalg.norm(emb, axis=1, keepdims=True)
+        return emb / np.maximum(norms, 1e-12)
+
+
+@dataclass(frozen=True)
+class RandomScorer:
+    """A uniform score from a hash of the prompt: the baseline, and reproducible (one prompt, one score)."""
+
+    salt: str = "routeiq"
+
+    def score(self, texts: list[str]) -> np.ndarray:
+        out = np.empty(len(texts), dtype=np.float64)
+        for i, text in enumerate(texts):
+            digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8, key=self.salt.encode())
+            out[i] = int.from_bytes(digest.digest(), "big") / 2.0**64
+        return out
+
+
+@dataclass(frozen=True)
+class GainClassifierScorer:
+    """features -> a classifier over GAIN_CLASSES with predict_proba (logistic)."""
+
+    features: Any  # fitted transformer: list[str] -> matrix
+    classifier: Any
+
+    def score(self, texts: list[str]) -> np.ndarray:
+        proba = self.classifier.predict_proba(self.features.transform(texts))
+        return gain_to_unit(expected_gain(proba, self.classifier.classes_))
+
+
+@dataclass(frozen=True)
+class GainRegressorScorer:
+    """features -> a regressor of the gain in [-1, 1] (mlp)."""
+
+    features: Any
+    regressor: Any
+
+    def score(self, texts: list[str]) -> np.ndarray:
+        return gain_to_unit(self.regressor.predict(self.features.transform(texts)))
+
+
+@dataclass(frozen=True)
+class MarginScorer:
+    """features -> a linear multi-class SVM over GAIN_CLASSES; the margin of +1 over -1 through a logistic
+    squashing fitted at training (`scale`), so the score is in [0, 1] and ordered like the margin."""
+
+    features: Any
+    classifier: Any
+    scale: float = 1.0
+
+    def score(self, texts: list[str]) -> np.ndarray:
+        margin = self.classifier.decision_function(self.features.transform(texts))
+        cls = [int(c) for c in self.classifier.classes_]
+        diff = margin[:, cls.index(1)] - margin[:, cls.index(-1)]
+        return 1.0 / (1.0 + np.exp(-self.scale * diff))
+
+
+@dataclass(frozen=True)
+class KnnScorer:
+    """Mean gain of the k nearest training prompts by cosine similarity in a dense (SVD of TF-IDF) space,
+    shrunk towards the overall mean gain. One matrix product per batch: no index to load per call."""
+
+    features: Any  # list[str] -> dense, L2-normalised rows
+    bank: np.ndarray  # (n_train, d) float32, L2-normalised
+    gains: np.ndarray  # (n_train,) in {-1, 0, 1}
+    k: int = 25
+    prior: float = 0.0
+    prior_weight: float = 2.0
+
+    def score(self, texts: list[str]) -> np.ndarray:
+        emb = np.asarray(self.features.transform(texts), dtype=np.float32)
+        sims = emb @ self.bank.T
+        k = min(self.k, self.bank.shape[0])
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        mean = (self.gains[top].sum(axis=1) + self.prior * self.prior_weight) / (k + self.prior_weight)
+        return gain_to_unit(mean)
+
+
+@dataclass(frozen=True)
+class MatrixFactorizationScorer:
+    """RouteLLM's matrix factorisation: a prompt embedding q (a fixed dense text embedding, projected by a learned
+    W), a learned embedding v_m per model, and P(strong beats weak) = sigmoid(w . ((v_strong - v_weak) * Wq) + b)."""
+
+    features: Any  # list[str] -> dense rows
+    projection: np.ndarray  # (d_in, d)
+    model_embeddings: np.ndarray  # (2, d): weak, strong
+    head: np.ndarray  # (d,)
+    bias: float = 0.0
+
+    def score(self, texts: list[str]) -> np.ndarray:
+        q = np.asarray(self.features.transform(texts), dtype=np.float64) @ self.projection
+        diff = self.model_embeddings[1] - self.model_embeddings[0]
+        logit = (q * diff) @ self.head + self.bias
+        return 1.0 / (1.0 + np.exp(-logit))
+
+
+@dataclass(frozen=True)
+class SubjectGainScorer:
+    """The stronger router: a subject classifier learned from the prompt text (the subject is not in the prompt,
+    so the router guesses it) gives P(subject | prompt); each subject's gain measured at training gives a prior;
+    an item-level gain classifier adjusts it for this prompt. score = blend of the two expected gains."""
+
+    features: Any
+    subject_classifier: Any  # predict_proba over subjects
+    subject_gains: np.ndarray  # expected gain per subject_classifier.classes_
+    item_classifier: Any  # predict_proba over GAIN_CLASSES
+    item_weight: float = 0.5
+    subjects: tuple[str, ...] = field(default_factory=tuple)  # informational
+
+    def score(self, texts: list[str]) -> np.ndarray:
+        x = self.features.transform(texts)
+        prior = self.subject_classifier.predict_proba(x) @ self.subject_gains
+        item = expected_gain(self.item_classifier.predict_proba(x), self.item_classifier.classes_)
+        return gain_to_unit((1.0 - self.item_weight) * prior + self.item_weight * item)

@@ -1,0 +1,48 @@
+"""Small labelled routing datasets for routeiq-train's tests, shaped like ../shared/data/routellm-mmlu/train.csv.
+
+The gain of the strong model is learnable from the text alone: questions of the `logic` subject and questions
+with the word "integral" are where only the strong model is right, "trivia" questions are where only the weak
+model is; the rest are mostly ties. Some label noise keeps every class present."""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+SUBJECTS = {
+    "logic": "premise syllogism valid argument entails conclusion",
+    "history": "empire treaty century dynasty revolution war",
+    "biology": "cell protein enzyme membrane gene organism",
+    "trivia": "capital country famous river mountain flag",
+}
+FIELDS = ("subject", "prompt", "mixtral_8x7b_correct", "gpt_4_1106_correct")
+
+
+def make_rows(n: int, seed: int = 0) -> list[dict[str, str]]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        subject = rng.choice(list(SUBJECTS))
+        words = SUBJECTS[subject].split()
+        hard = rng.random() < 0.25
+        body = " ".join(rng.choice(words) for _ in range(12))
+        prompt = f"Question {i}: {body}{' integral' if hard else ''}?\nA. one\nB. two\nC. three\nD. four\nAnswer:"
+        if subject == "logic" or hard:
+            weak, strong = rng.random() < 0.2, rng.random() < 0.9
+        elif subject == "trivia":
+            weak, strong = rng.random() < 0.9, rng.random() < 0.5
+        else:
+            weak = strong = rng.random() < 0.7
+            if rng.random() < 0.1:
+                strong = not strong
+        rows.append({"subject": subject, "prompt": prompt, FIELDS[2]: str(weak), FIELDS[3]: str(strong)})
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict[str, str]], fields: tuple[str, ...] = FIELDS) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(fields), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
