@@ -34,6 +34,7 @@ from routeiq_gateway.lifecycle.reload import Reloader
 from routeiq_gateway.observability.metrics import GatewayMetrics
 from routeiq_gateway.observability.tracing import get_tracer, parent_context, traceparent_of
 from routeiq_gateway.providers import Completed, Streaming
+from routeiq_gateway.routing.arms import caller_of
 from routeiq_gateway.routing.model_watch import ModelsRef
 from routeiq_gateway.routing.offloop import ScoringRunner
 from routeiq_gateway.routing.routers import RouterPlan
@@ -220,7 +221,11 @@ class GatewayApp:
         model, stream = CHECKS[endpoint](body)
         headers: list[tuple[bytes, bytes]] = []
         plan = state.router_plans.get(model)
-        group = self._group_for(state, model) if plan is None else await self._route(plan, state, body, span, headers)
+        group = (
+            self._group_for(state, model)
+            if plan is None
+            else await self._route(plan, state, body, span, headers, scope)
+        )
         req.model = model
         t0 = time.perf_counter()
         # A client gone while upstream works: the protocol cancels this task, freeing the slot and the upstream call.
@@ -278,15 +283,20 @@ class GatewayApp:
         body: dict[str, Any],
         span: trace.Span,
         headers: list[tuple[bytes, bytes]],
+        scope: Scope,
     ) -> str:
         """A virtual model: the router's choice, told in the headers, the span and the metrics."""
         t0 = time.perf_counter()
+        arm = ""
+        if plan.arms is not None:  # A/B or canary: the caller's arm decides
+            plan, arm = plan.for_caller(caller_of(body, auth.presented_key(*auth_headers(scope))), self.dispatcher.rng)
+            headers.append((b"x-routeiq-router-arm", arm.encode()))
         decision = await plan.decide(
             body, self.models.current, state.groups, self.dispatcher.runtime, self.scoring, self.dispatcher.rng
         )
         seconds = time.perf_counter() - t0
         spec = plan.spec
-        self.metrics.router_decisions.labels(spec.name, decision.group, decision.reason).inc()
+        self.metrics.router_decisions.labels(spec.name, arm, decision.group, decision.reason).inc()
         self.metrics.router_decision_seconds.labels(plan.strategy).observe(seconds)
         headers += (
             (b"x-routeiq-router", spec.name.encode()),
@@ -302,6 +312,7 @@ class GatewayApp:
                 "router.latency_ms": round(seconds * 1000, 4),
                 "router.model_version": decision.version or "",
                 "router.reason": decision.reason,
+                "router.arm": arm,
             }
             if decision.fallback_reason is not None:
                 attributes["router.fallback_reason"] = decision.fallback_reason

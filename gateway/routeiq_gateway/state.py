@@ -38,7 +38,7 @@ class GatewayState:
 
     @property
     def router_artifacts(self) -> set[str]:
-        return {spec.artifact for spec in self.routers.values() if spec.artifact is not None}
+        return {artifact for spec in self.routers.values() for artifact, _ in spec.artifacts}
 
     @property
     def deployment_ids(self) -> set[str]:
@@ -77,7 +77,11 @@ def build_state(loaded: LoadedConfig, created: int) -> GatewayState:
         egress_allowed_networks=tuple(cfg.routeiq.egress.allowed_networks),
         routing_strategy=cfg.router_settings.routing_strategy,
         measure=cfg.router_settings.routing_strategy != "simple-shuffle"
-        or any("latency" in (spec.effective_strategy, spec.fallback) for spec in routers.values()),
+        or any(
+            "latency" in (arm.effective_strategy, arm.fallback)
+            for spec in routers.values()
+            for arm in (spec.arm_specs() or [spec])
+        ),
         router_plans={name: build_plan(spec, loaded.candidates) for name, spec in routers.items()},
     )
 

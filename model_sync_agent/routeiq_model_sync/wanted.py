@@ -17,9 +17,8 @@ def wanted_models(config_file: Path, extra_names: tuple[str, ...]) -> dict[str, 
     except (OSError, ConfigError):
         return wanted
     for router in config.routeiq.routers:
-        if router.artifact is None:  # a strategy without a model (cost, latency, random, custom)
-            continue
-        pin = router.model_version
-        if pin is not None or router.artifact not in wanted:
-            wanted[router.artifact] = pin
+        # The router's artifact, or every arm's (A/B, canary); a strategy without a model contributes none.
+        for artifact, pin in router.artifacts:
+            if pin is not None or artifact not in wanted:
+                wanted[artifact] = pin
     return wanted

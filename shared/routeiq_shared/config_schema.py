@@ -51,6 +51,14 @@ class ConfigError(ValueError):
         super().__init__(f"{where}: {message}")
 
 
+class _NestedError(ValueError):
+    """A model validator's error about one of the model's own keys: `loc` is appended to the model's path."""
+
+    def __init__(self, loc: tuple[int | str, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -150,6 +158,24 @@ IMPORT_PATH_PATTERN = (
 )
 
 
+ARM_FIELDS = ("strategy", "artifact", "model_version", "threshold", "weights", "import_path", "params")
+
+
+class RouterArm(_Strict):
+    """One arm of an A/B or canary split: a share of callers, served by the entry's router with this arm's own
+    decision fields (any of ARM_FIELDS) in place of the entry's."""
+
+    name: str = Field(min_length=1, description="the arm's name, in the x-routeiq-router-arm header and metrics")
+    weight: float = Field(ge=0, description="relative share of callers; 0 drains the arm")
+    strategy: Literal["learned", "cost", "latency", "random", "custom"] | None = None
+    artifact: str | None = Field(default=None, pattern=ARTIFACT_NAME_PATTERN)
+    model_version: str | None = Field(default=None, pattern=ARTIFACT_VERSION_PATTERN)
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    weights: dict[str, float] | None = None
+    import_path: str | None = Field(default=None, pattern=IMPORT_PATH_PATTERN)
+    params: dict[str, Any] | None = None
+
+
 class RouterSpec(_Strict):
     """A virtual model: requests for `name` are sent to one of `candidates` (cheapest first), chosen by
     `strategy`; `fallback` answers when the strategy cannot (model missing, failing, or a custom router raising)."""
@@ -177,9 +203,15 @@ class RouterSpec(_Strict):
     fallback: str | None = Field(
         default=None, description="a strategy (cost, latency, random) or a model group that answers instead"
     )
+    arms: list[RouterArm] | None = Field(
+        default=None, description="A/B or canary: a weighted, per-caller sticky split between router configurations"
+    )
 
     @model_validator(mode="after")
     def _strategy_has_what_it_needs(self) -> RouterSpec:
+        if self.arms is not None:
+            self._check_arms(self.arms)
+            return self
         strategy = self.effective_strategy
         if strategy == "learned" and self.artifact is None:
             raise ValueError("strategy learned needs an artifact (or name another strategy)")
@@ -195,8 +227,54 @@ class RouterSpec(_Strict):
                 raise ValueError("weights must give at least one candidate a positive weight")
         return self
 
+    def _check_arms(self, arms: list[RouterArm]) -> None:
+        if len(arms) < 2:
+            raise _NestedError(("arms",), "needs at least 2 arms (a router without a split needs no arms)")
+        seen: set[str] = set()
+        for i, arm in enumerate(arms):
+            if arm.name in seen:
+                raise _NestedError(("arms", i, "name"), f"{arm.name!r} is not unique among the arms")
+            seen.add(arm.name)
+        if not sum(arm.weight for arm in arms) > 0:
+            raise _NestedError(("arms",), "at least one arm needs a positive weight")
+        pins: dict[str, str | None] = {}
+        for i, spec in enumerate(self.arm_specs()):
+            if spec.artifact is None:
+                continue
+            # The models volume holds one version per artifact name: two versions are two artifact names.
+            if spec.artifact in pins and pins[spec.artifact] != spec.model_version:
+                raise _NestedError(
+                    ("arms", i, "model_version"),
+                    f"pins {spec.artifact} at another version than an earlier arm; "
+                    "publish the versions under two artifact names to split between them",
+                )
+            pins[spec.artifact] = spec.model_version
+
+    def arm_specs(self) -> list[RouterSpec]:
+        """Each arm as a complete router (the entry with the arm's own fields in place), in arm order; raises
+        an error naming the arm when one is not a valid router. Empty for a router without arms."""
+        out: list[RouterSpec] = []
+        base = self.model_dump(exclude={"arms"})
+        for i, arm in enumerate(self.arms or ()):
+            own = {f: getattr(arm, f) for f in ARM_FIELDS if getattr(arm, f) is not None}
+            try:
+                out.append(RouterSpec.model_validate({**base, **own}))
+            except ValidationError as exc:
+                err = exc.errors(include_url=False)[0]
+                msg = str(err["ctx"]["error"]) if "error" in err.get("ctx", {}) else err["msg"]
+                raise _NestedError(("arms", i, *err["loc"]), f"arm {arm.name!r}: {msg}") from None
+        return out
+
+    @property
+    def artifacts(self) -> list[tuple[str, str | None]]:
+        """(artifact, pinned version) of the router, or of each of its arms."""
+        specs = self.arm_specs() if self.arms is not None else [self]
+        return [(s.artifact, s.model_version) for s in specs if s.artifact is not None]
+
     @property
     def effective_strategy(self) -> str:
+        if self.arms is not None:
+            return "arms"
         if self.strategy is not None:
             return self.strategy
         if self.artifact is None:
@@ -278,7 +356,10 @@ def _first_error(exc: ValidationError, source: str) -> ConfigError:
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
     elif err["type"] == "value_error" and "error" in err.get("ctx", {}):
-        msg = str(err["ctx"]["error"])  # our validators' words, without pydantic's "Value error, " prefix
+        cause = err["ctx"]["error"]
+        msg = str(cause)  # our validators' words, without pydantic's "Value error, " prefix
+        if isinstance(cause, _NestedError):
+            return ConfigError(format_loc((*err["loc"], *cause.loc)), msg, source)
     else:
         msg = err["msg"]
     return ConfigError(format_loc(tuple(err["loc"])), msg, source)

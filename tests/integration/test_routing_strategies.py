@@ -228,3 +228,69 @@ def test_routers_of_every_kind_answer_from_config_and_every_routed_span_says_why
     reload_and_wait(gw)
     again = ask(gw, "auto", "please prove this")
     assert (again.headers["x-routeiq-model"], again.headers["x-routeiq-router-version"]) == ("strong", "v5")
+
+
+# -- A/B and canary ------------------------------------------------------------------------------------------
+
+
+def ab_config(upstream: FakeUpstream, last_weight: float, cost_weight: float) -> dict[str, Any]:
+    arms = [
+        {"name": "last", "weight": last_weight, "strategy": "custom", "import_path": LAST_CANDIDATE},
+        {"name": "cheapest", "weight": cost_weight, "strategy": "cost"},
+    ]
+    return {
+        "model_list": [dep(upstream, "fast", "fake-fast"), dep(upstream, "strong", "fake-strong")],
+        "router_settings": {"num_retries": 0},
+        "general_settings": {"master_key": MASTER},
+        "routeiq": {"routers": [{"name": "ab", "candidates": ["fast", "strong"], "arms": arms}]},
+    }
+
+
+LAST_CANDIDATE = "harness.routing_plugins:last_candidate"
+ARM_SERVES = {"last": "strong", "cheapest": "fast"}  # custom last_candidate → strong; cost, no prices → first
+
+
+def ask_as(gw: GatewayHandle, user: str | None) -> tuple[str, str]:
+    body: dict[str, Any] = {"model": "ab", "messages": [{"role": "user", "content": "hi"}]}
+    if user is not None:
+        body["user"] = user
+    response = httpx.post(
+        gw.url("/v1/chat/completions"),
+        json=body,
+        headers={"authorization": f"Bearer {MASTER}"},
+        timeout=10,
+        trust_env=False,
+    )
+    assert response.status_code == 200, response.text
+    return response.headers["x-routeiq-router-arm"], response.headers["x-routeiq-model"]
+
+
+def test_router_arms_split_callers_sticky_per_user_on_header_span_and_metric_and_reload_drains_an_arm(
+    start_gateway: StartGateway, fresh_upstream: FakeUpstream, otlp_collector: OtlpCollector
+) -> None:
+    gw = start_gateway(ab_config(fresh_upstream, 50, 50), env=plugin_env(otlp_collector.env("routeiq-gateway")))
+    users = [f"user-{n}" for n in range(30)]
+    first = {u: ask_as(gw, u) for u in users}
+    assert all(ARM_SERVES[arm] == model for arm, model in first.values()), first  # each arm is its own router
+    assert {arm for arm, _ in first.values()} == {"last", "cheapest"}  # 30 users over 50/50: both arms serve
+    assert {u: ask_as(gw, u) for u in users} == first  # sticky per user
+    # No user: the API key decides, and every request here presents the same one.
+    assert len({ask_as(gw, None) for _ in range(5)}) == 1
+    routed = 2 * len(users) + 5
+
+    spans = routed_spans(otlp_collector, routed)
+    arms_on_spans = Counter(s.attributes["router.arm"] for s in spans if "router.arm" in s.attributes)
+    headers_count = Counter(arm for arm, _ in first.values())
+    for arm in ("last", "cheapest"):
+        assert (
+            metric(gw, "routeiq_router_decisions_total", router="ab", arm=arm, model=ARM_SERVES[arm])
+            == (arms_on_spans[arm])
+        )
+        assert arms_on_spans[arm] >= 2 * headers_count[arm]
+    assert sum(arms_on_spans.values()) == routed
+    assert all(s.attributes["router.selected_model"] == ARM_SERVES[s.attributes["router.arm"]] for s in spans)
+
+    # Drain the "last" arm by reload: everyone, whichever arm they had, now gets "cheapest".
+    gw.write_config(ab_config(fresh_upstream, 0, 100))
+    reload_and_wait(gw)
+    assert {ask_as(gw, u) for u in users} == {("cheapest", "fast")}

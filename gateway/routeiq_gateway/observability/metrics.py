@@ -64,8 +64,9 @@ class GatewayMetrics:
         )
         self.router_decisions = Counter(
             "routeiq_router_decisions",
-            "Router choices by router, chosen model group and reason (model/strategy, or why the fallback answered)",
-            ["router", "model", "reason"],
+            'Router choices by router, arm ("" without arms), chosen model group and reason (model/strategy, or '
+            "why the fallback answered)",
+            ["router", "arm", "model", "reason"],
             registry=r,
         )
         self.router_decision_seconds = Histogram(

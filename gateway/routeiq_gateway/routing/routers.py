@@ -16,7 +16,8 @@ a choice that is not a candidate), `fallback` answers — a strategy (cost, late
 by default `default` or the first candidate — and the decision says why (fallback_reason).
 
 A RouterPlan is built once per config load (state.py) and never mutated; what it measures lives in the
-RuntimeState and the ScoringRunner, which outlive reloads.
+RuntimeState and the ScoringRunner, which outlive reloads. A router with `arms` (A/B, canary) holds one plan per
+arm; `for_caller` picks the caller's (arms.py) before deciding.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any, Protocol
 
 from routeiq_shared.config_schema import FALLBACK_STRATEGIES, Candidate, RouterSpec
 
+from routeiq_gateway.routing.arms import ArmSplit
 from routeiq_gateway.routing.deployments import Deployment
 from routeiq_gateway.routing.offloop import ScoringRunner
 from routeiq_gateway.routing.router_models import LoadedModel
@@ -257,6 +259,15 @@ class RouterPlan:
     weights: tuple[float, ...]  # random: per candidate
     custom: Callable[[str, list[str]], Any] | None = None
     custom_error: str | None = None  # why the custom router could not be loaded (import or instantiation)
+    arms: ArmSplit | None = None  # A/B or canary: which of arm_plans serves a caller; None without arms
+    arm_plans: tuple[RouterPlan, ...] = ()
+
+    def for_caller(self, caller: bytes | None, rng: random.Random) -> tuple[RouterPlan, str]:
+        """(the plan that decides for this caller, its arm's name or "" without arms)."""
+        if self.arms is None:
+            return self, ""
+        index = self.arms.pick(caller, rng)
+        return self.arm_plans[index], self.arms.names[index]
 
     async def decide(
         self,
@@ -305,7 +316,12 @@ def load_custom(import_path: str, params: Mapping[str, Any]) -> Callable[[str, l
 
 def build_plan(spec: RouterSpec, candidates: Mapping[str, Candidate]) -> RouterPlan:
     """One router's plan for one config load. A custom router that does not import is logged and recorded:
-    the config still loads, and its fallback answers."""
+    the config still loads, and its fallback answers. A router with arms gets one plan per arm."""
+    if spec.arms is not None:
+        arm_plans = tuple(build_plan(arm, candidates) for arm in spec.arm_specs())
+        split = ArmSplit.of(spec.name, [(arm.name, arm.weight) for arm in spec.arms])
+        first = arm_plans[0]
+        return RouterPlan(spec, "arms", first.by_price, first.weights, arms=split, arm_plans=arm_plans)
     prices = candidate_prices(candidates, spec.candidates)
     order = {name: i for i, name in enumerate(spec.candidates)}
     by_price = tuple(sorted(spec.candidates, key=lambda n: (prices[n] is None, prices[n] or 0.0, order[n])))
