@@ -62,9 +62,10 @@ _ALIVE = b'{"status":"alive"}'
 class _Request:
     """What one request's bookkeeping needs, filled in as the request moves along."""
 
-    __slots__ = ("model", "started", "status")
+    __slots__ = ("key", "model", "started", "status")
 
     def __init__(self) -> None:
+        self.key: bytes | None = None  # the API key presented (checked)
         self.model = _UNKNOWN_MODEL
         self.status = 500
         self.started = False
@@ -151,7 +152,7 @@ class GatewayApp:
         try:
             try:
                 refuse_if_draining(self.draining)
-                auth.check_key(state.master_key, authorization, x_api_key)
+                req.key = auth.check_key(state.master_key, authorization, x_api_key)
                 declared = _content_length(length)
                 raw = await read_body(receive, state.max_body_bytes, declared)  # deadlines: http/protocol.py
                 # Counted only now that the body is here: a slow sender holds no slot (shed.py).
@@ -224,7 +225,7 @@ class GatewayApp:
         group = (
             self._group_for(state, model)
             if plan is None
-            else await self._route(plan, state, body, span, headers, scope)
+            else await self._route(plan, state, body, span, headers, req.key)
         )
         req.model = model
         t0 = time.perf_counter()
@@ -257,8 +258,7 @@ class GatewayApp:
         result = outcome.result
         if isinstance(result, Completed):
             self.metrics.observe_usage(model, result.usage)
-            if state.measure:
-                self.dispatcher.add_tokens(state, outcome, result.usage)
+            self.dispatcher.add_tokens(state, outcome, result.usage)  # only when a strategy reads usage
             req.status = 200
             await send_response(send, 200, result.body, headers=headers)
             return
@@ -283,13 +283,13 @@ class GatewayApp:
         body: dict[str, Any],
         span: trace.Span,
         headers: list[tuple[bytes, bytes]],
-        scope: Scope,
+        caller_key: bytes | None,
     ) -> str:
         """A virtual model: the router's choice, told in the headers, the span and the metrics."""
         t0 = time.perf_counter()
         arm = ""
         if plan.arms is not None:  # A/B or canary: the caller's arm decides
-            plan, arm = plan.for_caller(caller_of(body, auth.presented_key(*auth_headers(scope))), self.dispatcher.rng)
+            plan, arm = plan.for_caller(caller_of(body, caller_key), self.dispatcher.rng)
             headers.append((b"x-routeiq-router-arm", arm.encode()))
         decision = await plan.decide(
             body, self.models.current, state.groups, self.dispatcher.runtime, self.scoring, self.dispatcher.rng

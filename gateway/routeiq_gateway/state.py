@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
-from routeiq_shared.config_schema import LoadedConfig, RouterSpec, load_config
+from routeiq_shared.config_schema import ConfigError, LoadedConfig, RouterSpec, content_version, load_config
 
 from routeiq_gateway.routing.deployments import Deployment, build_deployment
 from routeiq_gateway.routing.routers import RouterPlan, build_plan
@@ -93,9 +93,14 @@ def read_config_files(config_path: Path, candidates_path: Path | None) -> tuple[
 
 
 def load_state_from_files(config_path: Path, candidates_path: Path | None, created: int) -> GatewayState:
-    """Read and validate both files; raises ConfigError (with the key's path) or OSError."""
+    """Read and validate both files; raises ConfigError (with the key's path, and the refused files' version for
+    the status config-sync reads back) or OSError."""
     config_raw, candidates_raw = read_config_files(config_path, candidates_path)
-    return build_state(load_config(config_raw, candidates_raw), created)
+    try:
+        return build_state(load_config(config_raw, candidates_raw), created)
+    except ConfigError as exc:
+        exc.version = content_version(config_raw, candidates_raw or b"")
+        raise
 
 
 @dataclass(slots=True)

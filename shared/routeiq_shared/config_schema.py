@@ -47,6 +47,7 @@ class ConfigError(ValueError):
         self.path = path
         self.message = message
         self.source = source
+        self.version: str | None = None  # the refused files' content version, when the loader read them whole
         where = f"{source}: {path}" if path else source
         super().__init__(f"{where}: {message}")
 

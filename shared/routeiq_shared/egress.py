@@ -164,9 +164,6 @@ class EgressPolicy:
     def from_env(cls, env: Mapping[str, str], extra: Iterable[str] = ()) -> EgressPolicy:
         return cls(parse_networks([*env.get(ENV_ALLOWED_NETWORKS, "").split(","), *extra]))
 
-    def with_networks(self, extra: Iterable[str]) -> EgressPolicy:
-        return EgressPolicy((*self.allowed_networks, *parse_networks(extra)))
-
     def check_address(self, addr: IPAddress, host: str = "") -> None:
         addr = _unmapped(addr)
         shown = f"{host!r} ({addr})" if host and host != str(addr) else str(addr)

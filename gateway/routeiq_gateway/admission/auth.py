@@ -17,13 +17,13 @@ def presented_key(authorization: bytes | None, x_api_key: bytes | None) -> bytes
     return x_api_key
 
 
-def check_key(expected: bytes | None, authorization: bytes | None, x_api_key: bytes | None) -> None:
-    """Raise 401 unless the presented key matches. No master key configured means the API is open."""
-    if expected is None:
-        return
+def check_key(expected: bytes | None, authorization: bytes | None, x_api_key: bytes | None) -> bytes | None:
+    """Raise 401 unless the presented key matches; return the presented key (routing keys A/B arms on it).
+    No master key configured means the API is open."""
     key = presented_key(authorization, x_api_key)
-    if key is None or not hmac.compare_digest(key, expected):
+    if expected is not None and (key is None or not hmac.compare_digest(key, expected)):
         raise GatewayError(401, _UNAUTHORIZED, code="invalid_api_key")
+    return key
 
 
 def check_any_key(allowed: tuple[bytes, ...], authorization: bytes | None, x_api_key: bytes | None) -> None:

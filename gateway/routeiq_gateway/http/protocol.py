@@ -97,7 +97,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        if self._in_head and self._refusal is None:  # this read ended inside a head: count it whole
+        # A read that ends inside a head is counted whole: httptools holds an unfinished header line without calling
+        # on_header, so the callbacks alone would not bound it. Lines completed in such a read are counted by the
+        # callbacks too, so a head spread over reads meets the limit early (never late): SDK heads are ~1 KB.
+        if self._in_head and self._refusal is None:
             self._head_bytes += len(data)
             if self._head_bytes > self.limits.max_header_bytes:
                 self._refuse_head()

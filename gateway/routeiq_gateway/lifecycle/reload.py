@@ -12,11 +12,11 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from routeiq_shared.config_schema import ConfigError, content_version, load_config
+from routeiq_shared.config_schema import ConfigError
 
 from routeiq_gateway.lifecycle.status_report import StatusReport
 from routeiq_gateway.observability.metrics import GatewayMetrics
-from routeiq_gateway.state import GatewayState, StateRef, build_state, read_config_files
+from routeiq_gateway.state import GatewayState, StateRef, load_state_from_files
 
 log = logging.getLogger("routeiq.gateway.reload")
 
@@ -42,13 +42,9 @@ class Reloader:
         self.after_swap = after_swap
         self.report = report  # the status file config-sync reads back, and the auth-disabled warning
         self._lock = asyncio.Lock()
-        self._attempted: str | None = None  # version of the files the last build read (under the lock)
 
     def _build(self) -> GatewayState:
-        self._attempted = None
-        config_raw, candidates_raw = read_config_files(self.config_path, self.candidates_path)
-        self._attempted = content_version(config_raw, candidates_raw or b"")
-        state = build_state(load_config(config_raw, candidates_raw), int(time.time()))
+        state = load_state_from_files(self.config_path, self.candidates_path, int(time.time()))
         self.prepare(state)
         return state
 
@@ -72,7 +68,7 @@ class Reloader:
                     },
                 )
                 if self.report is not None:
-                    self.report.refused(old, trigger, self._attempted, exc)
+                    self.report.refused(old, trigger, exc)
                 return False, str(exc)
             self.ref.current = new
             self.metrics.reloads.labels("success").inc()
@@ -90,7 +86,7 @@ class Reloader:
                 },
             )
             if self.report is not None:
-                self.report.loaded(new, trigger, self._attempted)
+                self.report.loaded(new, trigger)
         if self.after_swap is not None:
             await self.after_swap()
         return True, "reloaded" if new.version != old.version else "unchanged"

@@ -20,7 +20,7 @@ from typing import Any
 import uvicorn
 from opentelemetry.sdk.trace import TracerProvider
 from routeiq_shared.atomic import atomic_write
-from routeiq_shared.config_schema import ConfigError, content_version
+from routeiq_shared.config_schema import ConfigError
 from routeiq_shared.egress import EgressPolicy
 from routeiq_shared.gateway_files import IDENTITY_FILE, GatewayIdentity
 
@@ -38,7 +38,7 @@ from routeiq_gateway.providers.native import NativeProvider
 from routeiq_gateway.routing.model_watch import ModelMetrics, ModelsRef, ModelWatcher
 from routeiq_gateway.routing.router_models import VerifyPolicy
 from routeiq_gateway.routing.runtime import RuntimeState
-from routeiq_gateway.state import GatewayState, StateRef, load_state_from_files, read_config_files
+from routeiq_gateway.state import GatewayState, StateRef, load_state_from_files
 
 log = logging.getLogger("routeiq.gateway")
 
@@ -67,14 +67,6 @@ def _litellm_provider(policy: EgressPolicy) -> Any:
     return LiteLLMProvider(policy)
 
 
-def _files_version(opts: GatewayOptions) -> str | None:
-    try:
-        config_raw, candidates_raw = read_config_files(opts.config_path, opts.candidates_path)
-    except OSError:
-        return None
-    return content_version(config_raw, candidates_raw or b"")
-
-
 async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = None) -> int:
     try:
         state = await asyncio.to_thread(load_state_from_files, opts.config_path, opts.candidates_path, int(time.time()))
@@ -83,7 +75,7 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
             "Cannot start: config is not loadable",
             extra={"event": "startup_failed", "reason": str(exc), "key_path": getattr(exc, "path", None)},
         )
-        StatusReport(opts.run_dir).refused(None, "start", _files_version(opts), exc)
+        StatusReport(opts.run_dir).refused(None, "start", exc)
         return 2
     try:
         limits = EdgeLimits.from_env()
@@ -143,7 +135,7 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
     # The identity first: config-sync signals the pidfile's pid only when this record says it is us.
     GatewayIdentity.of_this_process().write(opts.run_dir)
     atomic_write(pidfile, f"{os.getpid()}\n".encode())
-    report.loaded(state, "start", state.version)
+    report.loaded(state, "start")
     log.info(
         "Gateway starting",
         extra={

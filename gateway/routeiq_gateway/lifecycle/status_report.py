@@ -19,7 +19,7 @@ class StatusReport:
         self.run_dir = run_dir
         self.metrics = metrics
 
-    def loaded(self, state: GatewayState, trigger: str, attempted_version: str | None) -> None:
+    def loaded(self, state: GatewayState, trigger: str) -> None:
         auth_off = state.master_key is None
         if self.metrics is not None:
             self.metrics.auth_disabled.set(1 if auth_off else 0)
@@ -28,14 +28,14 @@ class StatusReport:
                 "No master key is configured: the API answers every client without a key",
                 extra={"event": "auth_disabled", "trigger": trigger, "version": state.version},
             )
-        self._write(state.version, trigger, "success", attempted_version, None, None, auth_off)
+        self._write(state.version, trigger, "success", state.version, None, None, auth_off)
 
-    def refused(
-        self, current: GatewayState | None, trigger: str, attempted_version: str | None, exc: Exception
-    ) -> None:
+    def refused(self, current: GatewayState | None, trigger: str, exc: Exception) -> None:
+        """`exc`: a ConfigError carries the refused files' version (None when they could not be read)."""
         loaded = current.version if current is not None else None
         auth_off = current is not None and current.master_key is None
-        self._write(loaded, trigger, "failure", attempted_version, str(exc), getattr(exc, "path", None), auth_off)
+        attempted = getattr(exc, "version", None)
+        self._write(loaded, trigger, "failure", attempted, str(exc), getattr(exc, "path", None), auth_off)
 
     def _write(
         self,

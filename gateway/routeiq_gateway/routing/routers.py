@@ -258,7 +258,6 @@ class RouterPlan:
     by_price: tuple[str, ...]  # candidates cheapest first (unknown prices last, in config order)
     weights: tuple[float, ...]  # random: per candidate
     custom: Callable[[str, list[str]], Any] | None = None
-    custom_error: str | None = None  # why the custom router could not be loaded (import or instantiation)
     arms: ArmSplit | None = None  # A/B or canary: which of arm_plans serves a caller; None without arms
     arm_plans: tuple[RouterPlan, ...] = ()
 
@@ -328,20 +327,18 @@ def build_plan(spec: RouterSpec, candidates: Mapping[str, Candidate]) -> RouterP
     weights = tuple((spec.weights or {}).get(n, 0.0) if spec.weights else 1.0 for n in spec.candidates)
     strategy = spec.effective_strategy
     custom: Callable[[str, list[str]], Any] | None = None
-    error: str | None = None
     if strategy == "custom" and spec.import_path is not None:
         try:
             custom = load_custom(spec.import_path, spec.params)
         except Exception as exc:  # noqa: BLE001 — any failure of foreign code at load means: use the fallback
-            error = f"{type(exc).__name__}: {exc}"
             log.error(
                 "Custom router could not be loaded; its fallback answers",
                 extra={
                     "event": "router_load",
                     "router": spec.name,
                     "import_path": spec.import_path,
-                    "reason": error,
+                    "reason": f"{type(exc).__name__}: {exc}",
                     "fallback": spec.fallback or spec.fallback_group,
                 },
             )
-    return RouterPlan(spec, strategy, by_price, weights, custom, error)
+    return RouterPlan(spec, strategy, by_price, weights, custom)
