@@ -16,7 +16,7 @@ from routeiq_shared.config_schema import content_version
 from routeiq_shared.volume import VolumePaths
 
 
-def _read(path: Path) -> bytes | None:
+def read_if_present(path: Path) -> bytes | None:
     try:
         return path.read_bytes()
     except FileNotFoundError:
@@ -45,7 +45,7 @@ class ReplacedFiles:
 
     @classmethod
     def read(cls, paths: VolumePaths, written_version: str, etag: str | None) -> ReplacedFiles:
-        return cls(written_version, _read(paths.config_file), _read(paths.candidates_file), etag)
+        return cls(written_version, read_if_present(paths.config_file), read_if_present(paths.candidates_file), etag)
 
     @property
     def version(self) -> str | None:

@@ -29,7 +29,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from .metrics import AgentMetrics
 from .notify import reload_over_http, signal_gateway
-from .replaced import ReplacedFiles
+from .replaced import ReplacedFiles, read_if_present
 from .settings import CANDIDATES_NAME, CONFIG_NAME, AgentSettings
 
 log = logging.getLogger("routeiq.config_sync")
@@ -154,12 +154,8 @@ class Syncer:
 
     def _read_volume_version(self) -> str | None:
         paths = self.settings.paths
-        try:
-            config = paths.config_file.read_bytes()
-        except FileNotFoundError:
-            return None
-        candidates = paths.candidates_file.read_bytes() if paths.candidates_file.exists() else b""
-        return content_version(config, candidates)
+        config = read_if_present(paths.config_file)
+        return None if config is None else content_version(config, read_if_present(paths.candidates_file) or b"")
 
     async def sync_once(self) -> str:
         """Run one sync; returns the result ("applied", "unchanged") or raises SyncFailed. Status is updated."""
@@ -289,10 +285,7 @@ class Syncer:
         return obj
 
     def _volume_candidates(self) -> bytes | None:
-        try:
-            return self.settings.paths.candidates_file.read_bytes()
-        except FileNotFoundError:
-            return None
+        return read_if_present(self.settings.paths.candidates_file)
 
     def _write(self, config_raw: bytes, cand_raw: bytes | None) -> None:
         paths = self.settings.paths

@@ -26,6 +26,7 @@ from routeiq_gateway.admission.inflight import InFlight
 from routeiq_gateway.admission.shed import admit, refuse_if_draining
 from routeiq_gateway.admission.validate import CHECKS, parse_json_object
 from routeiq_gateway.dispatch.dispatcher import Dispatcher, Outcome
+from routeiq_gateway.http import sse
 from routeiq_gateway.http.asgi import TEXT, ClientGone, Receive, Scope, Send, read_body, send_error, send_response
 from routeiq_gateway.http.disconnect import BODY_TIMED_OUT, CANCEL_ON_DISCONNECT, CLIENT_GONE
 from routeiq_gateway.http.errors import GatewayError, error_body
@@ -351,10 +352,10 @@ class GatewayApp:
         except GatewayError as exc:
             # Headers are gone already: the failure can only be told in-band, as OpenAI does.
             req.status = exc.status
-            await send({"type": "http.response.body", "body": b"data: " + exc.body() + b"\n\n", "more_body": True})
+            await send({"type": "http.response.body", "body": sse.event(exc.body()), "more_body": True})
         except asyncio.CancelledError:
             # Cut at the end of the drain grace period: say so, or the client takes a partial answer as whole.
-            await send({"type": "http.response.body", "body": b"data: " + _CUT.body() + b"\n\n", "more_body": True})
+            await send({"type": "http.response.body", "body": sse.event(_CUT.body()), "more_body": True})
             raise
         finally:
             self.inflight.streams -= 1

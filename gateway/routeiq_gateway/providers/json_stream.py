@@ -10,21 +10,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import orjson
-
 from routeiq_gateway.http.errors import GatewayError
-
-DONE = b"data: [DONE]\n\n"
+from routeiq_gateway.http.sse import DONE, json_event
 
 
 def _refuse(why: str) -> GatewayError:
     return GatewayError(
         502, f"Upstream answered a stream request with JSON that is not {why}", code="upstream_invalid_response"
     )
-
-
-def _event(obj: dict[str, Any]) -> bytes:
-    return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
 def _wants_usage(body: dict[str, Any]) -> bool:
@@ -109,9 +102,9 @@ class JsonAsStream:
                 obj = {**base, "choices": [delta]}
                 if include_usage:
                     obj["usage"] = None  # as OpenAI does: null on every chunk but the last
-                events.append(_event(obj))
+                events.append(json_event(obj))
         if include_usage and usage is not None:
-            events.append(_event({**base, "choices": [], "usage": usage}))
+            events.append(json_event({**base, "choices": [], "usage": usage}))
         events.append(DONE)
         return cls(events, usage)
 

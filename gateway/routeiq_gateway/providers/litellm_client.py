@@ -16,6 +16,7 @@ import orjson
 from routeiq_shared.egress import EgressError, EgressPolicy
 
 from routeiq_gateway.http.errors import GatewayError
+from routeiq_gateway.http.sse import DONE, json_event
 from routeiq_gateway.providers import Completed
 from routeiq_gateway.providers.http1 import HeaderInjection, check_header_line
 from routeiq_gateway.providers.litellm_logging import quiet_litellm
@@ -126,12 +127,12 @@ class LiteLLMStream:
                 data = _dump(chunk)
                 if data.get("usage"):
                     self.usage = data["usage"]
-                yield b"data: " + orjson.dumps(data) + b"\n\n"
+                yield json_event(data)
         except GatewayError:
             raise
         except Exception as exc:  # noqa: BLE001 — LiteLLM raises provider errors of many classes; all map to one error shape
             raise _to_gateway_error(exc, self._dep) from None
-        yield b"data: [DONE]\n\n"
+        yield DONE
 
     async def aclose(self) -> None:
         close = getattr(self._it, "aclose", None)
