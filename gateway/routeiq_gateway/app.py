@@ -4,7 +4,8 @@ One request through /v1/*, in order:
   refuse while draining (shed.py) → authenticate (auth.py) → read the body within its deadlines (asgi.py)
   → admit against max_in_flight (shed.py) → check the body (validate.py)
   → pick deployments and call upstream with retries/fallbacks (dispatch.py, providers/)
-  → send JSON or stream SSE → metrics (metrics.py) and the server span (tracing.py).
+  → send JSON or stream SSE → metrics (metrics.py) and the server span (tracing.py)
+  → for a routed request, its routing record (records/).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import orjson
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
+from routeiq_shared.routing_records import finish, route_record
 
-from routeiq_gateway.admin.endpoints import AdminEndpoints, auth_headers
+from routeiq_gateway.admin.endpoints import AdminEndpoints
 from routeiq_gateway.admission import auth
 from routeiq_gateway.admission.inflight import InFlight
 from routeiq_gateway.admission.shed import admit, refuse_if_draining
@@ -35,10 +37,12 @@ from routeiq_gateway.lifecycle.reload import Reloader
 from routeiq_gateway.observability.metrics import GatewayMetrics
 from routeiq_gateway.observability.tracing import get_tracer, parent_context, traceparent_of
 from routeiq_gateway.providers import Completed, Streaming
+from routeiq_gateway.records.feedback import FeedbackEndpoint
+from routeiq_gateway.records.recorder import Recorder
 from routeiq_gateway.routing.arms import caller_of
 from routeiq_gateway.routing.model_watch import ModelsRef
 from routeiq_gateway.routing.offloop import ScoringRunner
-from routeiq_gateway.routing.routers import RouterPlan
+from routeiq_gateway.routing.routers import RouterPlan, prompt_text
 from routeiq_gateway.state import GatewayState, StateRef
 
 log = logging.getLogger("routeiq.gateway")
@@ -63,13 +67,15 @@ _ALIVE = b'{"status":"alive"}'
 class _Request:
     """What one request's bookkeeping needs, filled in as the request moves along."""
 
-    __slots__ = ("key", "model", "started", "status")
+    __slots__ = ("key", "model", "record", "started", "status", "usage")
 
     def __init__(self) -> None:
         self.key: bytes | None = None  # the API key presented (checked)
         self.model = _UNKNOWN_MODEL
         self.status = 500
         self.started = False
+        self.record: dict[str, Any] | None = None  # a routed request's record, finished when it ends
+        self.usage: dict[str, Any] | None = None
 
 
 class GatewayApp:
@@ -81,6 +87,7 @@ class GatewayApp:
         reloader: Reloader,
         admin_keys: tuple[bytes, ...],
         models: ModelsRef,
+        recorder: Recorder,
         scoring: ScoringRunner | None = None,
     ) -> None:
         self.ref = ref
@@ -88,11 +95,13 @@ class GatewayApp:
         self.scoring = scoring if scoring is not None else ScoringRunner()  # outlives reloads: what it measured
         self.dispatcher = dispatcher
         self.metrics = metrics
+        self.recorder = recorder
         self.inflight = InFlight()
         self.draining = False
         admin = AdminEndpoints(
             ref, models, reloader, admin_keys, lambda: {"draining": self.draining, "in_flight": self.inflight.requests}
         )
+        feedback = FeedbackEndpoint(ref, recorder, metrics)
         self.tracer = get_tracer()
         self._openapi = orjson.dumps(openapi_document())  # built once, served as is
         metrics.bind_gauges(lambda: self.inflight.requests, lambda: self.inflight.streams)
@@ -106,6 +115,8 @@ class GatewayApp:
             ("GET", "/models"): self._models,
             ("POST", "/admin/reload"): admin.reload,
             ("GET", "/admin/config"): admin.config,
+            ("POST", "/v1/feedback"): feedback,
+            ("POST", "/feedback"): feedback,
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -205,6 +216,8 @@ class GatewayApp:
                         "duration_ms": round(elapsed * 1000, 2),
                     },
                 )
+            if req.record is not None:
+                self._write_record(state, req, elapsed)
             span.set_attribute("http.response.status_code", req.status)
             span.end()
             otel_context.detach(token)
@@ -224,9 +237,7 @@ class GatewayApp:
         headers: list[tuple[bytes, bytes]] = []
         plan = state.router_plans.get(model)
         group = (
-            self._group_for(state, model)
-            if plan is None
-            else await self._route(plan, state, body, span, headers, req.key)
+            self._group_for(state, model) if plan is None else await self._route(plan, state, body, span, headers, req)
         )
         req.model = model
         t0 = time.perf_counter()
@@ -258,6 +269,7 @@ class GatewayApp:
         headers += ((b"x-routeiq-model", dep.model_name.encode()), (b"x-routeiq-provider-path", dep.path_name.encode()))
         result = outcome.result
         if isinstance(result, Completed):
+            req.usage = result.usage
             self.metrics.observe_usage(model, result.usage)
             self.dispatcher.add_tokens(state, outcome, result.usage)  # only when a strategy reads usage
             req.status = 200
@@ -268,6 +280,15 @@ class GatewayApp:
         finally:
             self.dispatcher.stream_ended(outcome)
             self.dispatcher.add_tokens(state, outcome, result.usage)
+            req.usage = result.usage
+
+    def _write_record(self, state: GatewayState, req: _Request, elapsed: float) -> None:
+        rec = req.record
+        assert rec is not None
+        finish(
+            rec, status=req.status, latency_ms=elapsed * 1000, usage=req.usage, price=state.prices.get(rec["choice"])
+        )
+        self.recorder.write(rec, state.records)
 
     def _group_for(self, state: GatewayState, model: str) -> str:
         """The model group that serves a plain (not virtual) model."""
@@ -284,13 +305,13 @@ class GatewayApp:
         body: dict[str, Any],
         span: trace.Span,
         headers: list[tuple[bytes, bytes]],
-        caller_key: bytes | None,
+        req: _Request,
     ) -> str:
-        """A virtual model: the router's choice, told in the headers, the span and the metrics."""
+        """A virtual model: the router's choice, told in the headers, the span, the metrics and its record."""
         t0 = time.perf_counter()
         arm = ""
         if plan.arms is not None:  # A/B or canary: the caller's arm decides
-            plan, arm = plan.for_caller(caller_of(body, caller_key), self.dispatcher.rng)
+            plan, arm = plan.for_caller(caller_of(body, req.key), self.dispatcher.rng)
             headers.append((b"x-routeiq-router-arm", arm.encode()))
         decision = await plan.decide(
             body, self.models.current, state.groups, self.dispatcher.runtime, self.scoring, self.dispatcher.rng
@@ -303,6 +324,27 @@ class GatewayApp:
             (b"x-routeiq-router", spec.name.encode()),
             (b"x-routeiq-router-version", (decision.version or "none").encode()),
         )
+        request_id = ""
+        if state.records.enabled:
+            now = time.time()
+            request_id = state.request_ids.issue(req.key, now)
+            headers.append((b"x-routeiq-request-id", request_id.encode()))
+            req.record = route_record(
+                request_id=request_id,
+                at=now,
+                router=spec.name,
+                strategy=plan.strategy,
+                arm=arm,
+                model_version=decision.version,
+                candidates=spec.candidates,
+                choice=decision.group,
+                score=decision.score,
+                reason=decision.reason,
+                fallback_reason=decision.fallback_reason,
+                decision_ms=seconds * 1000,
+                prompt=prompt_text(body) if state.records.prompt != "none" else "",
+                policy=state.records.prompt,
+            )
         if span.is_recording():
             attributes: dict[str, Any] = {
                 "router.name": spec.name,
@@ -315,6 +357,8 @@ class GatewayApp:
                 "router.reason": decision.reason,
                 "router.arm": arm,
             }
+            if request_id:
+                attributes["routeiq.request_id"] = request_id
             if decision.fallback_reason is not None:
                 attributes["router.fallback_reason"] = decision.fallback_reason
                 attributes["router.fallback"] = decision.answered_by
@@ -384,7 +428,7 @@ class GatewayApp:
 
     async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = self.ref.current
-        authorization, x_api_key = auth_headers(scope)
+        authorization, x_api_key = auth.auth_headers(scope)
         auth.check_key(state.master_key, authorization, x_api_key)
         await send_response(send, 200, state.models_payload)
 

@@ -9,8 +9,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
-from routeiq_shared.config_schema import ConfigError, LoadedConfig, RouterSpec, content_version, load_config
+from routeiq_shared.config_schema import (
+    ConfigError,
+    LoadedConfig,
+    RecordsSettings,
+    RouterSpec,
+    content_version,
+    load_config,
+)
 
+from routeiq_gateway.records.request_ids import RequestIds
 from routeiq_gateway.routing.deployments import Deployment, build_deployment
 from routeiq_gateway.routing.routers import RouterPlan, build_plan
 
@@ -35,6 +43,9 @@ class GatewayState:
     # Whether requests record latency/in-flight/usage into the RuntimeState: only when something reads them.
     measure: bool = False
     router_plans: dict[str, RouterPlan] = field(default_factory=dict)  # virtual model name → its plan
+    records: RecordsSettings = field(default_factory=RecordsSettings)
+    request_ids: RequestIds = field(default_factory=lambda: RequestIds.for_master_key(None))
+    prices: dict[str, tuple[float, float]] = field(default_factory=dict)  # group → llm_candidates.json prices
 
     @property
     def router_artifacts(self) -> set[str]:
@@ -83,6 +94,9 @@ def build_state(loaded: LoadedConfig, created: int) -> GatewayState:
             for arm in (spec.arm_specs() or [spec])
         ),
         router_plans={name: build_plan(spec, loaded.candidates) for name, spec in routers.items()},
+        records=cfg.routeiq.records,
+        request_ids=RequestIds.for_master_key(key.encode() if key else None),
+        prices={name: (c.input_price, c.output_price) for name, c in loaded.candidates.items()},
     )
 
 

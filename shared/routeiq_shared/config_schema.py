@@ -302,11 +302,40 @@ class EgressSettings(_Strict):
     )
 
 
+def _store_uri(value: str) -> str:
+    from .objectstore import parse_store_uri
+
+    parse_store_uri(value)  # raises ValueError naming the URI
+    return value
+
+
+class RecordsSettings(_Strict):
+    """Routing records (routeiq_shared/routing_records.py): one per routed request, spooled on the run volume and
+    shipped in batches to `<store>/records/YYYY/MM/DD/`; `POST /v1/feedback` is recorded beside them."""
+
+    enabled: bool = Field(default=False, description="write a record for every request to a router")
+    store: Annotated[str, AfterValidator(_store_uri)] | None = Field(
+        default=None, description="s3://bucket/prefix/ or file:///dir/ to ship to; unset: records stay in the spool"
+    )
+    prompt: Literal["digest", "text", "none"] = Field(
+        default="digest", description="what of the prompt a record keeps: its sha256, its text (to train on), nothing"
+    )
+    batch_records: int = Field(default=1000, ge=1, le=1_000_000, description="records per shipped object, at most")
+    flush_seconds: float = Field(default=10.0, gt=0, le=3600, description="a segment is shipped at most this old")
+    spool_max_bytes: int = Field(
+        default=512 * 1024 * 1024, ge=1024 * 1024, description="past this the spool keeps no new record (counted)"
+    )
+    feedback_window_seconds: int = Field(
+        default=7 * 86400, ge=60, description="how long after a request its feedback is accepted"
+    )
+
+
 class RouteIQSettings(_Strict):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     routers: list[RouterSpec] = Field(default_factory=list)
     egress: EgressSettings = Field(default_factory=EgressSettings)
+    records: RecordsSettings = Field(default_factory=RecordsSettings)
 
 
 class GatewayConfig(_Strict):

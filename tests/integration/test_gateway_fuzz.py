@@ -62,6 +62,7 @@ def gw(fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) ->
         "routeiq": {
             "limits": {"max_request_body_bytes": 256 * 1024},
             "routers": [{"name": "auto", "artifact": "fuzz-router", "candidates": ["fast", "claude"]}],
+            "records": {"enabled": True, "prompt": "text"},  # spooled on the volume (no store): /v1/feedback on
         },
     }
     root = tmp_path_factory.mktemp("gw-fuzz")
@@ -153,6 +154,13 @@ bodies = {
     "/v1/embeddings": st.fixed_dictionaries(
         {"model": model, "input": maybe(st.text(max_size=30) | st.lists(st.text(max_size=8), min_size=1, max_size=3))},
         optional={"encoding_format": maybe(st.sampled_from(["float", "base64"])), "dimensions": any_json},
+    ),
+    "/v1/feedback": st.fixed_dictionaries(
+        {},
+        optional={
+            "request_id": maybe(st.text(max_size=50) | st.just("rq_" + "0" * 41)),
+            "score": maybe(st.floats(min_value=-1, max_value=2) | st.integers(min_value=-1, max_value=2)),
+        },
     ),
 }
 

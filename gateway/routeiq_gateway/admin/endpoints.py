@@ -17,16 +17,6 @@ from routeiq_gateway.routing.model_watch import ModelsRef
 from routeiq_gateway.state import StateRef
 
 
-def auth_headers(scope: Scope) -> tuple[bytes | None, bytes | None]:
-    authorization = x_api_key = None
-    for key, value in scope["headers"]:
-        if key == b"authorization":
-            authorization = value
-        elif key == b"x-api-key":
-            x_api_key = value
-    return authorization, x_api_key
-
-
 class AdminEndpoints:
     def __init__(
         self,
@@ -43,14 +33,14 @@ class AdminEndpoints:
         self.activity = activity
 
     async def reload(self, scope: Scope, receive: Receive, send: Send) -> None:
-        auth.check_any_key(self.admin_keys, *auth_headers(scope))
+        auth.check_any_key(self.admin_keys, *auth.auth_headers(scope))
         ok, detail = await self.reloader.reload("admin")
         status = 200 if ok else 422
         body = {"reloaded": ok, "version": self.ref.current.version, "detail": detail}
         await send_response(send, status, orjson.dumps(body))
 
     async def config(self, scope: Scope, receive: Receive, send: Send) -> None:
-        auth.check_any_key(self.admin_keys, *auth_headers(scope))
+        auth.check_any_key(self.admin_keys, *auth.auth_headers(scope))
         state = self.ref.current
         body = {
             "version": state.version,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 
+from routeiq_gateway.http.asgi import Scope
 from routeiq_gateway.http.errors import GatewayError
 
 _UNAUTHORIZED = "Missing or invalid API key. Send 'Authorization: Bearer <key>'."
@@ -36,3 +37,13 @@ def check_any_key(allowed: tuple[bytes, ...], authorization: bytes | None, x_api
         matched |= key is not None and hmac.compare_digest(key, candidate)
     if not matched:
         raise GatewayError(401, _UNAUTHORIZED, code="invalid_api_key")
+
+
+def auth_headers(scope: Scope) -> tuple[bytes | None, bytes | None]:
+    authorization = x_api_key = None
+    for key, value in scope["headers"]:
+        if key == b"authorization":
+            authorization = value
+        elif key == b"x-api-key":
+            x_api_key = value
+    return authorization, x_api_key

@@ -129,6 +129,24 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {"object": {"type": "string"}, "data": {"type": "array", "items": {"type": "object"}}},
     },
     "Health": {"type": "object", "properties": {"status": {"type": "string"}}},
+    "FeedbackRequest": {
+        "type": "object",
+        "required": ["request_id", "score"],
+        "additionalProperties": False,
+        "properties": {
+            "request_id": {"type": "string", "description": "the x-routeiq-request-id header of a routed response"},
+            "score": {"type": "number", "minimum": 0, "maximum": 1, "description": "0 bad … 1 good"},
+        },
+    },
+    "Feedback": {
+        "type": "object",
+        "properties": {
+            "object": {"const": "feedback"},
+            "request_id": {"type": "string"},
+            "score": {"type": "number"},
+            "recorded": {"type": "boolean"},
+        },
+    },
 }
 
 
@@ -172,6 +190,23 @@ def document() -> dict[str, Any]:
                     "responses": {
                         "200": {"description": "models", **_json(_ref("ModelList"))},
                         "401": _ERRORS["401"],
+                    },
+                }
+            },
+            "/v1/feedback": {
+                "post": {
+                    "summary": "A verdict on a routed answer, joined to its routing record",
+                    "security": [{"bearer": []}, {"apiKey": []}],
+                    "requestBody": {"required": True, **_json(_ref("FeedbackRequest"))},
+                    "responses": {
+                        "200": {"description": "recorded", **_json(_ref("Feedback"))},
+                        **{k: _ERRORS[k] for k in ("400", "401", "413")},
+                        "404": {
+                            "description": "an id this fleet did not issue to this key, past its feedback window, "
+                            "or records are off",
+                            **_json(_ref("Error")),
+                        },
+                        "503": {"description": "the spool cannot keep it now; retry", **_json(_ref("Error"))},
                     },
                 }
             },

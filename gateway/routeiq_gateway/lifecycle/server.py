@@ -35,12 +35,17 @@ from routeiq_gateway.observability.metrics import GatewayMetrics
 from routeiq_gateway.providers.egress_setup import egress_policy, upstream_side_reloaded
 from routeiq_gateway.providers.http1 import Pool
 from routeiq_gateway.providers.native import NativeProvider
+from routeiq_gateway.records.recorder import Recorder
+from routeiq_gateway.records.shipper import Shipper
+from routeiq_gateway.records.spool import Spool
 from routeiq_gateway.routing.model_watch import ModelMetrics, ModelsRef, ModelWatcher
 from routeiq_gateway.routing.router_models import VerifyPolicy
 from routeiq_gateway.routing.runtime import RuntimeState
 from routeiq_gateway.state import GatewayState, StateRef, load_state_from_files
 
 log = logging.getLogger("routeiq.gateway")
+
+RECORDS_DRAIN_SECONDS = 5.0  # after the requests' drain: what the spool may take to ship before exit
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +117,9 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
         await watcher.load_wanted()
 
     reloader = Reloader(ref, opts.config_path, opts.candidates_path, metrics, prepare, after_swap, report)
-    app = GatewayApp(ref, dispatcher, metrics, reloader, opts.admin_keys, models)
+    spool = _open_spool(opts.run_dir / "records", state)
+    shipper = Shipper(spool, metrics, lambda: ref.current.records)
+    app = GatewayApp(ref, dispatcher, metrics, reloader, opts.admin_keys, models, Recorder(spool, metrics))
     config = uvicorn.Config(
         app,
         host=opts.host,
@@ -148,11 +155,14 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
     )
     stop_watching = asyncio.Event()
     watching = asyncio.create_task(watcher.run(stop_watching))
+    shipping = asyncio.create_task(shipper.run(stop_watching))
     try:
         await server.serve()
     finally:
         stop_watching.set()
-        await asyncio.wait({watching}, timeout=2)
+        await asyncio.wait({watching, shipping}, timeout=2)
+        await shipper.drain(RECORDS_DRAIN_SECONDS)
+        await shipper.close()
         pool.close()
         app.scoring.close()
         with contextlib.suppress(OSError):
@@ -162,6 +172,25 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
         if tracer_provider is not None:
             tracer_provider.shutdown()  # flush spans still queued for export
     return 0
+
+
+def _open_spool(directory: Path, state: GatewayState) -> Spool:
+    """The records spool; segments a previous process left are sealed for shipping. A volume that refuses the
+    directory is logged: the gateway serves, and each record is dropped and counted (write_error)."""
+    spool = Spool(directory, state.records.spool_max_bytes)
+    try:
+        recovered = spool.recover()
+    except OSError as exc:
+        log.error(
+            "Routing records spool is not usable; records are dropped until it is",
+            extra={"event": "records_spool_error", "dir": str(directory), "reason": str(exc)},
+        )
+    else:
+        if recovered:
+            log.info(
+                "Routing records recovered from the spool", extra={"event": "records_recovered", "segments": recovered}
+            )
+    return spool
 
 
 def _install_signals(server: _Server, app: GatewayApp, reloader: Reloader) -> None:

@@ -76,6 +76,36 @@ class GatewayMetrics:
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
             registry=r,
         )
+        self.records = Counter(
+            "routeiq_records", "Routing records kept in the spool, by type (route, feedback)", ["type"], registry=r
+        )
+        self.records_dropped = Counter(
+            "routeiq_records_dropped",
+            "Routing records not kept, by reason (spool_full, write_error)",
+            ["reason"],
+            registry=r,
+        )
+        self.records_shipped = Counter(
+            "routeiq_records_shipped_objects", "Spool segments shipped to the records store", registry=r
+        )
+        self.records_ship_failures = Counter(
+            "routeiq_records_ship_failures",
+            "Failed attempts to ship a spool segment, by reason (store_unavailable, missing, read_error, ...)",
+            ["reason"],
+            registry=r,
+        )
+        self.records_spool_bytes = Gauge(
+            "routeiq_records_spool_bytes", "Bytes of routing records in the local spool, not shipped yet", registry=r
+        )
+        self.records_last_shipped = Gauge(
+            "routeiq_records_last_shipped_timestamp_seconds", "When a spool segment was last shipped", registry=r
+        )
+        self.feedback = Counter(
+            "routeiq_feedback",
+            "POST /v1/feedback calls by result (recorded, unknown, expired, invalid, disabled, dropped)",
+            ["result"],
+            registry=r,
+        )
         self.in_flight = Gauge("routeiq_in_flight_requests", "Requests being served", registry=r)
         self.active_streams = Gauge("active_streams_count", "Streaming responses in progress", registry=r)
         self._request_children: dict[tuple[str, str, int], Counter] = {}
