@@ -31,7 +31,7 @@ class DataError(Exception):
 class Dataset:
     rows: TrainingSet
     digest: str  # "sha256:<hex>" of the file's bytes
-    path: Path
+    path: Path | str  # a CSV file, or a records source (directory, .jsonl, s3:// prefix)
 
 
 def _boolean(value: str, column: str, where: str) -> bool:
@@ -93,7 +93,7 @@ def load_dataset(path: Path, weak: str = DEFAULT_WEAK, strong: str = DEFAULT_STR
     return Dataset(data, f"sha256:{sha}", path)
 
 
-def check_trainable(data: TrainingSet, path: Path) -> None:
+def check_trainable(data: TrainingSet, path: Path | str) -> None:
     """A router learns where the models disagree: it needs more than one gain class to learn anything."""
     classes = sorted(set(data.gain.tolist()))
     if len(classes) < 2:
