@@ -231,7 +231,7 @@ def test_no_secret_value_anywhere_in_the_output(name: str) -> None:
 def test_a_literal_secret_in_the_bootstrap_config_fails_the_render(config: dict[str, Any]) -> None:
     from helm_python.errors import HelmRenderError
 
-    with pytest.raises(HelmRenderError, match="os.environ/") as exc:
+    with pytest.raises(HelmRenderError, match=r"os\.environ/") as exc:
         render({"bootstrapConfig": config})
     assert "abcdefgh12345" not in str(exc.value) and "s3cr3t" not in str(exc.value)
 
@@ -255,7 +255,11 @@ def test_images_come_from_values() -> None:
     values = {**ALL_SECRETS, "images": images}
     r = render(values)
     assert r.container("gateway")["image"] == "registry.local/ri/gateway:t1"
-    assert r.container("config-sync-init")["image"] == r.container("config-sync")["image"] == "registry.local/ri/configSync:t1"
+    assert (
+        r.container("config-sync-init")["image"]
+        == r.container("config-sync")["image"]
+        == "registry.local/ri/configSync:t1"
+    )
     assert r.container("model-sync")["image"] == "registry.local/ri/modelSync:t1"
     assert {c["imagePullPolicy"] for c in containers(r)} == {"Never"}
 

@@ -69,14 +69,12 @@ def test_strict_validation_catches_an_unknown_field() -> None:
             helm_chart.validate_manifest(deployment, kube_version)
 
 
-def test_only_known_add_on_kinds_are_rendered() -> None:
+def test_only_core_and_known_add_on_kinds_are_rendered() -> None:
+    core_groups = {"apps", "policy", "autoscaling", "networking.k8s.io", "batch"}
     for values in SETS.values():
         for obj in render(values).objects():
-            api = obj["apiVersion"]
-            assert "/" not in api or api.split("/")[0] in {"apps", "policy", "autoscaling", "networking.k8s.io", "batch"} or (
-                api,
-                obj["kind"],
-            ) in CRD_KINDS, (api, obj["kind"])
+            api, kind = obj["apiVersion"], obj["kind"]
+            assert api == "v1" or api.split("/")[0] in core_groups or (api, kind) in CRD_KINDS, (api, kind)
 
 
 def test_the_value_sets_render_what_they_name() -> None:
@@ -95,3 +93,20 @@ def test_conflicting_or_incomplete_values_fail_with_a_message() -> None:
         render({"autoscaling": {"enabled": True}, "keda": {"enabled": True}})
     with pytest.raises(HelmRenderError, match=r"modelSync\.publicKeySecret\.name is required"):
         render({"store": {"modelRegistry": "s3://b/models/"}})
+
+
+@pytest.mark.parametrize(
+    ("expr", "names"),
+    [
+        (
+            'sum by (model) (rate(routeiq_requests_total{status=~"5..", ns="$x"}[$__rate_interval]))',
+            {"routeiq_requests_total"},
+        ),
+        ("histogram_quantile(0.99, sum by (le) (rate(a_bucket[5m]))) > 0.05", {"a_bucket"}),
+        ("time() - b_seconds > 900", {"b_seconds"}),
+        ('x:ratio_rate1h > 14.4 * 0.0005 and y{a="b"} or on (pod) z offset 1h', {"x:ratio_rate1h", "y", "z"}),
+        ("1 - c / d > 1e-3", {"c", "d"}),
+    ],
+)
+def test_metric_names_of_a_query(expr: str, names: set[str]) -> None:
+    assert helm_chart.metric_names(expr) == names
