@@ -300,3 +300,23 @@ def test_dashboards_ship_as_configmaps_for_the_grafana_sidecar() -> None:
         assert m["metadata"]["labels"]["grafana_dashboard"] == "1"
         (body,) = m["data"].values()
         assert yaml.safe_load(body)["uid"].startswith("routeiq-")
+
+
+URL_ENV = {"AWS_ENDPOINT_URL_S3", "OTEL_EXPORTER_OTLP_ENDPOINT"}
+
+
+def test_url_settings_pass_the_services_own_check() -> None:
+    # A URL the services would refuse at start (metadata or link-local address, bad scheme) must not be rendered.
+    from routeiq_shared.egress import check_setting_url
+
+    values = {
+        **VALUES["ingress-netpol"],
+        "telemetry": {"collector": {"enabled": True}},
+    }
+    seen = set()
+    for c in containers(render(values)):
+        for name, var in env_of(c).items():
+            if name in URL_ENV:
+                check_setting_url(name, var["value"])
+                seen.add(name)
+    assert seen == URL_ENV
