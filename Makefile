@@ -5,11 +5,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 PACKAGES := -e 'shared[ml]' -e gateway -e config_sync_agent -e model_sync_agent -e 'train[mlflow]'
-# Debian packages: redis-server for tests and the local pod; nginx and wrk for bench/.
-SYSTEM_PACKAGES := redis-server nginx wrk
+# Debian packages: redis-server for tests and the local pod; nginx and wrk for bench/; prometheus for promtool
+# (the chart's alert rules are checked and unit-tested with it).
+SYSTEM_PACKAGES := redis-server nginx wrk prometheus
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup system-deps venv lock test lint format run bench bench-litellm soak-slowloris schema clean
+.PHONY: setup system-deps venv lock test lint format run bench bench-litellm soak-slowloris schema clean chart-tools chart-test
 
 setup: system-deps venv  ## install everything: Debian packages, the venv, the four packages, dev tools
 
@@ -31,8 +32,15 @@ lock:  ## re-pin requirements.lock from the venv (after changing a dependency in
 	  echo "# Regenerate after changing a dependency: make lock"; \
 	  $(PY) -m pip freeze --exclude-editable | grep -v '^routeiq'; } > requirements.lock
 
-test: lint  ## lint, then every test (unit and integration, real processes over loopback)
+test: lint  ## lint, then every test (unit, integration over loopback, and tests/chart = make chart-test)
 	$(PY) -m pytest
+
+chart-tools:  ## the chart's tools alone: promtool (Debian's prometheus), Helm's engine and kubernetes-validate (PyPI)
+	@$(MAKE) --no-print-directory system-deps SYSTEM_PACKAGES=prometheus
+	$(PY) -m pip install -q -c requirements.lock 'helm-python-sdk>=0.2.2' 'kubernetes-validate>=1.29'
+
+chart-test:  ## charts/routeiq: lint, render 5 value sets, validate for k8s 1.29/1.32, contracts, alerts, live metrics
+	$(PY) -m pytest -q tests/chart
 
 lint:
 	$(BIN)/ruff check .

@@ -1,0 +1,153 @@
+{{/* Names and labels. */}}
+{{- define "routeiq.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "routeiq.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "routeiq.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "routeiq.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "routeiq.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "routeiq.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: routeiq
+{{- end }}
+
+{{- define "routeiq.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "routeiq.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* repository:tag, the tag defaulting to the chart's appVersion. Call with (list image context). */}}
+{{- define "routeiq.image" -}}
+{{- $img := index . 0 }}{{- $ctx := index . 1 }}
+{{- printf "%s:%s" $img.repository (default $ctx.Chart.AppVersion $img.tag) }}
+{{- end }}
+
+{{/* The config source config-sync polls: the store's, or the bootstrap ConfigMap's directory. */}}
+{{- define "routeiq.configSource" -}}
+{{- default "file:///app/bootstrap/" .Values.store.configSource }}
+{{- end }}
+
+{{- define "routeiq.bootstrapEnabled" -}}
+{{- if not .Values.store.configSource }}true{{ end }}
+{{- end }}
+
+{{- define "routeiq.modelSyncEnabled" -}}
+{{- if and .Values.modelSync.enabled .Values.store.modelRegistry }}true{{ end }}
+{{- end }}
+
+{{/* Pod grace period: the gateway's drain timeout plus a margin, so the drain ends before SIGKILL. */}}
+{{- define "routeiq.gracePeriod" -}}
+{{- add (int .Values.gateway.drainTimeoutSeconds) (int .Values.gateway.terminationMarginSeconds) }}
+{{- end }}
+
+{{/* A Secret key as an env variable, by reference only. Call with (list NAME secretRef). */}}
+{{- define "routeiq.secretEnv" -}}
+{{- $envName := index . 0 }}{{- $ref := index . 1 }}
+{{- if $ref.name }}
+- name: {{ $envName }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $ref.name }}
+      key: {{ $ref.key }}
+{{- end }}
+{{- end }}
+
+{{/* Env every container shares: volume paths, telemetry. */}}
+{{- define "routeiq.commonEnv" -}}
+- name: ROUTEIQ_CONFIG_DIR
+  value: /app/config
+- name: ROUTEIQ_MODELS_DIR
+  value: /app/models
+- name: ROUTEIQ_RUN_DIR
+  value: /app/run
+- name: HOME
+  value: /tmp
+{{- if .Values.telemetry.collector.enabled }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: http://127.0.0.1:4318
+{{- else if .Values.telemetry.otlpEndpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ .Values.telemetry.otlpEndpoint | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Env of the containers that read the object store. */}}
+{{- define "routeiq.storeEnv" -}}
+{{- if .Values.store.endpointUrl }}
+- name: AWS_ENDPOINT_URL_S3
+  value: {{ .Values.store.endpointUrl | quote }}
+{{- end }}
+{{- if .Values.store.region }}
+- name: AWS_REGION
+  value: {{ .Values.store.region | quote }}
+{{- end }}
+{{- end }}
+
+{{- define "routeiq.storeEnvFrom" -}}
+{{- if .Values.store.credentialsSecret }}
+envFrom:
+  - secretRef:
+      name: {{ .Values.store.credentialsSecret }}
+{{- end }}
+{{- end }}
+
+{{/* The config-sync container's body, shared by the init container (--once) and the sidecar. */}}
+{{- define "routeiq.configSyncContainer" -}}
+image: {{ include "routeiq.image" (list .Values.images.configSync .) }}
+imagePullPolicy: {{ .Values.images.configSync.pullPolicy }}
+securityContext:
+  {{- toYaml .Values.containerSecurityContext | nindent 2 }}
+env:
+  {{- include "routeiq.commonEnv" . | nindent 2 }}
+  {{- with include "routeiq.storeEnv" . | trim }}{{ . | nindent 2 }}{{ end }}
+  - name: CONFIG_SOURCE
+    value: {{ include "routeiq.configSource" . | quote }}
+  - name: CONFIG_SYNC_INTERVAL
+    value: {{ .Values.configSync.interval | quote }}
+  - name: HEALTH_PORT
+    value: {{ .Values.configSync.healthPort | quote }}
+  - name: LOG_LEVEL
+    value: {{ .Values.configSync.logLevel | quote }}
+  - name: OTEL_SERVICE_NAME
+    value: routeiq-config-sync
+  {{- with .Values.configSync.extraEnv }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- include "routeiq.storeEnvFrom" . }}
+resources:
+  {{- toYaml .Values.configSync.resources | nindent 2 }}
+volumeMounts:
+  - name: config
+    mountPath: /app/config
+  - name: run
+    mountPath: /app/run
+    readOnly: true
+  - name: tmp
+    mountPath: /tmp
+  {{- if include "routeiq.bootstrapEnabled" . }}
+  - name: bootstrap
+    mountPath: /app/bootstrap
+    readOnly: true
+  {{- end }}
+{{- end }}
