@@ -5,6 +5,8 @@ A request reads `ref.current` once and keeps that object to the end, so a reload
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +23,8 @@ from routeiq_shared.config_schema import (
 from routeiq_gateway.records.request_ids import RequestIds
 from routeiq_gateway.routing.deployments import Deployment, build_deployment
 from routeiq_gateway.routing.routers import RouterPlan, build_plan
+
+log = logging.getLogger("routeiq.gateway")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +50,8 @@ class GatewayState:
     records: RecordsSettings = field(default_factory=RecordsSettings)
     request_ids: RequestIds = field(default_factory=lambda: RequestIds.for_master_key(None))
     prices: dict[str, tuple[float, float]] = field(default_factory=dict)  # group → llm_candidates.json prices
+    config_warnings: tuple[str, ...] = ()  # LiteLLM keys accepted with no effect, logged at each load
+    environment: dict[str, str] = field(default_factory=dict)  # the config's environment_variables
 
     @property
     def router_artifacts(self) -> set[str]:
@@ -67,9 +73,13 @@ def build_state(loaded: LoadedConfig, created: int) -> GatewayState:
         groups.setdefault(entry.model_name, []).append(build_deployment(entry, cfg.router_settings))
     fallbacks = {k: tuple(v) for entry in cfg.router_settings.fallbacks for k, v in entry.items()}
     routers = {spec.name: spec for spec in cfg.routeiq.routers}
-    models = [
-        {"id": name, "object": "model", "created": created, "owned_by": "routeiq"} for name in (*groups, *routers)
-    ]
+    listed = [*groups, *routers]
+    for alias, to in cfg.router_settings.model_group_alias.items():  # another name for the same deployments
+        target, hidden = (to, False) if isinstance(to, str) else (to.model, to.hidden)
+        groups[alias] = groups[target]
+        if not hidden:
+            listed.append(alias)
+    models = [{"id": name, "object": "model", "created": created, "owned_by": "routeiq"} for name in listed]
     key = cfg.general_settings.master_key
     return GatewayState(
         version=loaded.version,
@@ -97,6 +107,8 @@ def build_state(loaded: LoadedConfig, created: int) -> GatewayState:
         records=cfg.routeiq.records,
         request_ids=RequestIds.for_master_key(key.encode() if key else None),
         prices={name: (c.input_price, c.output_price) for name, c in loaded.candidates.items()},
+        config_warnings=loaded.warnings,
+        environment=dict(cfg.environment_variables),
     )
 
 
@@ -111,10 +123,16 @@ def load_state_from_files(config_path: Path, candidates_path: Path | None, creat
     the status config-sync reads back) or OSError."""
     config_raw, candidates_raw = read_config_files(config_path, candidates_path)
     try:
-        return build_state(load_config(config_raw, candidates_raw), created)
+        state = build_state(load_config(config_raw, candidates_raw), created)
     except ConfigError as exc:
         exc.version = content_version(config_raw, candidates_raw or b"")
         raise
+    # LiteLLM's environment_variables: providers' SDKs read some settings from the environment, so they are set
+    # for the process, as LiteLLM's proxy does (a variable dropped from the file keeps its last value).
+    os.environ.update(state.environment)
+    for warning in state.config_warnings:
+        log.warning("Config key has no effect", extra={"event": "config_warning", "detail": warning})
+    return state
 
 
 @dataclass(slots=True)

@@ -29,6 +29,7 @@ from pydantic import (
 
 from .bounded_yaml import YamlBoundError, safe_load_bounded
 from .egress import EgressError, check_url_literal, parse_networks
+from .litellm_compat import adapt
 
 ENV_PREFIX = "os.environ/"
 _ENV_REF = re.compile(r"os\.environ/[A-Za-z_][A-Za-z0-9_]*")
@@ -43,13 +44,25 @@ _HEADER_MAPS = ("extra_headers", "headers")
 class ConfigError(ValueError):
     """A config or candidates file that must not be loaded. `path` names the offending key (`a.b[0].c`)."""
 
-    def __init__(self, path: str, message: str, source: str = "config.yaml") -> None:
+    def __init__(
+        self, path: str, message: str, source: str = "config.yaml", more: tuple[tuple[str, str], ...] = ()
+    ) -> None:
         self.path = path
         self.message = message
         self.source = source
         self.version: str | None = None  # the refused files' content version, when the loader read them whole
+        # every problem found, the first being (path, message): a file is fixed in one round, not one per key
+        self.problems: tuple[tuple[str, str], ...] = ((path, message), *more)
         where = f"{source}: {path}" if path else source
-        super().__init__(f"{where}: {message}")
+        text = f"{where}: {message}"
+        if more:
+            text += "".join(f"; {p}: {m}" if p else f"; {m}" for p, m in more)
+        super().__init__(text)
+
+    @classmethod
+    def of(cls, problems: list[tuple[str, str]], source: str = "config.yaml") -> ConfigError:
+        (path, message), *more = problems
+        return cls(path, message, source, tuple(more))
 
 
 class _NestedError(ValueError):
@@ -110,6 +123,11 @@ class ModelEntry(_Strict):
     model_info: dict[str, Any] = Field(default_factory=dict)
 
 
+class GroupAlias(_Strict):
+    model: str = Field(min_length=1)
+    hidden: bool = Field(default=False, description="served, but not listed by /v1/models")
+
+
 class RouterSettings(_Strict):
     routing_strategy: Literal[
         "simple-shuffle", "least-busy", "latency-based-routing", "cost-based-routing", "usage-based-routing"
@@ -119,6 +137,9 @@ class RouterSettings(_Strict):
     stream_timeout: float | None = Field(default=None, gt=0)
     retry_after: float = Field(default=0.05, ge=0, description="base of the jittered backoff, seconds")
     fallbacks: list[dict[str, list[str]]] = Field(default_factory=list)
+    model_group_alias: dict[str, str | GroupAlias] = Field(
+        default_factory=dict, description="another name for a model group: {alias: group} or {alias: {model, hidden}}"
+    )
 
 
 class GeneralSettings(_Strict):
@@ -342,7 +363,11 @@ class GatewayConfig(_Strict):
     model_list: list[ModelEntry] = Field(min_length=1)
     router_settings: RouterSettings = Field(default_factory=RouterSettings)
     general_settings: GeneralSettings = Field(default_factory=GeneralSettings)
-    litellm_settings: dict[str, Any] = Field(default_factory=dict)
+    # What remains of litellm_settings once litellm_compat.adapt() has mapped, warned or refused its keys: nothing.
+    litellm_settings: _Strict = Field(default_factory=_Strict)
+    environment_variables: dict[str, Annotated[str, Field(strict=True)]] = Field(
+        default_factory=dict, description="set in the gateway's environment; resolve os.environ/ references"
+    )
     routeiq: RouteIQSettings = Field(default_factory=RouteIQSettings)
 
     @field_validator("router_settings")
@@ -372,6 +397,7 @@ class LoadedConfig:
     config: GatewayConfig
     version: str
     candidates: Mapping[str, Candidate]
+    warnings: tuple[str, ...] = ()  # LiteLLM keys accepted with no effect (litellm_compat.py), one line each
 
 
 def format_loc(loc: tuple[int | str, ...]) -> str:
@@ -381,18 +407,27 @@ def format_loc(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def _first_error(exc: ValidationError, source: str) -> ConfigError:
-    err = exc.errors(include_url=False)[0]
+def _problem(err: Any) -> tuple[str, str]:
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
     elif err["type"] == "value_error" and "error" in err.get("ctx", {}):
         cause = err["ctx"]["error"]
         msg = str(cause)  # our validators' words, without pydantic's "Value error, " prefix
         if isinstance(cause, _NestedError):
-            return ConfigError(format_loc((*err["loc"], *cause.loc)), msg, source)
+            return format_loc((*err["loc"], *cause.loc)), msg
     else:
         msg = err["msg"]
-    return ConfigError(format_loc(tuple(err["loc"])), msg, source)
+    return format_loc(tuple(err["loc"])), msg
+
+
+def _validation_error(exc: ValidationError, source: str) -> ConfigError:
+    """Every problem pydantic found, each with its key's path (a union's alternatives fold into one line)."""
+    problems: list[tuple[str, str]] = []
+    for err in exc.errors(include_url=False):
+        path, msg = _problem(err)
+        if not any(p == path for p, _ in problems):
+            problems.append((path, msg))
+    return ConfigError.of(problems, source)
 
 
 def content_version(*blobs: bytes) -> str:
@@ -402,7 +437,11 @@ def content_version(*blobs: bytes) -> str:
     return digest.hexdigest()[:12]
 
 
-def parse_config(raw: bytes, source: str = "config.yaml") -> GatewayConfig:
+def parse_config(raw: bytes, source: str = "config.yaml", warnings: list[str] | None = None) -> GatewayConfig:
+    """Parse and validate; LiteLLM keys are adapted first (litellm_compat.py). Warnings (keys accepted with no
+    effect) are appended to `warnings` when given."""
+    if warnings is None:
+        warnings = []
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -421,10 +460,14 @@ def parse_config(raw: bytes, source: str = "config.yaml") -> GatewayConfig:
         raise ConfigError("", "empty file", source)
     if not isinstance(data, dict):
         raise ConfigError("", "top level must be a mapping", source)
+    data, refused, warned = adapt(data)
+    if refused:
+        raise ConfigError.of([(p.path, p.message) for p in refused], source)
+    warnings.extend(f"{p.path}: {p.message}" for p in warned)
     try:
         config = GatewayConfig.model_validate(data, context={"resolved": False})
     except ValidationError as exc:
-        raise _first_error(exc, source) from None
+        raise _validation_error(exc, source) from None
     check_env_ref_syntax(data, "")
     return config
 
@@ -441,8 +484,8 @@ def parse_candidates(raw: bytes, source: str = "llm_candidates.json") -> dict[st
         try:
             out[name] = Candidate.model_validate(entry)
         except ValidationError as exc:
-            err = _first_error(exc, source)
-            raise ConfigError(format_loc((name, *_split_path(err.path))), err.message, source) from None
+            path, message = _problem(exc.errors(include_url=False)[0])
+            raise ConfigError(format_loc((name, *_split_path(path))), message, source) from None
     return out
 
 
@@ -508,6 +551,14 @@ def cross_check(config: GatewayConfig, candidates: Mapping[str, Candidate]) -> N
                 f"{where}.fallback",
                 f"{router.fallback!r} is neither a strategy ({', '.join(FALLBACK_STRATEGIES)}) nor in model_list",
             )
+    routers = {r.name for r in config.routeiq.routers}
+    for alias, to in config.router_settings.model_group_alias.items():
+        aliased = f"router_settings.model_group_alias.{alias}"
+        group = to if isinstance(to, str) else to.model
+        if alias in names or alias in routers:
+            raise ConfigError(aliased, f"{alias!r} is already a model_list model_name or a router")
+        if group not in names:
+            raise ConfigError(aliased, f"model {group!r} is not in model_list")
     seen_routers = [r.name for r in config.routeiq.routers]
     if len(seen_routers) != len(set(seen_routers)):
         raise ConfigError("routeiq.routers", "router names must be unique")
@@ -553,8 +604,10 @@ def check_header_values(config: GatewayConfig, *, resolved: bool) -> None:
             ) from None
 
 
-def _check(config_raw: bytes, candidates_raw: bytes | None) -> tuple[GatewayConfig, dict[str, Candidate]]:
-    config = parse_config(config_raw)
+def _check(
+    config_raw: bytes, candidates_raw: bytes | None, warnings: list[str]
+) -> tuple[GatewayConfig, dict[str, Candidate]]:
+    config = parse_config(config_raw, warnings=warnings)
     candidates = parse_candidates(candidates_raw) if candidates_raw else {}
     cross_check(config, candidates)
     check_header_values(config, resolved=False)
@@ -565,8 +618,14 @@ def check_config(config_raw: bytes, candidates_raw: bytes | None = None) -> str:
     """What can be known without the pod's secrets: structure, cross references, literal values and the syntax of
     `os.environ/` references (not their values: a secret may be mounted only in the gateway's container).
     Returns the version; raises ConfigError."""
-    _check(config_raw, candidates_raw)
-    return content_version(config_raw, candidates_raw or b"")
+    return check_config_report(config_raw, candidates_raw)[0]
+
+
+def check_config_report(config_raw: bytes, candidates_raw: bytes | None = None) -> tuple[str, list[str]]:
+    """check_config, and the warnings: LiteLLM keys accepted with no effect, one line each."""
+    warnings: list[str] = []
+    _check(config_raw, candidates_raw, warnings)
+    return content_version(config_raw, candidates_raw or b""), warnings
 
 
 def load_config(
@@ -574,11 +633,14 @@ def load_config(
 ) -> LoadedConfig:
     """Parse, validate, cross-check and resolve secrets. Raises ConfigError; never returns a half-valid config."""
     env = os.environ if env is None else env
-    config, candidates = _check(config_raw, candidates_raw)
+    warnings: list[str] = []
+    config, candidates = _check(config_raw, candidates_raw, warnings)
+    if config.environment_variables:  # as LiteLLM does: the file's variables win over the process's
+        env = {**env, **config.environment_variables}
     resolved = resolve_env_refs(config.model_dump(exclude_unset=True), "", env)
     try:
         config = GatewayConfig.model_validate(resolved, context={"resolved": True})
     except ValidationError as exc:
-        raise _first_error(exc, "config.yaml") from None
+        raise _validation_error(exc, "config.yaml") from None
     check_header_values(config, resolved=True)
-    return LoadedConfig(config, content_version(config_raw, candidates_raw or b""), candidates)
+    return LoadedConfig(config, content_version(config_raw, candidates_raw or b""), candidates, tuple(warnings))

@@ -1,0 +1,375 @@
+"""What RouteIQ does with each key of a LiteLLM proxy config: honour it, map it to its own setting, warn that it has
+no effect (operational knobs of LiteLLM's own machinery), or refuse it as a LiteLLM feature RouteIQ does not
+support. Nothing that changes behaviour is ever accepted and ignored.
+
+The tables below are the single source of `docs/litellm-compatibility.md` (a test keeps the two equal) and of the
+checks `adapt()` runs on the raw document before the schema sees it:
+- every refused key of the file is named in one error (not only the first);
+- warned keys are dropped, each with one warning line;
+- mapped keys are rewritten into what RouteIQ reads (e.g. `litellm_settings.num_retries` →
+  `router_settings.num_retries`, where `router_settings` wins when both are set, as in LiteLLM);
+- an empty section (`general_settings:` with nothing under it) is read as `{}`.
+Keys in none of the tables are left to the schema, which refuses them as unknown (a typo must not pass).
+Reference: LiteLLM's proxy config documentation, "All settings" (docs/proxy/config_settings.md).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Status = Literal["honoured", "mapped", "warned", "refused"]
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    status: Status
+    note: str
+
+
+def _h(note: str) -> Key:
+    return Key("honoured", note)
+
+
+def _m(note: str) -> Key:
+    return Key("mapped", note)
+
+
+def _w(note: str = "LiteLLM's own operational setting; RouteIQ has no such machinery") -> Key:
+    return Key("warned", note)
+
+
+def _r(note: str) -> Key:
+    return Key("refused", note)
+
+
+TOP_LEVEL: dict[str, Key] = {
+    "model_list": _h("deployments; see the model_list table"),
+    "litellm_settings": _h("section; see its table"),
+    "general_settings": _h("section; see its table"),
+    "router_settings": _h("section; see its table"),
+    "environment_variables": _h("set in the gateway's environment and used to resolve `os.environ/` references"),
+    "routeiq": _h("RouteIQ's own section (routers, limits, records, egress)"),
+    "guardrails": _r("guardrails"),
+    "mcp_servers": _r("MCP servers"),
+    "mcp_tools": _r("MCP tools"),
+    "vector_store_registry": _r("vector stores"),
+    "vector_stores": _r("vector stores"),
+    "credential_list": _r("the credentials registry (reference secrets with `os.environ/` instead)"),
+    "callback_settings": _r("logging callbacks"),
+    "files_settings": _r("the files API"),
+    "assistant_settings": _r("the assistants API"),
+    "finetune_settings": _r("fine-tuning"),
+    "search_tools": _r("search tools"),
+    "prompts": _r("prompt management"),
+    "include": _r("config includes (one file per config; config-sync writes it whole)"),
+    "pass_through_endpoints": _r("pass-through endpoints"),
+    "agent_list": _r("agents"),
+}
+
+MODEL_ENTRY: dict[str, Key] = {
+    "model_name": _h("the model group clients ask for"),
+    "litellm_params": _h("provider call settings; extra keys go to LiteLLM as they are"),
+    "model_info": _h("metadata (prices, context window)"),
+    "rpm": _m("same as `litellm_params.rpm` (weights simple-shuffle, limits usage-based-routing)"),
+    "tpm": _m("same as `litellm_params.tpm`"),
+}
+
+_CALLBACKS = "logging callbacks (Prometheus metrics and OpenTelemetry traces are built in)"
+LITELLM_SETTINGS: dict[str, Key] = {
+    "drop_params": _m("`litellm_params.drop_params` of every deployment that does not set its own"),
+    "num_retries": _m("`router_settings.num_retries` (router_settings wins when both are set)"),
+    "request_timeout": _m("`router_settings.timeout` (router_settings wins when both are set)"),
+    "fallbacks": _m("`router_settings.fallbacks` (router_settings wins when both are set)"),
+    "default_fallbacks": _m("a `router_settings.fallbacks` entry for every model group without its own"),
+    "callbacks": _w(_CALLBACKS + ": `prometheus` and `otel` are accepted with a warning, any other is refused"),
+    "success_callback": _w(_CALLBACKS + ": as `callbacks`"),
+    "failure_callback": _w(_CALLBACKS + ": as `callbacks`"),
+    "service_callbacks": _w("RouteIQ reports Redis and store failures in its own metrics"),
+    "set_verbose": _w("RouteIQ's log level is LOG_LEVEL"),
+    "json_logs": _w("RouteIQ always logs JSON"),
+    "turn_off_message_logging": _w("RouteIQ never logs messages"),
+    "redact_user_api_key_info": _w("RouteIQ never logs API keys"),
+    "disable_end_user_cost_tracking": _w(),
+    "disable_end_user_cost_tracking_prometheus_only": _w(),
+    "disable_hf_tokenizer_download": _w(),
+    "disable_copilot_system_to_assistant": _w("deprecated in LiteLLM"),
+    "context_window_fallbacks": _r("context-window fallbacks"),
+    "content_policy_fallbacks": _r("content-policy fallbacks"),
+    "cache": _r("response caching"),
+    "cache_params": _r("response caching"),
+    "mcp_aliases": _r("MCP servers"),
+    "modify_params": _r("request rewriting (modify_params)"),
+    "enable_preview_features": _r("preview features"),
+    "force_ipv4": _r("forcing IPv4"),
+    "langfuse_default_tags": _r("Langfuse logging"),
+    "key_generation_settings": _r("virtual key generation rules"),
+    "max_budget": _r("proxy budgets"),
+    "budget_duration": _r("proxy budgets"),
+    "max_end_user_budget": _r("end-user budgets"),
+    "enable_json_schema_validation": _r("JSON-schema validation of responses"),
+    "enable_key_alias_format_validation": _r("virtual key aliases"),
+    "use_chat_completions_url_for_anthropic_messages": _r("/v1/messages routing options"),
+    "disable_add_transform_inline_image_block": _r("Fireworks image transforms"),
+    "guardrails": _r("guardrails"),
+    "default_team_settings": _r("teams"),
+    "upperbound_key_generate_params": _r("virtual key generation rules"),
+    "default_internal_user_params": _r("LiteLLM's user management"),
+    "tag_budget_config": _r("tag budgets"),
+    "public_model_groups": _r("LiteLLM's model hub"),
+    "model_group_settings": _r("LiteLLM's model hub"),
+}
+
+GENERAL_SETTINGS: dict[str, Key] = {
+    "master_key": _h("the API key clients send (`Authorization: Bearer`); at least 8 characters"),
+    "max_request_size_mb": _m("`routeiq.limits.max_request_body_bytes` (MiB → bytes; routeiq wins when both)"),
+    "global_max_parallel_requests": _m("`routeiq.limits.max_in_flight` (routeiq wins when both)"),
+    "background_health_checks": _w("RouteIQ serves /health/liveness and /health/readiness; no upstream probing"),
+    "health_check_interval": _w("as background_health_checks"),
+    "health_check_details": _w("as background_health_checks"),
+    "disable_spend_logs": _w(),
+    "disable_spend_updates": _w(),
+    "disable_master_key_return": _w("RouteIQ never returns the master key"),
+    "disable_reset_budget": _w(),
+    "disable_adding_master_key_hash_to_db": _w(),
+    "disable_prisma_schema_update": _w(),
+    "disable_retry_on_max_parallel_request_limit_error": _w(),
+    "proxy_batch_write_at": _w(),
+    "proxy_budget_rescheduler_min_time": _w(),
+    "proxy_budget_rescheduler_max_time": _w(),
+    "proxy_batch_polling_interval": _w(),
+    "user_api_key_cache_ttl": _w(),
+    "store_prompts_in_spend_logs": _w(),
+    "maximum_spend_logs_retention_period": _w(),
+    "maximum_spend_logs_retention_interval": _w(),
+    "database_connection_pool_limit": _w(),
+    "database_connection_timeout": _w(),
+    "database_url": _r("a database in config (RouteIQ reads DATABASE_URL from the environment)"),
+    "allow_requests_on_db_unavailable": _r("LiteLLM's database fallback"),
+    "store_model_in_db": _r("models stored in a database"),
+    "supported_db_objects": _r("models stored in a database"),
+    "custom_auth": _r("custom auth"),
+    "enable_jwt_auth": _r("JWT auth"),
+    "litellm_jwtauth": _r("JWT auth"),
+    "enable_oauth2_auth": _r("OAuth2 auth"),
+    "enable_oauth2_proxy_auth": _r("OAuth2 auth"),
+    "oauth2_config_mappings": _r("OAuth2 auth"),
+    "custom_sso": _r("SSO"),
+    "allowed_routes": _r("route permissions"),
+    "public_routes": _r("route permissions"),
+    "admin_only_routes": _r("route permissions"),
+    "allowed_ips": _r("IP allow-lists (use a NetworkPolicy)"),
+    "use_x_forwarded_for": _r("client IPs from X-Forwarded-For"),
+    "enforced_params": _r("enforced request parameters"),
+    "enforce_user_param": _r("enforced request parameters"),
+    "reject_clientside_metadata_tags": _r("metadata tags"),
+    "alerting": _r("Slack/e-mail alerting (RouteIQ ships Prometheus alert rules)"),
+    "alerting_threshold": _r("Slack/e-mail alerting"),
+    "alerting_args": _r("Slack/e-mail alerting"),
+    "alert_types": _r("Slack/e-mail alerting"),
+    "alert_to_webhook_url": _r("Slack/e-mail alerting"),
+    "spend_report_frequency": _r("spend reports"),
+    "pass_through_endpoints": _r("pass-through endpoints"),
+    "use_client_credentials_pass_through_routes": _r("pass-through endpoints"),
+    "key_management_system": _r("secret managers (mount secrets and use `os.environ/`)"),
+    "key_management_settings": _r("secret managers"),
+    "use_azure_key_vault": _r("secret managers"),
+    "use_google_kms": _r("secret managers"),
+    "max_parallel_requests": _r("per-deployment parallel-request limits"),
+    "infer_model_from_keys": _r("model inference from keys"),
+    "completion_model": _r("overriding the requested model"),
+    "embedding_model": _r("overriding the requested model"),
+    "image_generation_model": _r("overriding the requested model"),
+    "moderation_model": _r("overriding the requested model"),
+    "forward_client_headers_to_llm_api": _r("forwarding client headers upstream"),
+    "forward_openai_org_id": _r("forwarding client headers upstream"),
+    "allow_client_side_credentials": _r("client-side credentials"),
+    "litellm_key_header_name": _r("a custom API key header"),
+    "custom_key_generate": _r("virtual key generation rules"),
+    "default_team_disabled": _r("teams"),
+    "service_account_settings": _r("service accounts"),
+    "litellm_license": _r("LiteLLM Enterprise"),
+    "ui_access_mode": _r("LiteLLM's UI"),
+    "user_mcp_management_mode": _r("MCP servers"),
+    "disable_responses_id_security": _r("/v1/responses id security options"),
+    "max_response_size_mb": _r("response size limits"),
+    "allow_user_auth": _r("deprecated user auth"),
+}
+
+ROUTER_SETTINGS: dict[str, Key] = {
+    "routing_strategy": _h("simple-shuffle, least-busy, latency-, cost- or usage-based-routing"),
+    "num_retries": _h("retries per request, across the group's deployments"),
+    "timeout": _h("seconds per upstream call"),
+    "stream_timeout": _h("seconds per streamed upstream call"),
+    "retry_after": _h("base of the jittered retry backoff, seconds"),
+    "fallbacks": _h("model groups tried when a group fails"),
+    "default_fallbacks": _m("a `fallbacks` entry for every model group without its own"),
+    "model_group_alias": _h("another name for a model group (`{alias: group}` or `{alias: {model, hidden}}`)"),
+    "debug_level": _w("RouteIQ's log level is LOG_LEVEL"),
+    "set_verbose": _w("RouteIQ's log level is LOG_LEVEL"),
+    "client_ttl": _w("RouteIQ keeps its upstream connections pooled"),
+    "allowed_fails": _r("failure cooldowns (RouteIQ puts a deployment last after 3 consecutive failures)"),
+    "cooldown_time": _r("failure cooldowns"),
+    "disable_cooldowns": _r("failure cooldowns"),
+    "allowed_fails_policy": _r("failure cooldowns"),
+    "retry_policy": _r("per-error retry policies"),
+    "model_group_retry_policy": _r("per-error retry policies"),
+    "enable_pre_call_checks": _r("context-window pre-call checks"),
+    "enable_pre_call_check": _r("context-window pre-call checks"),
+    "optional_pre_call_checks": _r("pre-call checks"),
+    "context_window_fallbacks": _r("context-window fallbacks"),
+    "content_policy_fallbacks": _r("content-policy fallbacks"),
+    "max_fallbacks": _r("a cap on fallbacks"),
+    "default_litellm_params": _r("default call parameters for every deployment"),
+    "redis_host": _r("Redis for usage tracking in config (RouteIQ reads REDIS_URL from the environment)"),
+    "redis_port": _r("Redis for usage tracking in config"),
+    "redis_password": _r("Redis for usage tracking in config"),
+    "redis_db": _r("Redis for usage tracking in config"),
+    "redis_url": _r("Redis for usage tracking in config"),
+    "enable_tag_filtering": _r("tag-based routing"),
+    "tag_filtering_match_any": _r("tag-based routing"),
+    "default_max_parallel_requests": _r("per-deployment parallel-request limits"),
+    "default_priority": _r("request priorities (the scheduler)"),
+    "polling_interval": _r("request priorities (the scheduler)"),
+    "routing_strategy_args": _r("routing strategy arguments"),
+    "cache_responses": _r("response caching"),
+    "caching_groups": _r("response caching"),
+    "cache_kwargs": _r("response caching"),
+    "provider_budget_config": _r("provider budgets"),
+    "deployment_affinity_ttl_seconds": _r("deployment affinity"),
+    "ignore_invalid_deployments": _r("skipping invalid deployments (RouteIQ refuses the config instead)"),
+    "search_tools": _r("search tools"),
+    "guardrail_list": _r("guardrails"),
+    "router_general_settings": _r("LiteLLM SDK router settings"),
+    "alerting_config": _r("Slack/e-mail alerting"),
+    "assistants_config": _r("the assistants API"),
+}
+
+SECTIONS: dict[str, dict[str, Key]] = {
+    "litellm_settings": LITELLM_SETTINGS,
+    "general_settings": GENERAL_SETTINGS,
+    "router_settings": ROUTER_SETTINGS,
+}
+ACCEPTED_CALLBACKS = {
+    "prometheus": "RouteIQ serves Prometheus metrics at /metrics itself",
+    "otel": "RouteIQ exports OpenTelemetry traces when OTEL_EXPORTER_OTLP_* is set",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    path: str
+    message: str
+
+
+def refusal(what: str) -> str:
+    return f"{what} is a LiteLLM feature RouteIQ does not support"
+
+
+def adapt(data: dict[str, Any]) -> tuple[dict[str, Any], list[Problem], list[Problem]]:
+    """(the document rewritten into what the schema reads, refusals, warnings). The input is not modified."""
+    out = copy.deepcopy(data)
+    refused: list[Problem] = []
+    warnings: list[Problem] = []
+    for key in list(out):
+        entry = TOP_LEVEL.get(key)
+        if entry is not None and entry.status == "refused":
+            refused.append(Problem(key, refusal(entry.note)))
+    for section, table in SECTIONS.items():
+        if section in out and out[section] is None:
+            out[section] = {}  # `general_settings:` with nothing under it
+        body = out.get(section)
+        if not isinstance(body, dict):
+            continue  # the schema says what is wrong with it
+        for key in list(body):
+            entry = table.get(key)
+            if entry is None:
+                continue
+            path = f"{section}.{key}"
+            if key in ("callbacks", "success_callback", "failure_callback"):
+                _callbacks(path, body.pop(key), refused, warnings)
+            elif entry.status == "refused":
+                refused.append(Problem(path, refusal(entry.note)))
+            elif entry.status == "warned":
+                body.pop(key)
+                warnings.append(Problem(path, f"ignored: {entry.note}"))
+    if refused:
+        return out, refused, warnings
+    _map(out, warnings)
+    return out, refused, warnings
+
+
+def _callbacks(path: str, value: Any, refused: list[Problem], warnings: list[Problem]) -> None:
+    names = [value] if isinstance(value, str) else value if isinstance(value, list) else None
+    if names is None:
+        refused.append(Problem(path, "must be a list of callback names"))
+        return
+    for i, name in enumerate(names):
+        note = ACCEPTED_CALLBACKS.get(name) if isinstance(name, str) else None
+        if note is None:
+            refused.append(Problem(f"{path}[{i}]", refusal(f"the {name!r} logging callback")))
+        else:
+            warnings.append(Problem(f"{path}[{i}]", f"ignored: {note}"))
+
+
+def _set_default(section: dict[str, Any], key: str, value: Any, source: str, warnings: list[Problem]) -> None:
+    if key in section:
+        warnings.append(Problem(source, f"ignored: {key} is set where RouteIQ reads it, which wins"))
+    else:
+        section[key] = value
+
+
+def _map(out: dict[str, Any], warnings: list[Problem]) -> None:
+    litellm = out.get("litellm_settings")
+    general = out.get("general_settings")
+    router = out.setdefault("router_settings", {})
+    routeiq = out.get("routeiq")
+    if not isinstance(router, dict):
+        return
+    if isinstance(litellm, dict):
+        for src, dst in (("num_retries", "num_retries"), ("request_timeout", "timeout"), ("fallbacks", "fallbacks")):
+            if src in litellm:
+                _set_default(router, dst, litellm.pop(src), f"litellm_settings.{src}", warnings)
+        if "default_fallbacks" in litellm:
+            _set_default(router, "default_fallbacks", litellm.pop("default_fallbacks"), "litellm_settings", warnings)
+        if "drop_params" in litellm:
+            drop = litellm.pop("drop_params")
+            for entry in out.get("model_list") or []:
+                params = entry.get("litellm_params") if isinstance(entry, dict) else None
+                if isinstance(params, dict):
+                    params.setdefault("drop_params", drop)
+    if isinstance(general, dict):
+        limits_src = {
+            "max_request_size_mb": ("max_request_body_bytes", lambda mb: int(float(mb) * 1024 * 1024)),
+            "global_max_parallel_requests": ("max_in_flight", lambda n: n),
+        }
+        for src, (dst, convert) in limits_src.items():
+            if src in general:
+                value = general.pop(src)
+                if routeiq is None:
+                    routeiq = out["routeiq"] = {}
+                if isinstance(routeiq, dict):
+                    limits = routeiq.setdefault("limits", {})
+                    if isinstance(limits, dict):
+                        try:
+                            converted = convert(value)
+                        except (TypeError, ValueError):
+                            converted = value  # the schema names what is wrong with it, at its new path
+                        _set_default(limits, dst, converted, f"general_settings.{src}", warnings)
+    if "default_fallbacks" in router:
+        defaults = router.pop("default_fallbacks")
+        if isinstance(defaults, list):
+            fallbacks = router.setdefault("fallbacks", [])
+            if isinstance(fallbacks, list):
+                covered = {k for entry in fallbacks if isinstance(entry, dict) for k in entry}
+                for entry in out.get("model_list") or []:
+                    name = entry.get("model_name") if isinstance(entry, dict) else None
+                    if isinstance(name, str) and name not in covered and name not in defaults:
+                        fallbacks.append({name: list(defaults)})
+                        covered.add(name)
+    for entry in out.get("model_list") or []:
+        if isinstance(entry, dict) and isinstance(entry.get("litellm_params"), dict):
+            for key in ("rpm", "tpm"):
+                if key in entry:
+                    entry["litellm_params"].setdefault(key, entry.pop(key))
