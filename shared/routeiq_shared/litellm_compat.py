@@ -49,7 +49,10 @@ TOP_LEVEL: dict[str, Key] = {
     "litellm_settings": _h("section; see its table"),
     "general_settings": _h("section; see its table"),
     "router_settings": _h("section; see its table"),
-    "environment_variables": _h("set in the gateway's environment and used to resolve `os.environ/` references"),
+    "environment_variables": _h(
+        "set in the gateway's environment and used to resolve `os.environ/` references; numbers and booleans are "
+        "written as text, as LiteLLM does, and an empty value as ""; a list or a mapping is refused"
+    ),
     "routeiq": _h("RouteIQ's own section (routers, limits, records, egress)"),
     "guardrails": _r("guardrails"),
     "mcp_servers": _r("MCP servers"),
@@ -145,6 +148,10 @@ GENERAL_SETTINGS: dict[str, Key] = {
     "maximum_spend_logs_retention_interval": _w(),
     "database_connection_pool_limit": _w(),
     "database_connection_timeout": _w(),
+    "otel": _w("RouteIQ exports OpenTelemetry traces when OTEL_EXPORTER_OTLP_* is set"),
+    "coordination_redis": _r("Redis coordination between LiteLLM instances"),
+    "use_redis_transaction_buffer": _r("spend tracking"),
+    "use_shared_health_check": _r("shared health checks"),
     "database_url": _r("a database in config (RouteIQ reads DATABASE_URL from the environment)"),
     "allow_requests_on_db_unavailable": _r("LiteLLM's database fallback"),
     "store_model_in_db": _r("models stored in a database"),
@@ -264,7 +271,7 @@ class Problem:
 
 
 def refusal(what: str) -> str:
-    return f"{what} is a LiteLLM feature RouteIQ does not support"
+    return f"a LiteLLM feature RouteIQ does not support: {what}"
 
 
 def adapt(data: dict[str, Any]) -> tuple[dict[str, Any], list[Problem], list[Problem]]:
@@ -294,6 +301,17 @@ def adapt(data: dict[str, Any]) -> tuple[dict[str, Any], list[Problem], list[Pro
             elif entry.status == "warned":
                 body.pop(key)
                 warnings.append(Problem(path, f"ignored: {entry.note}"))
+    env = out.get("environment_variables")
+    if env is None and "environment_variables" in out:
+        out["environment_variables"] = {}
+    elif isinstance(env, dict):
+        for name, value in env.items():
+            if value is None:
+                env[name] = ""  # `NAME:` with nothing after it
+            elif isinstance(value, bool):
+                env[name] = "True" if value else "False"  # Python's str(), as LiteLLM's proxy writes it
+            elif isinstance(value, (int, float)):
+                env[name] = str(value)
     if refused:
         return out, refused, warnings
     _map(out, warnings)
@@ -308,7 +326,7 @@ def _callbacks(path: str, value: Any, refused: list[Problem], warnings: list[Pro
     for i, name in enumerate(names):
         note = ACCEPTED_CALLBACKS.get(name) if isinstance(name, str) else None
         if note is None:
-            refused.append(Problem(f"{path}[{i}]", refusal(f"the {name!r} logging callback")))
+            refused.append(Problem(f"{path}[{i}]", refusal(f"the {name!r} callback")))
         else:
             warnings.append(Problem(f"{path}[{i}]", f"ignored: {note}"))
 
@@ -373,3 +391,56 @@ def _map(out: dict[str, Any], warnings: list[Problem]) -> None:
             for key in ("rpm", "tpm"):
                 if key in entry:
                     entry["litellm_params"].setdefault(key, entry.pop(key))
+
+
+_TABLES: tuple[tuple[str, str, dict[str, Key]], ...] = (
+    ("Top level", "", TOP_LEVEL),
+    ("`model_list[]` entries", "model_list[].", MODEL_ENTRY),
+    ("`litellm_settings`", "litellm_settings.", LITELLM_SETTINGS),
+    ("`general_settings`", "general_settings.", GENERAL_SETTINGS),
+    ("`router_settings`", "router_settings.", ROUTER_SETTINGS),
+)
+_INTRO = """# LiteLLM config compatibility
+
+RouteIQ reads LiteLLM proxy `config.yaml` files. Every key LiteLLM documents is in one of four states:
+
+- **honoured**: RouteIQ does what LiteLLM does with it;
+- **mapped**: rewritten into RouteIQ's own setting (said where), with the same effect;
+- **warned**: accepted with one warning line (at load, and by `routeiq-gateway check-config`): an operational
+  knob of LiteLLM's own machinery (its database, health checks, logging) with no effect on what a request does;
+- **refused**: a LiteLLM feature RouteIQ does not support; the config is refused, naming **every** such key of the
+  file in one error, and the previous config keeps serving.
+
+A key in none of these tables is refused as unknown. `litellm_params` of a deployment is open: its extra keys are
+provider settings passed to LiteLLM as they are. An empty section (`general_settings:` with nothing under it) is
+read as `{}`. Generated from `shared/routeiq_shared/litellm_compat.py` (`python -m routeiq_shared.litellm_compat`);
+a test keeps this page, the tables and the config schema in step.
+"""
+
+
+def render_markdown() -> str:
+    parts = [_INTRO]
+    for title, prefix, table in _TABLES:
+        parts.append(f"\n## {title}\n\n| key | status | what RouteIQ does |\n| --- | --- | --- |\n")
+        for key in sorted(table):
+            entry = table[key]
+            note = refusal(entry.note) if entry.status == "refused" else entry.note
+            parts.append(f"| `{prefix}{key}` | {entry.status} | {note} |\n")
+    counts = {s: sum(1 for _, _, t in _TABLES for k in t.values() if k.status == s) for s in _STATUSES}
+    parts.append("\nIn all: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".\n")
+    return "".join(parts)
+
+
+_STATUSES: tuple[Status, ...] = ("honoured", "mapped", "warned", "refused")
+
+
+def main() -> None:
+    from pathlib import Path
+
+    out = Path(__file__).resolve().parents[2] / "docs" / "litellm-compatibility.md"
+    out.write_text(render_markdown())
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
