@@ -112,6 +112,8 @@ def check_url_literal(url: str, schemes: Iterable[str] = ("http", "https")) -> N
     except ValueError as exc:
         raise EgressError(f"not a valid URL: {exc}") from None
     allowed = tuple(schemes)
+    if not parts.scheme or not parts.netloc:
+        raise EgressError(f"not a URL: it needs a scheme and a host ({' or '.join(s + '://' for s in allowed)}…)")
     if parts.scheme.lower() not in allowed:
         raise EgressError(f"URL scheme must be one of {', '.join(allowed)} (got {parts.scheme or 'none'!r})")
     if not parts.hostname:

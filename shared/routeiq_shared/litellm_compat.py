@@ -51,7 +51,8 @@ TOP_LEVEL: dict[str, Key] = {
     "router_settings": _h("section; see its table"),
     "environment_variables": _h(
         "set in the gateway's environment and used to resolve `os.environ/` references; numbers and booleans are "
-        "written as text, as LiteLLM does, and an empty value as ""; a list or a mapping is refused"
+        "written as text, as LiteLLM does, and an empty value as "
+        "; a list or a mapping is refused"
     ),
     "routeiq": _h("RouteIQ's own section (routers, limits, records, egress)"),
     "guardrails": _r("guardrails"),
@@ -121,6 +122,46 @@ LITELLM_SETTINGS: dict[str, Key] = {
     "default_internal_user_params": _r("LiteLLM's user management"),
     "tag_budget_config": _r("tag budgets"),
     "public_model_groups": _r("LiteLLM's model hub"),
+    "allowed_fails": _r("failure cooldowns (RouteIQ puts a deployment last after 3 consecutive failures)"),
+    "cooldown_time": _r("failure cooldowns"),
+    "ssl_verify": _r("TLS settings in litellm_settings"),
+    "ssl_certificate": _r("TLS settings in litellm_settings"),
+    "forward_traceparent_to_llm_provider": _w("RouteIQ always sends the upstream a W3C traceparent naming its span"),
+    "cost_margin_config": _r("cost margins"),
+    "cost_discount_config": _r("cost discounts"),
+    "extra_spend_tag_headers": _r("spend tags"),
+    "disable_add_user_agent_to_request_tags": _r("spend tags"),
+    "custom_prometheus_metadata_labels": _r("LiteLLM's Prometheus metric options (RouteIQ's metrics are fixed)"),
+    "custom_prometheus_tags": _r("LiteLLM's Prometheus metric options"),
+    "prometheus_metrics_config": _r("LiteLLM's Prometheus metric options"),
+    "prometheus_initialize_budget_metrics": _r("LiteLLM's Prometheus metric options"),
+    "prometheus_emit_stream_label": _r("LiteLLM's Prometheus metric options"),
+    "enable_end_user_cost_tracking_prometheus_only": _r("LiteLLM's Prometheus metric options"),
+    "require_auth_for_metrics_endpoint": _r("auth on /metrics (keep it off the public path with a NetworkPolicy)"),
+    "max_internal_user_budget": _r("LiteLLM's user management"),
+    "internal_user_budget_duration": _r("LiteLLM's user management"),
+    "max_end_user_budget_id": _r("end-user budgets"),
+    "default_team_params": _r("teams"),
+    "default_key_generate_params": _r("virtual key generation rules"),
+    "ui_theme_config": _r("LiteLLM's UI"),
+    "enable_model_config_credential_overrides": _r("per-request credential overrides"),
+    "allow_dynamic_callback_disabling": _r("logging callbacks"),
+    "global_disable_no_log_param": _r("logging callbacks"),
+    "s3_callback_params": _r("logging callbacks"),
+    "skip_system_message_in_guardrail": _r("guardrails"),
+    "check_provider_endpoint": _r("provider endpoint checks"),
+    "store_audit_logs": _r("LiteLLM's audit logs"),
+    "audit_log_callbacks": _r("LiteLLM's audit logs"),
+    "global_prompt_directory": _r("prompt management"),
+    "global_bitbucket_config": _r("prompt management"),
+    "global_gitlab_config": _r("prompt management"),
+    "enable_azure_ad_token_refresh": _r("Azure AD token refresh (set credentials per deployment)"),
+    "enable_loadbalancing_on_batch_endpoints": _r("the batches API"),
+    "custom_provider_map": _r("custom providers (route to an OpenAI-compatible api_base instead)"),
+    "route_all_chat_openai_to_responses": _r("rewriting chat calls to the Responses API"),
+    "vertex_ai_safety_settings": _r("global Vertex AI settings (set them in the deployment's litellm_params)"),
+    "vertex_project": _r("global Vertex AI settings (set them in the deployment's litellm_params)"),
+    "vertex_location": _r("global Vertex AI settings (set them in the deployment's litellm_params)"),
     "model_group_settings": _r("LiteLLM's model hub"),
 }
 
@@ -149,6 +190,15 @@ GENERAL_SETTINGS: dict[str, Key] = {
     "database_connection_pool_limit": _w(),
     "database_connection_timeout": _w(),
     "otel": _w("RouteIQ exports OpenTelemetry traces when OTEL_EXPORTER_OTLP_* is set"),
+    "set_verbose": _w("RouteIQ's log level is LOG_LEVEL"),
+    "disable_error_logs": _w(),
+    "block_robots": _w("RouteIQ serves no UI"),
+    "health_check_ignore_transient_errors": _w("as background_health_checks"),
+    "enable_health_check_routing": _r("routing by background health checks"),
+    "alerts": _r("Slack/e-mail alerting"),
+    "token_rate_limit_type": _r("LiteLLM's rate limits"),
+    "user_header_mappings": _r("user identity headers"),
+    "custom_ui_sso_sign_in_handler": _r("SSO"),
     "coordination_redis": _r("Redis coordination between LiteLLM instances"),
     "use_redis_transaction_buffer": _r("spend tracking"),
     "use_shared_health_check": _r("shared health checks"),
@@ -434,11 +484,16 @@ def render_markdown() -> str:
 _STATUSES: tuple[Status, ...] = ("honoured", "mapped", "warned", "refused")
 
 
+CORPUS_MARKER = "\n## LiteLLM's own configs through RouteIQ\n"  # the page's last section, written by the corpus test
+
+
 def main() -> None:
     from pathlib import Path
 
     out = Path(__file__).resolve().parents[2] / "docs" / "litellm-compatibility.md"
-    out.write_text(render_markdown())
+    old = out.read_text() if out.exists() else ""
+    corpus = old[old.index(CORPUS_MARKER) :] if CORPUS_MARKER in old else ""
+    out.write_text(render_markdown() + corpus)
     print(f"wrote {out}")
 
 
