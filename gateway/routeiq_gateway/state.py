@@ -50,6 +50,8 @@ class GatewayState:
     records: RecordsSettings = field(default_factory=RecordsSettings)
     request_ids: RequestIds = field(default_factory=lambda: RequestIds.for_master_key(None))
     prices: dict[str, tuple[float, float]] = field(default_factory=dict)  # group → llm_candidates.json prices
+    allowed_fails: int = 3  # router_settings.allowed_fails: failures in a minute before a deployment cools down
+    cooldown_seconds: float = 5.0  # router_settings.cooldown_time; 0 with disable_cooldowns
     config_warnings: tuple[str, ...] = ()  # LiteLLM keys accepted with no effect, logged at each load
     environment: dict[str, str] = field(default_factory=dict)  # the config's environment_variables
 
@@ -107,6 +109,8 @@ def build_state(loaded: LoadedConfig, created: int) -> GatewayState:
         records=cfg.routeiq.records,
         request_ids=RequestIds.for_master_key(key.encode() if key else None),
         prices={name: (c.input_price, c.output_price) for name, c in loaded.candidates.items()},
+        allowed_fails=cfg.router_settings.allowed_fails,
+        cooldown_seconds=0.0 if cfg.router_settings.disable_cooldowns else cfg.router_settings.cooldown_time,
         config_warnings=loaded.warnings,
         environment=dict(cfg.environment_variables),
     )

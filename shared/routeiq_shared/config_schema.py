@@ -137,6 +137,11 @@ class RouterSettings(_Strict):
     stream_timeout: float | None = Field(default=None, gt=0)
     retry_after: float = Field(default=0.05, ge=0, description="base of the jittered backoff, seconds")
     fallbacks: list[dict[str, list[str]]] = Field(default_factory=list)
+    allowed_fails: int = Field(
+        default=3, ge=0, description="failures of a deployment in a minute before it cools down (LiteLLM's default)"
+    )
+    cooldown_time: float = Field(default=5.0, ge=0, description="seconds a failing deployment sits out")
+    disable_cooldowns: bool = Field(default=False, description="never cool a failing deployment down")
     model_group_alias: dict[str, str | GroupAlias] = Field(
         default_factory=dict, description="another name for a model group: {alias: group} or {alias: {model, hidden}}"
     )

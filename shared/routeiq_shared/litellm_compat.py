@@ -122,8 +122,8 @@ LITELLM_SETTINGS: dict[str, Key] = {
     "default_internal_user_params": _r("LiteLLM's user management"),
     "tag_budget_config": _r("tag budgets"),
     "public_model_groups": _r("LiteLLM's model hub"),
-    "allowed_fails": _r("failure cooldowns (RouteIQ puts a deployment last after 3 consecutive failures)"),
-    "cooldown_time": _r("failure cooldowns"),
+    "allowed_fails": _m("`router_settings.allowed_fails` (router_settings wins when both are set)"),
+    "cooldown_time": _m("`router_settings.cooldown_time` (router_settings wins when both are set)"),
     "ssl_verify": _r("TLS settings in litellm_settings"),
     "ssl_certificate": _r("TLS settings in litellm_settings"),
     "forward_traceparent_to_llm_provider": _w("RouteIQ always sends the upstream a W3C traceparent naming its span"),
@@ -266,9 +266,12 @@ ROUTER_SETTINGS: dict[str, Key] = {
     "debug_level": _w("RouteIQ's log level is LOG_LEVEL"),
     "set_verbose": _w("RouteIQ's log level is LOG_LEVEL"),
     "client_ttl": _w("RouteIQ keeps its upstream connections pooled"),
-    "allowed_fails": _r("failure cooldowns (RouteIQ puts a deployment last after 3 consecutive failures)"),
-    "cooldown_time": _r("failure cooldowns"),
-    "disable_cooldowns": _r("failure cooldowns"),
+    "allowed_fails": _h(
+        "a deployment failing more often than this in a minute cools down (default 3); while it cools it is tried "
+        "only after the group's other deployments (LiteLLM skips it, and answers 429 when all are cooling)"
+    ),
+    "cooldown_time": _h("seconds a failing deployment cools down (default 5)"),
+    "disable_cooldowns": _h("no cooldowns"),
     "allowed_fails_policy": _r("failure cooldowns"),
     "retry_policy": _r("per-error retry policies"),
     "model_group_retry_policy": _r("per-error retry policies"),
@@ -396,7 +399,14 @@ def _map(out: dict[str, Any], warnings: list[Problem]) -> None:
     if not isinstance(router, dict):
         return
     if isinstance(litellm, dict):
-        for src, dst in (("num_retries", "num_retries"), ("request_timeout", "timeout"), ("fallbacks", "fallbacks")):
+        moved = (
+            ("num_retries", "num_retries"),
+            ("request_timeout", "timeout"),
+            ("fallbacks", "fallbacks"),
+            ("allowed_fails", "allowed_fails"),
+            ("cooldown_time", "cooldown_time"),
+        )
+        for src, dst in moved:
             if src in litellm:
                 _set_default(router, dst, litellm.pop(src), f"litellm_settings.{src}", warnings)
         if "default_fallbacks" in litellm:

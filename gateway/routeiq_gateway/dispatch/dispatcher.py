@@ -109,7 +109,8 @@ class Dispatcher:
             try:
                 result = await self.provider_for(dep).call(dep, endpoint, body, stream, traceparent)
             except GatewayError as exc:
-                runtime.failed(dep.id)
+                if state.cooldown_seconds > 0:
+                    runtime.failed(dep.id, state.allowed_fails, state.cooldown_seconds)
                 if measure:
                     runtime.finished(dep.id)
                 self._record_failure(span, model, dep, exc)

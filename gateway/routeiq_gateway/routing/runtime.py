@@ -12,8 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 EWMA_ALPHA = 0.3  # weight of the newest sample: a deployment that slows down shows within a few requests
-COOLDOWN_FAILURES = 3  # consecutive failures before a deployment is tried last for a while
+# LiteLLM's defaults (router_settings.allowed_fails / cooldown_time): a deployment that fails more than
+# ALLOWED_FAILS times within a minute sits out COOLDOWN_SECONDS.
+ALLOWED_FAILS = 3
 COOLDOWN_SECONDS = 5.0
+COOLDOWN_FAILURES = ALLOWED_FAILS + 1  # the failure that starts a cooldown
 
 
 @dataclass(slots=True)
@@ -21,7 +24,8 @@ class DeploymentStats:
     latency: float | None = None  # EWMA seconds of whole non-streamed calls; None = not measured yet
     ttft: float | None = None  # EWMA seconds to the first streamed chunk
     in_flight: int = 0
-    failures: int = 0  # consecutive
+    failures: int = 0  # in fail_minute
+    fail_minute: int = -1
     cooldown_until: float = 0.0
     minute: int = -1  # the wall-clock minute the usage counts below belong to
     requests: int = 0
@@ -63,17 +67,21 @@ class RuntimeState:
 
     def succeeded(self, dep_id: str, seconds: float, *, stream: bool) -> None:
         stats = self.get(dep_id)
-        stats.failures = 0
         if stream:
             stats.ttft = _ewma(stats.ttft, seconds)
         else:
             stats.latency = _ewma(stats.latency, seconds)
 
-    def failed(self, dep_id: str) -> None:
+    def failed(self, dep_id: str, allowed_fails: int = ALLOWED_FAILS, cooldown: float = COOLDOWN_SECONDS) -> None:
+        """Count a failed call; past `allowed_fails` in the current minute the deployment cools down `cooldown`
+        seconds (router_settings.allowed_fails / cooldown_time, as LiteLLM counts them)."""
         stats = self.get(dep_id)
+        minute = int(self.wall() // 60)
+        if stats.fail_minute != minute:
+            stats.fail_minute, stats.failures = minute, 0
         stats.failures += 1
-        if stats.failures >= COOLDOWN_FAILURES:
-            stats.cooldown_until = self.clock() + COOLDOWN_SECONDS
+        if stats.failures > allowed_fails and cooldown > 0:
+            stats.cooldown_until = self.clock() + cooldown
 
     def add_tokens(self, dep_id: str, tokens: int) -> None:
         self.usage(dep_id).tokens += tokens
