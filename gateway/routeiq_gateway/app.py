@@ -239,7 +239,7 @@ class GatewayApp:
         group = (
             self._group_for(state, model) if plan is None else await self._route(plan, state, body, span, headers, req)
         )
-        req.model = model
+        req.model = model if plan is not None else state.metric_model(model)  # a wildcard's pattern, not the name
         t0 = time.perf_counter()
         # A client gone while upstream works: the protocol cancels this task, freeing the slot and the upstream call.
         task = asyncio.current_task()
@@ -292,7 +292,7 @@ class GatewayApp:
 
     def _group_for(self, state: GatewayState, model: str) -> str:
         """The model group that serves a plain (not virtual) model."""
-        if model not in state.groups:
+        if state.group(model) is None:
             raise GatewayError(
                 404, f"The model '{model}' does not exist on this gateway.", code="model_not_found", param="model"
             )

@@ -23,6 +23,7 @@ from routeiq_shared.config_schema import (
 from routeiq_gateway.records.request_ids import RequestIds
 from routeiq_gateway.routing.deployments import Deployment, build_deployment
 from routeiq_gateway.routing.routers import RouterPlan, build_plan
+from routeiq_gateway.routing.wildcards import WildcardGroups, is_wildcard
 
 log = logging.getLogger("routeiq.gateway")
 
@@ -52,12 +53,35 @@ class GatewayState:
     prices: dict[str, tuple[float, float]] = field(default_factory=dict)  # group → llm_candidates.json prices
     allowed_fails: int = 3  # router_settings.allowed_fails: failures in a minute before a deployment cools down
     cooldown_seconds: float = 5.0  # router_settings.cooldown_time; 0 with disable_cooldowns
+    wildcards: WildcardGroups = field(default_factory=lambda: WildcardGroups(()))  # `openai/*`, `*`, …
     config_warnings: tuple[str, ...] = ()  # LiteLLM keys accepted with no effect, logged at each load
     environment: dict[str, str] = field(default_factory=dict)  # the config's environment_variables
 
     @property
     def router_artifacts(self) -> set[str]:
         return {artifact for spec in self.routers.values() for artifact, _ in spec.artifacts}
+
+    def group(self, name: str) -> tuple[Deployment, ...] | None:
+        """The deployments serving a model name: its group, or the group a wildcard pattern makes for it."""
+        deps = self.groups.get(name)
+        if deps is None and self.wildcards:
+            hit = self.wildcards.resolve(name)
+            if hit is not None:
+                return hit[1]
+        return deps
+
+    def metric_model(self, name: str) -> str:
+        """The model label for a served name: a wildcard request is labelled with its pattern (bounded)."""
+        if name in self.groups or not self.wildcards:
+            return name
+        hit = self.wildcards.resolve(name)
+        return hit[0].name if hit is not None else name
+
+    @property
+    def configured_deployments(self) -> list[Deployment]:
+        """Every deployment of the config, wildcard templates included (what the upstream side keeps warm)."""
+        deps = [d for group in self.groups.values() for d in group]
+        return deps + [d for pattern in self.wildcards.patterns for d in pattern.templates]
 
     @property
     def deployment_ids(self) -> set[str]:
@@ -75,6 +99,9 @@ def build_state(loaded: LoadedConfig, created: int) -> GatewayState:
         groups.setdefault(entry.model_name, []).append(build_deployment(entry, cfg.router_settings))
     fallbacks = {k: tuple(v) for entry in cfg.router_settings.fallbacks for k, v in entry.items()}
     routers = {spec.name: spec for spec in cfg.routeiq.routers}
+    wildcards = WildcardGroups((name, tuple(deps)) for name, deps in groups.items() if is_wildcard(name))
+    for pattern in wildcards.patterns:
+        del groups[pattern.name]
     listed = [*groups, *routers]
     for alias, to in cfg.router_settings.model_group_alias.items():  # another name for the same deployments
         target, hidden = (to, False) if isinstance(to, str) else (to.model, to.hidden)
@@ -95,7 +122,9 @@ def build_state(loaded: LoadedConfig, created: int) -> GatewayState:
         drain_timeout=cfg.routeiq.server.drain_timeout_seconds,
         access_log=cfg.routeiq.server.access_log,
         models_payload=orjson.dumps({"object": "list", "data": models}),
-        uses_litellm=any(not d.native for group in groups.values() for d in group),
+        uses_litellm=any(
+            not d.native for group in (*groups.values(), *(p.templates for p in wildcards.patterns)) for d in group
+        ),
         routers=routers,
         egress_allowed_networks=tuple(cfg.routeiq.egress.allowed_networks),
         routing_strategy=cfg.router_settings.routing_strategy,
@@ -111,6 +140,7 @@ def build_state(loaded: LoadedConfig, created: int) -> GatewayState:
         prices={name: (c.input_price, c.output_price) for name, c in loaded.candidates.items()},
         allowed_fails=cfg.router_settings.allowed_fails,
         cooldown_seconds=0.0 if cfg.router_settings.disable_cooldowns else cfg.router_settings.cooldown_time,
+        wildcards=wildcards,
         config_warnings=loaded.warnings,
         environment=dict(cfg.environment_variables),
     )

@@ -73,7 +73,10 @@ TOP_LEVEL: dict[str, Key] = {
 }
 
 MODEL_ENTRY: dict[str, Key] = {
-    "model_name": _h("the model group clients ask for"),
+    "model_name": _h(
+        "the model group clients ask for; `*` patterns (`openai/*`, `*`) answer every name they match, the `*` of "
+        "`litellm_params.model` filled from it; an exact name wins, then the most specific pattern"
+    ),
     "litellm_params": _h("provider call settings; extra keys go to LiteLLM as they are"),
     "model_info": _h("metadata (prices, context window)"),
     "rpm": _m("same as `litellm_params.rpm` (weights simple-shuffle, limits usage-based-routing)"),

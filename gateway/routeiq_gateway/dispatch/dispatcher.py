@@ -54,7 +54,7 @@ def attempt_plan(
     plan: list[Deployment] = []
     tries = state.num_retries + 1
     for group_name in (model, *state.fallbacks.get(model, ())):
-        order = ordered(strategy, state.groups[group_name], runtime, rng, stream)
+        order = ordered(strategy, state.group(group_name) or (), runtime, rng, stream)
         plan.extend(order[i % len(order)] for i in range(tries))
     return plan
 
@@ -90,7 +90,7 @@ class Dispatcher:
         traceparent: str | None,
         span: Span,
     ) -> Outcome:
-        group = state.groups[model]
+        group = state.group(model) or ()
         measure = state.measure
         if state.num_retries == 0 and len(group) == 1 and model not in state.fallbacks:
             plan: list[Deployment] | tuple[Deployment, ...] = group  # the common case, without building a plan

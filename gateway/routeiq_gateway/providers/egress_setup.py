@@ -35,4 +35,4 @@ def upstream_side_reloaded(state: GatewayState, pool: Pool, native: NativeProvid
         pool.policy = policy
         if litellm is not None:
             litellm.set_policy(policy)
-    native.retain([d for group in state.groups.values() for d in group])
+    native.retain(state.configured_deployments)
