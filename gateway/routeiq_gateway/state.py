@@ -9,6 +9,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 from routeiq_shared.config_schema import (
@@ -20,6 +21,7 @@ from routeiq_shared.config_schema import (
     load_config,
 )
 
+from routeiq_gateway.dispatch.precall import with_context_windows
 from routeiq_gateway.records.request_ids import RequestIds
 from routeiq_gateway.routing.deployments import Deployment, build_deployment
 from routeiq_gateway.routing.routers import RouterPlan, build_plan
@@ -53,6 +55,7 @@ class GatewayState:
     prices: dict[str, tuple[float, float]] = field(default_factory=dict)  # group → llm_candidates.json prices
     allowed_fails: int = 3  # router_settings.allowed_fails: failures in a minute before a deployment cools down
     cooldown_seconds: float = 5.0  # router_settings.cooldown_time; 0 with disable_cooldowns
+    pre_call_checks: bool = False  # router_settings.enable_pre_call_checks (dispatch/precall.py)
     wildcards: WildcardGroups = field(default_factory=lambda: WildcardGroups(()))  # `openai/*`, `*`, …
     config_warnings: tuple[str, ...] = ()  # LiteLLM keys accepted with no effect, logged at each load
     environment: dict[str, str] = field(default_factory=dict)  # the config's environment_variables
@@ -95,8 +98,12 @@ class GatewayState:
 def build_state(loaded: LoadedConfig, created: int) -> GatewayState:
     cfg = loaded.config
     groups: dict[str, list[Deployment]] = {}
+    infos: dict[str, list[dict[str, Any]]] = {}
     for entry in cfg.model_list:
         groups.setdefault(entry.model_name, []).append(build_deployment(entry, cfg.router_settings))
+        infos.setdefault(entry.model_name, []).append(entry.model_info)
+    if cfg.router_settings.enable_pre_call_checks:  # context windows looked up once per load (imports LiteLLM)
+        groups = {name: with_context_windows(deps, infos[name]) for name, deps in groups.items()}
     fallbacks = {k: tuple(v) for entry in cfg.router_settings.fallbacks for k, v in entry.items()}
     routers = {spec.name: spec for spec in cfg.routeiq.routers}
     wildcards = WildcardGroups((name, tuple(deps)) for name, deps in groups.items() if is_wildcard(name))
@@ -141,6 +148,7 @@ def build_state(loaded: LoadedConfig, created: int) -> GatewayState:
         allowed_fails=cfg.router_settings.allowed_fails,
         cooldown_seconds=0.0 if cfg.router_settings.disable_cooldowns else cfg.router_settings.cooldown_time,
         wildcards=wildcards,
+        pre_call_checks=cfg.router_settings.enable_pre_call_checks,
         config_warnings=loaded.warnings,
         environment=dict(cfg.environment_variables),
     )

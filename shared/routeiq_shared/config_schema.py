@@ -142,6 +142,9 @@ class RouterSettings(_Strict):
     )
     cooldown_time: float = Field(default=5.0, ge=0, description="seconds a failing deployment sits out")
     disable_cooldowns: bool = Field(default=False, description="never cool a failing deployment down")
+    enable_pre_call_checks: bool = Field(
+        default=False, description="skip deployments whose context window the request does not fit (400 if none)"
+    )
     model_group_alias: dict[str, str | GroupAlias] = Field(
         default_factory=dict, description="another name for a model group: {alias: group} or {alias: {model, hidden}}"
     )

@@ -278,8 +278,11 @@ ROUTER_SETTINGS: dict[str, Key] = {
     "allowed_fails_policy": _r("failure cooldowns"),
     "retry_policy": _r("per-error retry policies"),
     "model_group_retry_policy": _r("per-error retry policies"),
-    "enable_pre_call_checks": _r("context-window pre-call checks"),
-    "enable_pre_call_check": _r("context-window pre-call checks"),
+    "enable_pre_call_checks": _h(
+        "count the input tokens and skip deployments whose context window (`model_info.max_input_tokens`, else "
+        "LiteLLM's model map) is too small; 400 `context_length_exceeded` when none fits"
+    ),
+    "enable_pre_call_check": _m("`enable_pre_call_checks` (LiteLLM's docs spell it both ways)"),
     "optional_pre_call_checks": _r("pre-call checks"),
     "context_window_fallbacks": _r("context-window fallbacks"),
     "content_policy_fallbacks": _r("content-policy fallbacks"),
@@ -438,6 +441,8 @@ def _map(out: dict[str, Any], warnings: list[Problem]) -> None:
                         except (TypeError, ValueError):
                             converted = value  # the schema names what is wrong with it, at its new path
                         _set_default(limits, dst, converted, f"general_settings.{src}", warnings)
+    if "enable_pre_call_check" in router:
+        _set_default(router, "enable_pre_call_checks", router.pop("enable_pre_call_check"), "router_settings", warnings)
     if "default_fallbacks" in router:
         defaults = router.pop("default_fallbacks")
         if isinstance(defaults, list):

@@ -14,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.trace import Span
 
+from routeiq_gateway.dispatch import precall
 from routeiq_gateway.http.errors import GatewayError
 from routeiq_gateway.observability.metrics import GatewayMetrics
 from routeiq_gateway.providers import Completed, Provider, Streaming
@@ -45,17 +47,31 @@ def backoff_seconds(base: float, attempt: int, rng: random.Random) -> float:
 
 
 def attempt_plan(
-    state: GatewayState, model: str, rng: random.Random, runtime: RuntimeState | None = None, stream: bool = False
+    state: GatewayState,
+    model: str,
+    rng: random.Random,
+    runtime: RuntimeState | None = None,
+    stream: bool = False,
+    tokens: int | None = None,
 ) -> list[Deployment]:
     """Deployments in the order to try them: the group in its strategy's order (cycled for the retries), then
-    each fallback group the same way."""
+    each fallback group the same way. With `tokens` (pre-call checks), only deployments whose context window
+    holds them; none at all is a 400 (precall.py)."""
     strategy = DEPLOYMENT_STRATEGIES[state.routing_strategy]
     runtime = runtime if runtime is not None else RuntimeState()
     plan: list[Deployment] = []
     tries = state.num_retries + 1
+    considered: list[Deployment] = []
     for group_name in (model, *state.fallbacks.get(model, ())):
         order = ordered(strategy, state.group(group_name) or (), runtime, rng, stream)
+        if tokens is not None:
+            considered += order
+            order = [d for d in order if precall.fits(d, tokens)]
+            if not order:
+                continue
         plan.extend(order[i % len(order)] for i in range(tries))
+    if not plan and tokens is not None:
+        raise precall.too_long(considered, tokens)
     return plan
 
 
@@ -92,10 +108,11 @@ class Dispatcher:
     ) -> Outcome:
         group = state.group(model) or ()
         measure = state.measure
-        if state.num_retries == 0 and len(group) == 1 and model not in state.fallbacks:
-            plan: list[Deployment] | tuple[Deployment, ...] = group  # the common case, without building a plan
+        tokens = precall.tokens_or_none(body) if state.pre_call_checks else None
+        if state.num_retries == 0 and len(group) == 1 and model not in state.fallbacks and tokens is None:
+            plan: Sequence[Deployment] = group  # the common case, without building a plan
         else:
-            plan = attempt_plan(state, model, self.rng, self.runtime, stream)
+            plan = attempt_plan(state, model, self.rng, self.runtime, stream, tokens)
         runtime = self.runtime
         last: GatewayError | None = None
         for i, dep in enumerate(plan):

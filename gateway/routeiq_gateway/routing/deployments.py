@@ -40,6 +40,7 @@ class Deployment:
     tpm: int | None = None
     input_cost: float | None = None  # per token, from model_info
     output_cost: float | None = None
+    max_input_tokens: int | None = None  # the context window, filled only for enable_pre_call_checks
 
     @property
     def path_name(self) -> str:
