@@ -89,7 +89,9 @@ class Dispatcher:
         stream: bool,
         traceparent: str | None,
         span: Span,
+        provider: Provider | None = None,
     ) -> Outcome:
+        """`provider`: who serves this endpoint on every path (providers/surface.py); None: chat's own (by path)."""
         group = state.groups[model]
         measure = state.measure
         if state.num_retries == 0 and len(group) == 1 and model not in state.fallbacks:
@@ -107,7 +109,7 @@ class Dispatcher:
                 started = time.perf_counter()
                 runtime.started(dep.id)
             try:
-                result = await self.provider_for(dep).call(dep, endpoint, body, stream, traceparent)
+                result = await (provider or self.provider_for(dep)).call(dep, endpoint, body, stream, traceparent)
             except GatewayError as exc:
                 runtime.failed(dep.id)
                 if measure:
