@@ -40,7 +40,7 @@ from routeiq_gateway.lifecycle.reload import Reloader
 from routeiq_gateway.observability.metrics import GatewayMetrics
 from routeiq_gateway.observability.tracing import get_tracer, parent_context, traceparent_of
 from routeiq_gateway.providers import Completed, Streaming
-from routeiq_gateway.providers.surface import SURFACE_ENDPOINTS, SurfaceProvider
+from routeiq_gateway.providers.surface import SURFACE_ENDPOINTS, SurfaceProvider, served_path
 from routeiq_gateway.records.feedback import FeedbackEndpoint
 from routeiq_gateway.records.recorder import Recorder
 from routeiq_gateway.routing.arms import caller_of
@@ -296,19 +296,20 @@ class GatewayApp:
         finally:
             scope.pop(CANCEL_ON_DISCONNECT, None)
         dep = outcome.deployment
-        self.metrics.observe_upstream(model, dep.path_name, time.perf_counter() - t0)
+        path = dep.path_name if provider is None else served_path(dep, endpoint)
+        self.metrics.observe_upstream(model, path, time.perf_counter() - t0)
         if span.is_recording():  # spare the attribute work when nobody exports spans
             span.set_attributes(
                 {
                     "gen_ai.request.model": model,
                     "routeiq.deployment": dep.litellm_model,
                     "routeiq.model_group": dep.model_name,
-                    "routeiq.provider_path": dep.path_name,
+                    "routeiq.provider_path": path,
                     "routeiq.attempts": outcome.attempts,
                     "routeiq.config_version": state.version,
                 }
             )
-        headers += ((b"x-routeiq-model", dep.model_name.encode()), (b"x-routeiq-provider-path", dep.path_name.encode()))
+        headers += ((b"x-routeiq-model", dep.model_name.encode()), (b"x-routeiq-provider-path", path.encode()))
         result = outcome.result
         if isinstance(result, Completed):
             req.usage = result.usage

@@ -1,5 +1,8 @@
 """A fast fake LLM provider: OpenAI-compatible (/v1/chat/completions, /v1/completions, /v1/embeddings,
-/v1/models) plus Anthropic's /v1/messages, with test-controlled misbehaviour.
+/v1/models, /v1/responses (stream too), /v1/moderations, /v1/images/generations, /v1/audio/speech (audio bytes),
+/v1/audio/transcriptions (multipart), /v1/rerank (Cohere's shape)) plus Anthropic's /v1/messages, with
+test-controlled misbehaviour. The OpenAI endpoints also answer under Azure's paths (/openai/deployments/{name}/…)
+for LiteLLM's azure/ provider, and rerank under /v2/ for its cohere/ provider.
 
 It is the upstream in integration and throughput tests, and the clearly-labelled DEMO provider of
 `make run`. Run it as a script:
@@ -848,7 +851,10 @@ def _with_rules(handler: BodyHandler | None) -> Handler:
         if not isinstance(body, dict):
             return _error_response(request.path, 400, "request body must be a JSON object")
         if not isinstance(body.get("model"), str):
-            return _error_response(request.path, 400, "'model' is required")
+            deployment = request.match_info.get("deployment")  # Azure names the model in the path
+            if deployment is None:
+                return _error_response(request.path, 400, "'model' is required")
+            body = {**body, "model": deployment}
         if rule is not None and rule.action == "json_for_stream":
             body = {**body, "stream": False}
         return await handler(request, body, _plan_reply(rule))
@@ -940,7 +946,7 @@ def create_app(latency_ms: int = 0, models: tuple[str, ...] = DEFAULT_MODELS) ->
         ("audio/speech", audio_speech),
         ("rerank", rerank),
     ):
-        for prefix in ("/v1/", "/openai/deployments/{deployment}/", "/openai/v1/", "/openai/", "/v2/"):
+        for prefix in ("/v1/", "/openai/deployments/{deployment}/", "/openai/v1/", "/openai/", "/v2/", "/"):
             app.router.add_post(prefix + tail, _with_rules(handler))
     for prefix in ("/v1/", "/openai/deployments/{deployment}/", "/openai/v1/"):
         app.router.add_post(prefix + "audio/transcriptions", audio_transcriptions)

@@ -168,6 +168,14 @@ class _LiteLLMEvents:
             await close()
 
 
+def served_path(dep: Deployment, endpoint: str) -> str:
+    """Which path served `endpoint` for `dep`: Messages to an anthropic/ deployment is native pass-through, and
+    to any other deployment LiteLLM's translation; every other endpoint follows the deployment's own path."""
+    if endpoint == "messages":
+        return "native" if dep.provider == "anthropic" else "litellm"
+    return dep.path_name
+
+
 def anthropic_url(api_base: str | None) -> str:
     """As LiteLLM reads an anthropic/ api_base: the root (…/v1/messages is appended), …/v1, or the full URL."""
     base = (api_base or ANTHROPIC_DEFAULT_BASE).rstrip("/")
