@@ -95,8 +95,10 @@ def test_models_retrieve_one_and_unknown(oai: openai.OpenAI) -> None:
 # -- /v1/responses -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("model", "path", "upstream_path"), [("gpt", "native", "/v1/responses"),
-                                                              ("gpt-azure", "litellm", "/openai/responses")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("model", "path", "upstream_path"),
+    [("gpt", "native", "/v1/responses"), ("gpt-azure", "litellm", "/openai/responses")],
+)
 def test_responses_on_both_paths(
     oai: openai.OpenAI, fresh_upstream: FakeUpstream, model: str, path: str, upstream_path: str
 ) -> None:
@@ -176,8 +178,9 @@ def test_responses_body_over_the_limit_is_a_413(oai: openai.OpenAI, fresh_upstre
 # -- /v1/messages (Anthropic's SDK) ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("model", "path", "upstream_path"), [("claude", "native", "/v1/messages"),
-                                                              ("gpt", "litellm", "/v1/responses")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("model", "path", "upstream_path"), [("claude", "native", "/v1/messages"), ("gpt", "litellm", "/v1/responses")]
+)
 def test_messages_on_both_paths(
     claude_sdk: anthropic.Anthropic, fresh_upstream: FakeUpstream, model: str, path: str, upstream_path: str
 ) -> None:
@@ -233,12 +236,14 @@ def test_messages_stream_error_in_band_is_anthropic_shaped(
     claude_sdk: anthropic.Anthropic, fresh_upstream: FakeUpstream
 ) -> None:
     fresh_upstream.add_rule(path="/v1/messages", action="reset_mid_stream", chunks=3, times=1)
-    with pytest.raises(anthropic.APIStatusError) as err:
-        with claude_sdk.messages.stream(
+    with (
+        pytest.raises(anthropic.APIStatusError) as err,
+        claude_sdk.messages.stream(
             model="claude", max_tokens=50, messages=[{"role": "user", "content": "hi"}]
-        ) as stream:
-            for _ in stream.text_stream:
-                pass
+        ) as stream,
+    ):
+        for _ in stream.text_stream:
+            pass
     assert "Upstream" in str(err.value)
 
 
