@@ -33,6 +33,16 @@ def _expect(body: dict[str, Any], name: str, kinds: type | tuple[type, ...], wha
         raise bad_request(f"'{name}' must be {what}.", name)
 
 
+def _required(body: dict[str, Any], name: str, kinds: type | tuple[type, ...], what: str) -> Any:
+    """A required field: present, of `kinds` and not empty (a 400 naming it otherwise)."""
+    value = body.get(name)
+    if value is None:
+        raise bad_request(f"'{name}' is required.", name)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not value:
+        raise bad_request(f"'{name}' must be {what}.", name)
+    return value
+
+
 def _positive_int(body: dict[str, Any], name: str) -> None:
     value = body.get(name)
     if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
@@ -41,18 +51,11 @@ def _positive_int(body: dict[str, Any], name: str) -> None:
 
 def check_responses(body: dict[str, Any]) -> tuple[str, bool]:
     model, stream = check_model_and_stream(body)
-    data = body.get("input")
-    if data is None:
-        raise bad_request("'input' is required.", "input")
-    if isinstance(data, str):
-        if not data:
-            raise bad_request("'input' must not be empty.", "input")
-    elif isinstance(data, list):
+    data = _required(body, "input", (str, list), "a non-empty string or array of input items")
+    if isinstance(data, list):
         for i, item in enumerate(data):
             if not isinstance(item, dict):
                 raise bad_request(f"'input[{i}]' must be an object (an input item).", f"input[{i}]")
-    else:
-        raise bad_request("'input' must be a string or an array of input items.", "input")
     _expect(body, "instructions", str, "a string")
     _positive_int(body, "max_output_tokens")
     for name in ("tools", "include"):
@@ -68,15 +71,9 @@ def check_responses(body: dict[str, Any]) -> tuple[str, bool]:
 def check_messages(body: dict[str, Any]) -> tuple[str, bool]:
     """Anthropic's Messages API: `model`, `max_tokens` and a non-empty `messages` are required."""
     model, stream = check_model_and_stream(body)
-    value = body.get("max_tokens")
-    if value is None:
-        raise bad_request("'max_tokens' is required.", "max_tokens")
+    _required(body, "max_tokens", int, "a positive integer")
     _positive_int(body, "max_tokens")
-    messages = body.get("messages")
-    if messages is None:
-        raise bad_request("'messages' is required.", "messages")
-    if not isinstance(messages, list) or not messages:
-        raise bad_request("'messages' must be a non-empty array.", "messages")
+    messages = _required(body, "messages", list, "a non-empty array")
     for i, msg in enumerate(messages):
         if not isinstance(msg, dict):
             raise bad_request(f"'messages[{i}]' must be an object.", f"messages[{i}]")
@@ -99,6 +96,8 @@ def check_messages(body: dict[str, Any]) -> tuple[str, bool]:
     _expect(body, "tool_choice", dict, "an object")
     _expect(body, "metadata", dict, "an object")
     _positive_int(body, "top_k")
+    for name in ("temperature", "top_p"):
+        _expect(body, name, (int, float), "a number")
     return model, stream
 
 
@@ -109,22 +108,14 @@ def _not_streamed(body: dict[str, Any], what: str) -> None:
 
 def check_moderations(body: dict[str, Any]) -> tuple[str, bool]:
     model, _ = check_model_and_stream(body)
-    data = body.get("input")
-    if data is None:
-        raise bad_request("'input' is required.", "input")
-    if not isinstance(data, str | list) or not data:
-        raise bad_request("'input' must be a non-empty string or array.", "input")
+    _required(body, "input", (str, list), "a non-empty string or array")
     _not_streamed(body, "Moderations")
     return model, False
 
 
 def check_images(body: dict[str, Any]) -> tuple[str, bool]:
     model, _ = check_model_and_stream(body)
-    prompt = body.get("prompt")
-    if prompt is None:
-        raise bad_request("'prompt' is required.", "prompt")
-    if not isinstance(prompt, str) or not prompt:
-        raise bad_request("'prompt' must be a non-empty string.", "prompt")
+    _required(body, "prompt", str, "a non-empty string")
     _positive_int(body, "n")
     for name in ("size", "quality", "response_format", "style"):
         _expect(body, name, str, "a string")
@@ -135,11 +126,7 @@ def check_images(body: dict[str, Any]) -> tuple[str, bool]:
 def check_speech(body: dict[str, Any]) -> tuple[str, bool]:
     model, _ = check_model_and_stream(body)
     for name in ("input", "voice"):
-        value = body.get(name)
-        if value is None:
-            raise bad_request(f"'{name}' is required.", name)
-        if not isinstance(value, str) or not value:
-            raise bad_request(f"'{name}' must be a non-empty string.", name)
+        _required(body, name, str, "a non-empty string")
     _expect(body, "speed", (int, float), "a number")
     _expect(body, "response_format", str, "a string")
     _not_streamed(body, "Speech")
@@ -168,16 +155,8 @@ def check_transcriptions(body: dict[str, Any]) -> tuple[str, bool]:
 
 def check_rerank(body: dict[str, Any]) -> tuple[str, bool]:
     model, _ = check_model_and_stream(body)
-    query = body.get("query")
-    if query is None:
-        raise bad_request("'query' is required.", "query")
-    if not isinstance(query, str) or not query:
-        raise bad_request("'query' must be a non-empty string.", "query")
-    docs = body.get("documents")
-    if docs is None:
-        raise bad_request("'documents' is required.", "documents")
-    if not isinstance(docs, list) or not docs:
-        raise bad_request("'documents' must be a non-empty array.", "documents")
+    _required(body, "query", str, "a non-empty string")
+    docs = _required(body, "documents", list, "a non-empty array")
     for i, doc in enumerate(docs):
         if not isinstance(doc, str | dict):
             raise bad_request(f"'documents[{i}]' must be a string or an object.", f"documents[{i}]")
