@@ -89,9 +89,8 @@ class Dispatcher:
         stream: bool,
         traceparent: str | None,
         span: Span,
-        provider: Provider | None = None,
+        provider: Provider | None = None,  # serves this endpoint on every path (providers/surface.py); None: by path
     ) -> Outcome:
-        """`provider`: who serves this endpoint on every path (providers/surface.py); None: chat's own (by path)."""
         group = state.groups[model]
         measure = state.measure
         if state.num_retries == 0 and len(group) == 1 and model not in state.fallbacks:
