@@ -274,10 +274,10 @@ class GatewayApp:
         model, stream = _CHECKS[endpoint](body)
         headers: list[tuple[bytes, bytes]] = []
         plan = state.router_plans.get(model)
-        if plan is None:
-            group = self._group_for(state, model)
-        else:
-            group = await self._route(plan, state, routing_body(endpoint, body, model), span, headers, req)
+        view = body if plan is None else routing_body(endpoint, body, model)  # what a router reads (routable.py)
+        group = (
+            self._group_for(state, model) if plan is None else await self._route(plan, state, view, span, headers, req)
+        )
         req.model = model
         t0 = time.perf_counter()
         # A client gone while upstream works: the protocol cancels this task, freeing the slot and the upstream call.
