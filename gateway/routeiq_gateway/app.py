@@ -24,24 +24,29 @@ from routeiq_shared.routing_records import finish, route_record
 
 from routeiq_gateway.admin.endpoints import AdminEndpoints
 from routeiq_gateway.admission import auth
+from routeiq_gateway.admission.endpoint_checks import SURFACE_CHECKS
 from routeiq_gateway.admission.inflight import InFlight
 from routeiq_gateway.admission.shed import admit, refuse_if_draining
 from routeiq_gateway.admission.validate import CHECKS, parse_json_object
 from routeiq_gateway.dispatch.dispatcher import Dispatcher, Outcome
 from routeiq_gateway.http import sse
+from routeiq_gateway.http.anthropic_errors import send_anthropic_error
 from routeiq_gateway.http.asgi import TEXT, ClientGone, Receive, Scope, Send, read_body, send_error, send_response
 from routeiq_gateway.http.disconnect import BODY_TIMED_OUT, CANCEL_ON_DISCONNECT, CLIENT_GONE
-from routeiq_gateway.http.errors import GatewayError, error_body
+from routeiq_gateway.http.errors import GatewayError
+from routeiq_gateway.http.multipart import parse_form
 from routeiq_gateway.http.openapi import document as openapi_document
 from routeiq_gateway.lifecycle.reload import Reloader
 from routeiq_gateway.observability.metrics import GatewayMetrics
 from routeiq_gateway.observability.tracing import get_tracer, parent_context, traceparent_of
 from routeiq_gateway.providers import Completed, Streaming
+from routeiq_gateway.providers.surface import SURFACE_ENDPOINTS, SurfaceProvider, served_path
 from routeiq_gateway.records.feedback import FeedbackEndpoint
 from routeiq_gateway.records.recorder import Recorder
 from routeiq_gateway.routing.arms import caller_of
 from routeiq_gateway.routing.model_watch import ModelsRef
 from routeiq_gateway.routing.offloop import ScoringRunner
+from routeiq_gateway.routing.routable import routing_body
 from routeiq_gateway.routing.routers import RouterPlan, prompt_text
 from routeiq_gateway.state import GatewayState, StateRef
 
@@ -55,8 +60,26 @@ PROXY_ROUTES = {
     "/completions": "completions",
     "/v1/embeddings": "embeddings",
     "/embeddings": "embeddings",
+    # The rest of the API surface (providers/surface.py): OpenAI's Responses, Anthropic's Messages, and the rest.
+    "/v1/responses": "responses",
+    "/responses": "responses",
+    "/v1/messages": "messages",
+    "/v1/moderations": "moderations",
+    "/moderations": "moderations",
+    "/v1/images/generations": "images/generations",
+    "/images/generations": "images/generations",
+    "/v1/audio/speech": "audio/speech",
+    "/audio/speech": "audio/speech",
+    "/v1/audio/transcriptions": "audio/transcriptions",
+    "/audio/transcriptions": "audio/transcriptions",
+    "/v1/rerank": "rerank",
+    "/rerank": "rerank",
 }
 _SPAN_NAMES = {e: f"POST /v1/{e}" for e in set(PROXY_ROUTES.values())}
+_CHECKS = {**CHECKS, **SURFACE_CHECKS}
+_UPLOAD = "audio/transcriptions"  # the one endpoint whose body is a multipart form, not JSON
+# Out of scope, and said so: an SDK's files or batches call gets a 404 that names why, not "no route".
+_OUT_OF_SCOPE = ("/v1/files", "/files", "/v1/batches", "/batches")
 _UNKNOWN_MODEL = "<unknown>"  # bounded metric label for names not in config
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 _READY = b'{"status":"ready"}'
@@ -102,6 +125,8 @@ class GatewayApp:
             ref, models, reloader, admin_keys, lambda: {"draining": self.draining, "in_flight": self.inflight.requests}
         )
         feedback = FeedbackEndpoint(ref, recorder, metrics)
+        surface = SurfaceProvider(dispatcher)
+        self._providers = {endpoint: surface for endpoint in SURFACE_ENDPOINTS}  # chat's: None (by path)
         self.tracer = get_tracer()
         self._openapi = orjson.dumps(openapi_document())  # built once, served as is
         metrics.bind_gauges(lambda: self.inflight.requests, lambda: self.inflight.streams)
@@ -139,6 +164,17 @@ class GatewayApp:
         if endpoint is not None or any(p == path for _, p in self._plain):
             await send_error(send, GatewayError(405, f"Method {scope['method']} is not allowed on {path}."))
             return
+        if path.startswith(("/v1/models/", "/models/")) and scope["method"] == "GET":
+            try:
+                await self._model(scope, path.partition("/models/")[2], send)
+            except GatewayError as exc:
+                await send_error(send, exc)
+            return
+        if path.startswith(_OUT_OF_SCOPE):
+            what = "Files" if "/files" in path else "Batches"
+            message = f"{what} are not served by this gateway (out of scope): call the provider's API for them."
+            await send_error(send, GatewayError(404, message, code="not_supported"))
+            return
         await send_error(send, GatewayError(404, f"No route for {path}.", code="not_found"))
 
     # --- the proxied request -------------------------------------------------------------------------------
@@ -175,7 +211,9 @@ class GatewayApp:
                 raise
             self.inflight.enter()
             try:
-                body = parse_json_object(raw)
+                body = (
+                    parse_json_object(raw) if endpoint != _UPLOAD else parse_form(raw, _header(scope, b"content-type"))
+                )
                 await self._serve(endpoint, state, body, req, span, scope, send, receive)
             finally:
                 self.inflight.leave()
@@ -184,7 +222,7 @@ class GatewayApp:
             if exc.status >= 500:
                 span.set_status(StatusCode.ERROR, exc.message)
             if not req.started:
-                await send_error(send, exc)
+                await _error_sender(endpoint)(send, exc)
         except ClientGone:
             # 408 when the protocol cut a body at its deadline (it answered); else nginx's 499: the client went away
             req.status = 408 if scope.get(BODY_TIMED_OUT) else 499
@@ -196,13 +234,13 @@ class GatewayApp:
                 task.uncancel()
             req.status = _CUT.status
             if not req.started:
-                await send_error(send, _CUT)
+                await _error_sender(endpoint)(send, _CUT)
         except Exception:  # a bug of ours must still answer in OpenAI's shape, and be logged with its trace
             log.exception("Unhandled error while serving %s", endpoint)
             span.set_status(StatusCode.ERROR, "internal error")
             req.status = 500
             if not req.started:
-                await send_response(send, 500, error_body(500, "Internal gateway error.", "internal_error"))
+                await _error_sender(endpoint)(send, GatewayError(500, "Internal gateway error.", code="internal_error"))
         finally:
             elapsed = time.perf_counter() - start
             self.metrics.observe_request(req.model, endpoint, req.status, elapsed)
@@ -233,11 +271,12 @@ class GatewayApp:
         send: Send,
         receive: Receive,
     ) -> None:
-        model, stream = CHECKS[endpoint](body)
+        model, stream = _CHECKS[endpoint](body)
         headers: list[tuple[bytes, bytes]] = []
         plan = state.router_plans.get(model)
+        view = body if plan is None else routing_body(endpoint, body, model)  # what a router reads (routable.py)
         group = (
-            self._group_for(state, model) if plan is None else await self._route(plan, state, body, span, headers, req)
+            self._group_for(state, model) if plan is None else await self._route(plan, state, view, span, headers, req)
         )
         req.model = model if plan is not None else state.metric_model(model)  # a wildcard's pattern, not the name
         t0 = time.perf_counter()
@@ -245,7 +284,10 @@ class GatewayApp:
         task = asyncio.current_task()
         scope[CANCEL_ON_DISCONNECT] = task
         try:
-            outcome = await self.dispatcher.send(state, group, endpoint, body, stream, traceparent_of(span), span)
+            provider = self._providers.get(endpoint)
+            outcome = await self.dispatcher.send(
+                state, group, endpoint, body, stream, traceparent_of(span), span, provider
+            )
         except asyncio.CancelledError:
             if not scope.get(CLIENT_GONE) or task is None:
                 raise  # the drain's grace period is over (_proxy answers that)
@@ -254,26 +296,27 @@ class GatewayApp:
         finally:
             scope.pop(CANCEL_ON_DISCONNECT, None)
         dep = outcome.deployment
-        self.metrics.observe_upstream(model, dep.path_name, time.perf_counter() - t0)
+        path = dep.path_name if provider is None else served_path(dep, endpoint)
+        self.metrics.observe_upstream(model, path, time.perf_counter() - t0)
         if span.is_recording():  # spare the attribute work when nobody exports spans
             span.set_attributes(
                 {
                     "gen_ai.request.model": model,
                     "routeiq.deployment": dep.litellm_model,
                     "routeiq.model_group": dep.model_name,
-                    "routeiq.provider_path": dep.path_name,
+                    "routeiq.provider_path": path,
                     "routeiq.attempts": outcome.attempts,
                     "routeiq.config_version": state.version,
                 }
             )
-        headers += ((b"x-routeiq-model", dep.model_name.encode()), (b"x-routeiq-provider-path", dep.path_name.encode()))
+        headers += ((b"x-routeiq-model", dep.model_name.encode()), (b"x-routeiq-provider-path", path.encode()))
         result = outcome.result
         if isinstance(result, Completed):
             req.usage = result.usage
             self.metrics.observe_usage(model, result.usage)
             self.dispatcher.add_tokens(state, outcome, result.usage)  # only when a strategy reads usage
             req.status = 200
-            await send_response(send, 200, result.body, headers=headers)
+            await send_response(send, 200, result.body, content_type=result.content_type, headers=headers)
             return
         try:
             await self._stream(result, model, req, send, receive, headers, outcome)
@@ -396,10 +439,10 @@ class GatewayApp:
         except GatewayError as exc:
             # Headers are gone already: the failure can only be told in-band, as OpenAI does.
             req.status = exc.status
-            await send({"type": "http.response.body", "body": sse.event(exc.body()), "more_body": True})
+            await send({"type": "http.response.body", "body": _in_band(stream, exc), "more_body": True})
         except asyncio.CancelledError:
             # Cut at the end of the drain grace period: say so, or the client takes a partial answer as whole.
-            await send({"type": "http.response.body", "body": sse.event(_CUT.body()), "more_body": True})
+            await send({"type": "http.response.body", "body": _in_band(stream, _CUT), "more_body": True})
             raise
         finally:
             self.inflight.streams -= 1
@@ -431,6 +474,40 @@ class GatewayApp:
         authorization, x_api_key = auth.auth_headers(scope)
         auth.check_key(state.master_key, authorization, x_api_key)
         await send_response(send, 200, state.models_payload)
+
+    async def _model(self, scope: Scope, name: str, send: Send) -> None:
+        """GET /v1/models/{id}: one entry of the list (a model group or a router), as OpenAI answers it."""
+        state = self.ref.current
+        authorization, x_api_key = auth.auth_headers(scope)
+        auth.check_key(state.master_key, authorization, x_api_key)
+        for entry in orjson.loads(state.models_payload)["data"]:
+            if entry["id"] == name:
+                await send_response(send, 200, orjson.dumps(entry))
+                return
+        raise GatewayError(
+            404, f"The model '{name}' does not exist on this gateway.", code="model_not_found", param="model"
+        )
+
+
+def _error_sender(endpoint: str) -> Callable[[Send, GatewayError], Awaitable[None]]:
+    """Anthropic's error shape on its Messages ingress (its SDK parses that); OpenAI's everywhere else."""
+    return send_anthropic_error if endpoint == "messages" else send_error
+
+
+def _in_band(stream: Streaming, exc: GatewayError) -> bytes:
+    """An error told inside a stream whose headers are sent: in the stream's own protocol when it has one."""
+    error_event = getattr(stream, "error_event", None)
+    if error_event is not None:
+        body: bytes = error_event(exc)
+        return body
+    return sse.event(exc.body())
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value  # type: ignore[no-any-return]
+    return None
 
 
 def _content_length(raw: bytes | None) -> int | None:

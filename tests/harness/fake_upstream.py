@@ -1,5 +1,8 @@
 """A fast fake LLM provider: OpenAI-compatible (/v1/chat/completions, /v1/completions, /v1/embeddings,
-/v1/models) plus Anthropic's /v1/messages, with test-controlled misbehaviour.
+/v1/models, /v1/responses (stream too), /v1/moderations, /v1/images/generations, /v1/audio/speech (audio bytes),
+/v1/audio/transcriptions (multipart), /v1/rerank (Cohere's shape)) plus Anthropic's /v1/messages, with
+test-controlled misbehaviour. The OpenAI endpoints also answer under Azure's paths (/openai/deployments/{name}/…)
+for LiteLLM's azure/ provider, and rerank under /v2/ for its cohere/ provider.
 
 It is the upstream in integration and throughput tests, and the clearly-labelled DEMO provider of
 `make run`. Run it as a script:
@@ -51,7 +54,7 @@ from dataclasses import asdict, dataclass, field, fields
 from functools import lru_cache
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 try:
     import orjson
@@ -584,6 +587,205 @@ async def anthropic_messages(request: web.Request, body: dict[str, Any], reply: 
     )
 
 
+# -- Responses API, moderations, images, audio, rerank ----------------------------------------------
+
+
+def _response_object(rid: str, mid: str, model: str, text: str, prompt: int, status: str) -> dict[str, Any]:
+    done = status == "completed"
+    output = (
+        [
+            {
+                "type": "message",
+                "id": mid,
+                "status": "completed",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": text, "annotations": []}],
+            }
+        ]
+        if done
+        else []
+    )
+    completion = _count_words(text)
+    return {
+        "id": rid,
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": status,
+        "model": model,
+        "output": output,
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "error": None,
+        "incomplete_details": None,
+        "instructions": None,
+        "metadata": {},
+        "text": {"format": {"type": "text"}},
+        "usage": {
+            "input_tokens": prompt,
+            "output_tokens": completion,
+            "total_tokens": prompt + completion,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens_details": {"reasoning_tokens": 0},
+        }
+        if done
+        else None,
+    }
+
+
+def _responses_stream(body: dict[str, Any], reply: Reply, rid: str, mid: str, prompt: int) -> StreamEvents:
+    model = body["model"]
+    seq = itertools.count()
+
+    def ev(kind: str, **fields_: Any) -> bytes:
+        return _sse_event(kind, {"type": kind, "sequence_number": next(seq), **fields_})
+
+    where = {"item_id": mid, "output_index": 0, "content_index": 0}
+    item = {"type": "message", "id": mid, "status": "in_progress", "role": "assistant", "content": []}
+    part = {"type": "output_text", "text": "", "annotations": []}
+    head = [
+        ev("response.created", response=_response_object(rid, mid, model, "", prompt, "in_progress")),
+        ev("response.in_progress", response=_response_object(rid, mid, model, "", prompt, "in_progress")),
+        ev("response.output_item.added", output_index=0, item=item),
+        ev("response.content_part.added", part=part, **where),
+    ]
+    deltas = [ev("response.output_text.delta", delta=piece, logprobs=[], **where) for piece in reply.pieces]
+    final = _response_object(rid, mid, model, reply.text, prompt, "completed")
+    tail = [
+        ev("response.output_text.done", text=reply.text, logprobs=[], **where),
+        ev("response.content_part.done", part={**part, "text": reply.text}, **where),
+        ev("response.output_item.done", output_index=0, item=final["output"][0]),
+        ev("response.completed", response=final),
+    ]
+    return StreamEvents(head=head, deltas=deltas, tail=tail)
+
+
+async def responses(request: web.Request, body: dict[str, Any], reply: Reply) -> web.StreamResponse:
+    state = request.app[STATE]
+    if not isinstance(body.get("input"), str | list):
+        return _error_response(request.path, 400, "'input' must be a string or a list of input items")
+    rid, mid = state.next_id("resp_fake"), state.next_id("msg_fake")
+    prompt = _count_words(body["input"]) + _count_words(body.get("instructions"))
+    if body.get("stream") is True:
+        return await _send_stream(request, _responses_stream(body, reply, rid, mid, prompt), reply)
+    await _pace_non_stream(reply)
+    return _json_response(_response_object(rid, mid, body["model"], reply.text, prompt, "completed"))
+
+
+MODERATION_CATEGORIES = ("hate", "harassment", "self-harm", "sexual", "violence")
+FLAGGED_WORD = "forbidden"  # an input containing it is flagged (category "violence"), for tests to assert on
+
+
+async def moderations(request: web.Request, body: dict[str, Any], reply: Reply) -> web.StreamResponse:
+    raw = body.get("input")
+    inputs = [raw] if isinstance(raw, str) else raw if isinstance(raw, list) else None
+    if not inputs:
+        return _error_response(request.path, 400, "'input' must be a string or a non-empty list")
+    results = []
+    for item in inputs:
+        flagged = FLAGGED_WORD in json.dumps(item)
+        categories = {c: flagged and c == "violence" for c in MODERATION_CATEGORIES}
+        scores = {c: 0.99 if hit else 0.01 for c, hit in categories.items()}
+        results.append({"flagged": flagged, "categories": categories, "category_scores": scores})
+    state = request.app[STATE]
+    return _json_response({"id": state.next_id("modr-fake"), "model": body["model"], "results": results})
+
+
+FAKE_PNG = base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
+
+
+async def image_generations(request: web.Request, body: dict[str, Any], reply: Reply) -> web.StreamResponse:
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str) or not prompt:
+        return _error_response(request.path, 400, "'prompt' must be a non-empty string")
+    n = body.get("n") or 1
+    if not isinstance(n, int) or n < 1:
+        return _error_response(request.path, 400, "'n' must be a positive int")
+    b64 = body.get("response_format") == "b64_json"
+    item = {"b64_json": FAKE_PNG} if b64 else {"url": "https://images.fake.invalid/1.png"}
+    data = [{**item, "revised_prompt": prompt} for _ in range(n)]
+    return _json_response({"created": int(time.time()), "data": data})
+
+
+def speech_bytes(text: str) -> bytes:
+    """What /audio/speech answers: deterministic per input, so a test can check the bytes arrived untouched."""
+    return b"ID3FAKE" + hashlib.sha256(text.encode()).digest() + bytes(range(256))
+
+
+async def audio_speech(request: web.Request, body: dict[str, Any], reply: Reply) -> web.StreamResponse:
+    text = body.get("input")
+    if not isinstance(text, str) or not isinstance(body.get("voice"), str):
+        return _error_response(request.path, 400, "'input' and 'voice' are required strings")
+    return web.Response(body=speech_bytes(text), content_type="audio/mpeg")
+
+
+async def audio_transcriptions(request: web.Request) -> web.StreamResponse:
+    """Multipart: `file` (required) and form fields. The log records the fields and the file's name and size."""
+    state = request.app[STATE]
+    form: dict[str, Any] = {}
+    if request.content_type != "multipart/form-data":
+        _record(request, None)
+        return _error_response(request.path, 400, "expected multipart/form-data")
+    reader = await request.multipart()
+    while (field_ := await reader.next()) is not None:
+        if not isinstance(field_, BodyPartReader):  # a nested multipart: not what an upload sends
+            continue
+        data = await field_.read()
+        if field_.filename is not None:
+            form[field_.name or ""] = {
+                "filename": field_.filename,
+                "size": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
+        else:
+            form[field_.name or ""] = data.decode("utf-8", "replace")
+    _record(request, form)
+    model = form.get("model")
+    rule = state.take_rule(request.path, model if isinstance(model, str) else None)
+    if rule is not None and rule.status is not None:
+        return _error_response(
+            request.path,
+            rule.status,
+            f"Fake upstream returned {rule.status} (injected by a test rule)",
+            rule.retry_after,
+        )
+    if not isinstance(form.get("file"), dict):
+        return _error_response(request.path, 400, "'file' is required")
+    text = f"transcribed {form['file']['filename']} of {form['file']['size']} bytes"
+    if form.get("response_format") == "text":
+        return web.Response(text=text, content_type="text/plain")
+    return _json_response({"text": text, "usage": {"type": "duration", "seconds": 1}})
+
+
+async def rerank(request: web.Request, body: dict[str, Any], reply: Reply) -> web.StreamResponse:
+    """Cohere's (and vLLM's / Jina's) rerank shape: documents scored by how many query words they contain."""
+    query, docs = body.get("query"), body.get("documents")
+    if not isinstance(query, str) or not isinstance(docs, list) or not docs:
+        return _error_response(request.path, 400, "'query' (string) and 'documents' (non-empty list) are required")
+    words = set(query.lower().split())
+    scored = []
+    for index, doc in enumerate(docs):
+        text = doc if isinstance(doc, str) else doc.get("text", "") if isinstance(doc, dict) else ""
+        hits = len(words & set(str(text).lower().split()))
+        scored.append(
+            {"index": index, "relevance_score": round(hits / (len(words) or 1), 4), "document": {"text": text}}
+        )
+    scored.sort(key=lambda r: -r["relevance_score"])
+    top_n = body.get("top_n")
+    if isinstance(top_n, int) and top_n > 0:
+        scored = scored[:top_n]
+    state = request.app[STATE]
+    return _json_response(
+        {
+            "id": state.next_id("rerank-fake"),
+            "model": body["model"],
+            "results": scored,
+            "usage": {"total_tokens": _count_words(query) + _count_words(docs)},
+            "meta": {"billed_units": {"search_units": 1}},
+        }
+    )
+
+
 async def _pace_non_stream(reply: Reply) -> None:
     # A slow_stream rule on a non-streaming request: same total time, one body at the end.
     if reply.chunk_delay_s:
@@ -649,7 +851,10 @@ def _with_rules(handler: BodyHandler | None) -> Handler:
         if not isinstance(body, dict):
             return _error_response(request.path, 400, "request body must be a JSON object")
         if not isinstance(body.get("model"), str):
-            return _error_response(request.path, 400, "'model' is required")
+            deployment = request.match_info.get("deployment")  # Azure names the model in the path
+            if deployment is None:
+                return _error_response(request.path, 400, "'model' is required")
+            body = {**body, "model": deployment}
         if rule is not None and rule.action == "json_for_stream":
             body = {**body, "stream": False}
         return await handler(request, body, _plan_reply(rule))
@@ -732,6 +937,20 @@ def create_app(latency_ms: int = 0, models: tuple[str, ...] = DEFAULT_MODELS) ->
     app.router.add_post("/v1/embeddings", _with_rules(embeddings))
     app.router.add_post("/v1/messages", _with_rules(anthropic_messages))
     app.router.add_get("/v1/models", _with_rules(None))
+    # The same OpenAI endpoints under Azure's paths (/openai/deployments/{name}/…, /openai/…): LiteLLM's azure/
+    # provider calls those, which is how tests reach them on the LiteLLM path. Cohere's rerank is /v1/rerank too.
+    for tail, handler in (
+        ("responses", responses),
+        ("moderations", moderations),
+        ("images/generations", image_generations),
+        ("audio/speech", audio_speech),
+        ("rerank", rerank),
+    ):
+        for prefix in ("/v1/", "/openai/deployments/{deployment}/", "/openai/v1/", "/openai/", "/v2/", "/"):
+            app.router.add_post(prefix + tail, _with_rules(handler))
+    for prefix in ("/v1/", "/openai/deployments/{deployment}/", "/openai/v1/"):
+        app.router.add_post(prefix + "audio/transcriptions", audio_transcriptions)
+    app.router.add_post("/openai/deployments/{deployment}/chat/completions", _with_rules(chat_completions))
     app.router.add_route("*", "/v1/{tail:.*}", _not_found)
     app.router.add_post("/_control/rules", add_rules)
     app.router.add_get("/_control/rules", get_rules)

@@ -105,6 +105,7 @@ class Dispatcher:
         stream: bool,
         traceparent: str | None,
         span: Span,
+        provider: Provider | None = None,  # serves this endpoint on every path (providers/surface.py); None: by path
     ) -> Outcome:
         group = state.group(model) or ()
         measure = state.measure
@@ -124,7 +125,7 @@ class Dispatcher:
                 started = time.perf_counter()
                 runtime.started(dep.id)
             try:
-                result = await self.provider_for(dep).call(dep, endpoint, body, stream, traceparent)
+                result = await (provider or self.provider_for(dep)).call(dep, endpoint, body, stream, traceparent)
             except GatewayError as exc:
                 if state.cooldown_seconds > 0:
                     runtime.failed(dep.id, state.allowed_fails, state.cooldown_seconds)

@@ -123,6 +123,120 @@ _SCHEMAS: dict[str, Any] = {
             "input": {"oneOf": [{"type": "string", "minLength": 1}, {"type": "array", "minItems": 1}]},
         },
     },
+    "ResponsesRequest": {
+        "type": "object",
+        "required": ["model", "input"],
+        "properties": {
+            "model": {"type": "string", "minLength": 1},
+            "input": {
+                "oneOf": [{"type": "string", "minLength": 1}, {"type": "array", "items": {"type": "object"}}],
+                "description": "text, or input items (objects)",
+            },
+            "instructions": {"type": "string"},
+            "max_output_tokens": {"type": "integer", "minimum": 1},
+            "stream": {"type": "boolean"},
+            "temperature": {"type": "number"},
+            "top_p": {"type": "number"},
+            "tools": {"type": "array"},
+        },
+    },
+    "MessagesRequest": {
+        "type": "object",
+        "description": "Anthropic's Messages API",
+        "required": ["model", "max_tokens", "messages"],
+        "properties": {
+            "model": {"type": "string", "minLength": 1},
+            "max_tokens": {"type": "integer", "minimum": 1},
+            "messages": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["role", "content"],
+                    "properties": {
+                        "role": {"enum": ["user", "assistant"]},
+                        "content": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "object"}}]},
+                    },
+                },
+            },
+            "system": {"oneOf": [{"type": "string"}, {"type": "array"}]},
+            "stream": {"type": "boolean"},
+            "temperature": {"type": "number"},
+            "top_k": {"type": "integer", "minimum": 1},
+            "stop_sequences": {"type": "array"},
+            "tools": {"type": "array"},
+            "tool_choice": {"type": "object"},
+        },
+    },
+    "AnthropicError": {
+        "type": "object",
+        "required": ["type", "error"],
+        "properties": {
+            "type": {"const": "error"},
+            "error": {
+                "type": "object",
+                "required": ["type", "message"],
+                "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+    "ModerationRequest": {
+        "type": "object",
+        "required": ["model", "input"],
+        "properties": {
+            "model": {"type": "string", "minLength": 1},
+            "input": {"oneOf": [{"type": "string", "minLength": 1}, {"type": "array", "minItems": 1}]},
+        },
+    },
+    "ImageRequest": {
+        "type": "object",
+        "required": ["model", "prompt"],
+        "properties": {
+            "model": {"type": "string", "minLength": 1},
+            "prompt": {"type": "string", "minLength": 1},
+            "n": {"type": "integer", "minimum": 1},
+            "size": {"type": "string"},
+            "quality": {"type": "string"},
+            "response_format": {"type": "string"},
+        },
+    },
+    "SpeechRequest": {
+        "type": "object",
+        "required": ["model", "input", "voice"],
+        "properties": {
+            "model": {"type": "string", "minLength": 1},
+            "input": {"type": "string", "minLength": 1},
+            "voice": {"type": "string", "minLength": 1},
+            "response_format": {"type": "string"},
+            "speed": {"type": "number"},
+        },
+    },
+    "TranscriptionRequest": {
+        "type": "object",
+        "required": ["model", "file"],
+        "properties": {
+            "model": {"type": "string", "minLength": 1},
+            "file": {"type": "string", "format": "binary", "description": "the audio, as a file part"},
+            "language": {"type": "string"},
+            "prompt": {"type": "string"},
+            "response_format": {"type": "string"},
+            "temperature": {"type": "number"},
+        },
+    },
+    "RerankRequest": {
+        "type": "object",
+        "required": ["model", "query", "documents"],
+        "properties": {
+            "model": {"type": "string", "minLength": 1},
+            "query": {"type": "string", "minLength": 1},
+            "documents": {"type": "array", "minItems": 1, "items": {"oneOf": [{"type": "string"}, {"type": "object"}]}},
+            "top_n": {"type": "integer", "minimum": 1},
+        },
+    },
+    "Model": {
+        "type": "object",
+        "properties": {"id": {"type": "string"}, "object": {"const": "model"}, "created": {"type": "integer"}},
+    },
     "Upstream": {"type": "object", "description": "the upstream's OpenAI-shaped answer, passed through"},
     "ModelList": {
         "type": "object",
@@ -150,18 +264,32 @@ _SCHEMAS: dict[str, Any] = {
 }
 
 
-def _proxied(summary: str, schema: str, streams: bool) -> dict[str, Any]:
-    ok: dict[str, Any] = {"description": "the upstream's answer", **_json(_ref("Upstream"))}
+def _proxied(
+    summary: str, schema: str, streams: bool, answer: str = "application/json", body: str = "application/json"
+) -> dict[str, Any]:
+    ok: dict[str, Any] = {"description": "the upstream's answer", "content": {answer: {"schema": _ref("Upstream")}}}
+    if answer != "application/json":
+        ok["content"][answer] = {"schema": {"type": "string", "format": "binary"}}
     if streams:
         ok["content"]["text/event-stream"] = {"schema": {"type": "string"}}
     return {
         "post": {
             "summary": summary,
             "security": [{"bearer": []}, {"apiKey": []}],
-            "requestBody": {"required": True, **_json(_ref(schema))},
+            "requestBody": {"required": True, "content": {body: {"schema": _ref(schema)}}},
             "responses": {"200": ok, **_ERRORS},
         }
     }
+
+
+def _anthropic_shaped(operation: dict[str, Any]) -> dict[str, Any]:
+    """/v1/messages answers its errors as Anthropic's API does (its SDK parses that)."""
+    post = operation["post"]
+    post["responses"] = {
+        k: v if k == "200" else {"description": v["description"], **_json(_ref("AnthropicError"))}
+        for k, v in post["responses"].items()
+    }
+    return operation
 
 
 def _health(summary: str) -> dict[str, Any]:
@@ -183,6 +311,15 @@ def document() -> dict[str, Any]:
             "/v1/chat/completions": _proxied("Chat completion", "ChatCompletionRequest", streams=True),
             "/v1/completions": _proxied("Text completion", "CompletionRequest", streams=True),
             "/v1/embeddings": _proxied("Embeddings", "EmbeddingRequest", streams=False),
+            "/v1/responses": _proxied("OpenAI's Responses API", "ResponsesRequest", streams=True),
+            "/v1/messages": _anthropic_shaped(_proxied("Anthropic's Messages API", "MessagesRequest", streams=True)),
+            "/v1/moderations": _proxied("Moderation", "ModerationRequest", streams=False),
+            "/v1/images/generations": _proxied("Image generation", "ImageRequest", streams=False),
+            "/v1/audio/speech": _proxied("Text to speech (audio bytes)", "SpeechRequest", False, answer="audio/*"),
+            "/v1/audio/transcriptions": _proxied(
+                "Speech to text (a multipart upload)", "TranscriptionRequest", False, body="multipart/form-data"
+            ),
+            "/v1/rerank": _proxied("Rerank documents (where the deployment supports it)", "RerankRequest", False),
             "/v1/models": {
                 "get": {
                     "summary": "The configured model names",
@@ -190,6 +327,18 @@ def document() -> dict[str, Any]:
                     "responses": {
                         "200": {"description": "models", **_json(_ref("ModelList"))},
                         "401": _ERRORS["401"],
+                    },
+                }
+            },
+            "/v1/models/{id}": {
+                "get": {
+                    "summary": "One configured model (group or router)",
+                    "security": [{"bearer": []}, {"apiKey": []}],
+                    "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                    "responses": {
+                        "200": {"description": "the model", **_json(_ref("Model"))},
+                        "401": _ERRORS["401"],
+                        "404": _ERRORS["404"],
                     },
                 }
             },

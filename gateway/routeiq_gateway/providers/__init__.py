@@ -19,6 +19,7 @@ class Completed:
 
     body: bytes
     usage: dict[str, Any] | None
+    content_type: bytes = b"application/json"  # audio and plain-text answers (providers/surface.py) say theirs
 
 
 class Streaming(Protocol):
