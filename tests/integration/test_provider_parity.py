@@ -199,9 +199,7 @@ def test_retry_after_on_429_passes_through(gw: GatewayHandle, fresh_upstream: Fa
 @BOTH
 def test_the_usage_chunk_of_a_stream_has_no_choices(client: openai.OpenAI, group: str) -> None:
     chunks = list(
-        client.chat.completions.create(
-            model=group, messages=USER, stream=True, stream_options={"include_usage": True}
-        )
+        client.chat.completions.create(model=group, messages=USER, stream=True, stream_options={"include_usage": True})
     )
     with_usage = [c for c in chunks if c.usage is not None]
     assert len(with_usage) == 1
