@@ -91,9 +91,15 @@ class NativeStream:
 
     __slots__ = ("_line", "_line_bytes", "_read_timeout", "_resp", "dep", "headers", "usage")
 
-    def __init__(self, resp: Response, read_timeout: float, dep: Deployment | None = None) -> None:
+    def __init__(
+        self,
+        resp: Response,
+        read_timeout: float,
+        dep: Deployment | None = None,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
+    ) -> None:
         self._resp = resp
-        self.headers = resp.headers
+        self.headers = headers
         self._read_timeout = read_timeout
         self._line: list[bytes] = []  # the pieces of the unfinished last line
         self._line_bytes = 0
@@ -216,7 +222,7 @@ class NativeProvider:
             async with asyncio.timeout(dep.timeout):
                 resp = await self._pool.post(target, payload, extra_head)
                 if stream and resp.status == 200 and not resp.content_type.startswith("application/json"):
-                    return NativeStream(resp, dep.stream_timeout, dep)
+                    return NativeStream(resp, dep.stream_timeout, dep, resp.headers)
                 raw = await resp.read()
         except (ConnectionError, TimeoutError, DestinationRefused) as exc:
             raise connection_error(exc, dep) from None
