@@ -41,6 +41,12 @@ REDIRECTING = frozenset(
 REDIRECTING_PREFIXES = ("api_", "aws_", "vertex_", "azure_", "watsonx_")
 
 
+# Fields that are known not to redirect: an ordinary body is cleared by one set operation (this runs per request).
+_PLAIN = OPENAI_PARAMS | {"model", "metadata", "store", "web_search_options", "verbosity", "safety_identifier"}
+
+
 def redirecting_fields(body: dict[str, Any]) -> list[str]:
     """The body's fields that would redirect the call or its credentials, in the order sent."""
+    if _PLAIN.issuperset(body):
+        return []
     return [k for k in body if k in REDIRECTING or k.startswith(REDIRECTING_PREFIXES)]

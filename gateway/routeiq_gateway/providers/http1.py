@@ -25,6 +25,14 @@ from routeiq_gateway.providers.relayed_headers import PASSED_HEADERS, RATELIMIT_
 IDLE_SECONDS = 60.0  # close pooled connections idle longer than this (upstreams drop them around here too)
 MAX_IDLE_PER_ORIGIN = 512
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+_RETRY_AFTER, _CONTENT_TYPE, _FRAMING, _PASSED = range(4)
+_HEADER_KINDS = {
+    b"retry-after": _RETRY_AFTER,
+    b"content-type": _CONTENT_TYPE,
+    b"content-length": _FRAMING,
+    b"transfer-encoding": _FRAMING,
+    **dict.fromkeys(PASSED_HEADERS, _PASSED),  # relayed to the client (relayed_headers.py), with x-ratelimit-*
+}
 _PAUSE_AT = 1024 * 1024  # stop reading a stream from upstream while this much waits for a slow client
 
 
@@ -147,13 +155,17 @@ class _Connection(asyncio.Protocol):
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
-        if name == b"retry-after":
+        kind = _HEADER_KINDS.get(name)  # one lookup for every header this client reads
+        if kind is None:
+            if name.startswith(RATELIMIT_PREFIX):
+                self.passed.append((name, value))
+        elif kind == _RETRY_AFTER:
             self.retry_after = value
-        elif name == b"content-type":
+        elif kind == _CONTENT_TYPE:
             self.content_type = value
-        elif name in (b"content-length", b"transfer-encoding"):
+        elif kind == _FRAMING:
             self._framed = True
-        elif name in PASSED_HEADERS or name.startswith(RATELIMIT_PREFIX):  # relayed_headers.is_passed, inlined
+        else:
             self.passed.append((name, value))
 
     def on_headers_complete(self) -> None:
