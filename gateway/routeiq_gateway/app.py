@@ -311,6 +311,7 @@ class GatewayApp:
             )
         headers += ((b"x-routeiq-model", dep.model_name.encode()), (b"x-routeiq-provider-path", path.encode()))
         result = outcome.result
+        headers += result.headers  # the upstream's request id and rate-limit state, on both paths
         if isinstance(result, Completed):
             req.usage = result.usage
             self.metrics.observe_usage(model, result.usage)

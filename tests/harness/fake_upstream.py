@@ -26,7 +26,9 @@ json_for_stream | huge_line), chunks and chunk_delay_ms (for slow_stream / reset
 echo_request with a status: the error message quotes the request's URL and headers, as some upstreams do.
 json_for_stream: a stream request is answered with the whole JSON body, as servers that ignore `stream` do.
 huge_line: a 200 SSE stream whose one `data:` line goes on for `chunks` pieces of 64 KiB, `chunk_delay_ms`
-apart. Unknown fields are rejected with 400 so a typo
+apart. headers: extra response headers (object of strings) on whatever the rule's request is answered with
+(an answer, an error status or a stream), e.g. OpenAI's x-request-id / x-ratelimit-*. Unknown fields are
+rejected with 400 so a typo
 in a test fails loudly instead of silently matching nothing.
 
 Standalone on purpose: only the standard library, aiohttp and (optionally) orjson/uvloop, and no import
@@ -100,6 +102,7 @@ class Rule:
     chunks: int = 5
     chunk_delay_ms: int = 100
     content: str | None = None
+    headers: dict[str, str] | None = None
     times: int | None = None
 
     @classmethod
@@ -119,6 +122,10 @@ class Rule:
             raise ValueError("times must be a positive int or null")
         if rule.retry_after is not None:
             rule.retry_after = str(rule.retry_after)
+        if rule.headers is not None and (
+            not isinstance(rule.headers, dict) or not all(isinstance(v, str) for v in rule.headers.values())
+        ):
+            raise ValueError("headers must be an object of strings")
         for name in ("delay_ms", "chunks", "chunk_delay_ms"):
             value = getattr(rule, name)
             if not isinstance(value, int) or value < 0:
@@ -153,6 +160,7 @@ class UpstreamState:
 
 
 STATE: web.AppKey[UpstreamState] = web.AppKey("state", UpstreamState)
+RULE_HEADERS = "rule_headers"  # request key: a matched rule's extra response headers
 
 
 # -- reply plan: what text to send and how to pace it ------------------------------------------------
@@ -826,6 +834,8 @@ def _with_rules(handler: BodyHandler | None) -> Handler:
         _record(request, body)
         model = body.get("model") if isinstance(body, dict) else None
         rule = state.take_rule(request.path, model if isinstance(model, str) else None)
+        if rule is not None and rule.headers:
+            request[RULE_HEADERS] = rule.headers
         delay_ms = state.latency_ms + (rule.delay_ms if rule else 0)
         if delay_ms:
             await asyncio.sleep(delay_ms / 1000)
@@ -927,9 +937,17 @@ async def health(request: web.Request) -> web.StreamResponse:
     return _json_response({"status": "ok", "demo": True})
 
 
+async def _add_rule_headers(request: web.Request, response: web.StreamResponse) -> None:
+    # On prepare, so JSON answers, error statuses and streams all carry them.
+    extra = request.get(RULE_HEADERS)
+    if extra:
+        response.headers.update(extra)
+
+
 def create_app(latency_ms: int = 0, models: tuple[str, ...] = DEFAULT_MODELS) -> web.Application:
     """Build the app (no I/O here; the caller runs it)."""
     app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.on_response_prepare.append(_add_rule_headers)
     app[STATE] = UpstreamState(latency_ms=latency_ms, models=models)
     app[MODELS_BODY] = _models_body(models)
     app.router.add_post("/v1/chat/completions", _with_rules(chat_completions))

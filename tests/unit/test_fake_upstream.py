@@ -133,6 +133,36 @@ def test_rules_match_model_and_path_in_order(fresh_upstream: FakeUpstream) -> No
     assert client.embeddings.create(model="e", input="x").data
 
 
+def test_rule_headers_go_on_answers_errors_and_streams(fresh_upstream: FakeUpstream) -> None:
+    extra = {"x-request-id": "req_1", "x-ratelimit-remaining-requests": "3"}
+    fresh_upstream.add_rule(model=MODEL, headers=extra, times=3)
+    fresh_upstream.add_rule(model=MODEL, status=418, headers=extra, times=1)
+    client = fresh_upstream.openai_client()
+    raw = client.chat.completions.with_raw_response.create(model=MODEL, messages=MESSAGES)  # type: ignore[arg-type]
+    assert {k: raw.headers[k] for k in extra} == extra
+    with client.chat.completions.with_streaming_response.create(
+        model=MODEL,
+        messages=MESSAGES,  # type: ignore[arg-type]
+        stream=True,
+    ) as streamed:
+        assert {k: streamed.headers[k] for k in extra} == extra
+    msg = httpx.post(f"{fresh_upstream.root_url}/v1/messages", json={"model": MODEL, "messages": MESSAGES})
+    assert {k: msg.headers[k] for k in extra} == extra
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(model=MODEL, messages=MESSAGES)  # type: ignore[arg-type]
+    assert caught.value.status_code == 418
+    assert caught.value.response.headers["x-request-id"] == "req_1"
+    assert (
+        "x-request-id"
+        not in client.chat.completions.with_raw_response.create(
+            model=MODEL,
+            messages=MESSAGES,  # type: ignore[arg-type]
+        ).headers
+    )
+    with pytest.raises(FakeUpstreamError, match="headers"):
+        fresh_upstream.add_rule(headers={"x-n": 1})
+
+
 def test_unknown_rule_field_is_rejected(fresh_upstream: FakeUpstream) -> None:
     with pytest.raises(FakeUpstreamError, match="statuss"):
         fresh_upstream.add_rule(statuss=500)

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from routeiq_gateway.http.errors import GatewayError, bad_request
+from routeiq_gateway.request_fields import redirecting_fields
 
 # One nesting limit for every body. orjson parses up to 1024 levels but encodes only 254, so a deeper body parsed
 # and then failed in the forwarding encoder (a 500). 128 leaves room for JSON-schema tools and response formats.
@@ -91,6 +92,14 @@ def _common(body: dict[str, Any]) -> tuple[str, bool]:
         value = body.get(name)
         if value is not None and not isinstance(value, dict):
             raise _type_error(name, "an object")
+    redirecting = redirecting_fields(body)
+    if redirecting:
+        names = ", ".join(f"'{k}'" for k in redirecting)
+        raise bad_request(
+            f"{names} would redirect the provider call or its credentials; only the deployment's config sets "
+            "them. Other extra fields reach the upstream as they are.",
+            redirecting[0],
+        )
     return model, bool(stream)
 
 
@@ -121,6 +130,13 @@ def check_chat(body: dict[str, Any]) -> tuple[str, bool]:
     choice = body.get("tool_choice")
     if choice is not None and not isinstance(choice, str | dict):
         raise _type_error("tool_choice", "a string or an object")
+    for name in ("logprobs", "parallel_tool_calls"):
+        value = body.get(name)
+        if value is not None and not isinstance(value, bool):
+            raise _type_error(name, "a boolean")
+    top = body.get("top_logprobs")
+    if top is not None and (not isinstance(top, int) or isinstance(top, bool) or not 0 <= top <= 20):
+        raise _type_error("top_logprobs", "an integer from 0 to 20")
     return model, stream
 
 
@@ -190,6 +206,12 @@ def check_completion(body: dict[str, Any]) -> tuple[str, bool]:
         raise bad_request("'prompt' is required.", "prompt")
     if not isinstance(prompt, str | list):
         raise _type_error("prompt", "a string or an array")
+    echo = body.get("echo")
+    if echo is not None and not isinstance(echo, bool):
+        raise _type_error("echo", "a boolean")
+    logprobs = body.get("logprobs")  # here an integer: how many alternatives per token (0 to 5)
+    if logprobs is not None and (not isinstance(logprobs, int) or isinstance(logprobs, bool) or not 0 <= logprobs <= 5):
+        raise _type_error("logprobs", "an integer from 0 to 5")
     return model, stream
 
 

@@ -7,7 +7,7 @@ so a client cannot tell which path served it.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from routeiq_gateway.routing.deployments import Deployment
@@ -15,17 +15,20 @@ from routeiq_gateway.routing.deployments import Deployment
 
 @dataclass(slots=True)
 class Completed:
-    """A whole JSON response: the bytes to send and the usage to count."""
+    """A whole JSON response: the bytes to send, the usage to count, the upstream's headers to relay."""
 
     body: bytes
     usage: dict[str, Any] | None
     content_type: bytes = b"application/json"  # audio and plain-text answers (providers/surface.py) say theirs
+    # x-request-id, openai-processing-ms, x-ratelimit-*: what OpenAI's clients read off a response
+    headers: tuple[tuple[bytes, bytes], ...] = field(default_factory=tuple)
 
 
 class Streaming(Protocol):
     """An open SSE stream: iterate for OpenAI-shaped `data:` events; `aclose` releases the upstream."""
 
     usage: dict[str, Any] | None
+    headers: tuple[tuple[bytes, bytes], ...]  # the upstream's, relayed as on Completed
 
     def __aiter__(self) -> AsyncIterator[bytes]: ...
 

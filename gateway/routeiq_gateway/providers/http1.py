@@ -20,9 +20,19 @@ from urllib.parse import urlsplit
 import httptools
 from routeiq_shared.egress import EgressError, EgressPolicy
 
+from routeiq_gateway.providers.relayed_headers import PASSED_HEADERS, RATELIMIT_PREFIX
+
 IDLE_SECONDS = 60.0  # close pooled connections idle longer than this (upstreams drop them around here too)
 MAX_IDLE_PER_ORIGIN = 512
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+_RETRY_AFTER, _CONTENT_TYPE, _FRAMING, _PASSED = range(4)
+_HEADER_KINDS = {
+    b"retry-after": _RETRY_AFTER,
+    b"content-type": _CONTENT_TYPE,
+    b"content-length": _FRAMING,
+    b"transfer-encoding": _FRAMING,
+    **dict.fromkeys(PASSED_HEADERS, _PASSED),  # relayed to the client (relayed_headers.py), with x-ratelimit-*
+}
 _PAUSE_AT = 1024 * 1024  # stop reading a stream from upstream while this much waits for a slow client
 
 
@@ -107,6 +117,7 @@ class _Connection(asyncio.Protocol):
         self.status = 0
         self.retry_after: bytes | None = None
         self.content_type: bytes | None = None
+        self.passed: list[tuple[bytes, bytes]] = []  # response headers the client gets too (PASSED_HEADERS)
         self.chunks: collections.deque[bytes] = collections.deque()
         self.buffered = 0
         self.got_bytes = False
@@ -144,12 +155,18 @@ class _Connection(asyncio.Protocol):
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
-        if name == b"retry-after":
+        kind = _HEADER_KINDS.get(name)  # one lookup for every header this client reads
+        if kind is None:
+            if name.startswith(RATELIMIT_PREFIX):
+                self.passed.append((name, value))
+        elif kind == _RETRY_AFTER:
             self.retry_after = value
-        elif name == b"content-type":
+        elif kind == _CONTENT_TYPE:
             self.content_type = value
-        elif name in (b"content-length", b"transfer-encoding"):
+        elif kind == _FRAMING:
             self._framed = True
+        else:
+            self.passed.append((name, value))
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
@@ -157,6 +174,7 @@ class _Connection(asyncio.Protocol):
             self._interim = True
             self.retry_after = None
             self.content_type = None
+            self.passed = []
             self._framed = False
             return
         if not self.headers_done.done():
@@ -249,7 +267,7 @@ class _Connection(asyncio.Protocol):
 class Response:
     """A response whose headers have arrived. Read the body with `read()` or iterate it; always `release()`."""
 
-    __slots__ = ("_conn", "_pool", "content_type", "retry_after", "status")
+    __slots__ = ("_conn", "_pool", "content_type", "headers", "retry_after", "status")
 
     def __init__(self, conn: _Connection, pool: Pool) -> None:
         self._conn: _Connection | None = conn
@@ -257,6 +275,7 @@ class Response:
         self.status = conn.status
         self.retry_after = conn.retry_after.decode("latin-1") if conn.retry_after else None
         self.content_type = conn.content_type.decode("latin-1").lower() if conn.content_type else ""
+        self.headers = tuple(conn.passed)
 
     async def read(self) -> bytes:
         assert self._conn is not None

@@ -62,11 +62,12 @@ def _text_deltas(choice: dict[str, Any], index: int) -> list[dict[str, Any]]:
 class JsonAsStream:
     """The events of one converted answer; `usage` is the answer's, for the gateway's metrics."""
 
-    __slots__ = ("_events", "usage")
+    __slots__ = ("_events", "headers", "usage")
 
     def __init__(self, events: list[bytes], usage: dict[str, Any] | None) -> None:
         self._events = events
         self.usage = usage
+        self.headers: tuple[tuple[bytes, bytes], ...] = ()  # the upstream's, relayed (see http1.PASSED_HEADERS)
 
     @classmethod
     def from_completion(

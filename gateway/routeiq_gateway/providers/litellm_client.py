@@ -19,8 +19,10 @@ from routeiq_gateway.http.errors import GatewayError
 from routeiq_gateway.http.sse import DONE, json_event
 from routeiq_gateway.providers import Completed
 from routeiq_gateway.providers.http1 import HeaderInjection, check_header_line
+from routeiq_gateway.providers.litellm_errors import to_gateway_error
 from routeiq_gateway.providers.litellm_logging import quiet_litellm
-from routeiq_gateway.providers.scrub import scrub
+from routeiq_gateway.providers.relayed_headers import from_litellm_additional
+from routeiq_gateway.request_fields import OPENAI_PARAMS
 from routeiq_gateway.routing.deployments import Deployment
 
 # Where LiteLLM sends a provider's calls when the deployment sets no api_base (checked like any other host).
@@ -40,94 +42,72 @@ DEFAULT_HOSTS = {
 # within this window (rebinding) is not seen. The native path has no such window (it connects to the checked address).
 EGRESS_CHECK_TTL_SECONDS = 30.0
 
-# Request fields a client may set on the LiteLLM path. Anything else is dropped: LiteLLM takes api_base, api_key,
-# headers, cloud credentials … as call arguments, and a client must never be able to redirect our provider key.
-CLIENT_PARAMS = frozenset(
-    {
-        # chat
-        "messages", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "max_tokens",
-        "max_completion_tokens", "n", "presence_penalty", "response_format", "seed", "stop", "stream",
-        "stream_options", "temperature", "top_p", "tools", "tool_choice", "parallel_tool_calls", "user",
-        "functions", "function_call", "reasoning_effort", "modalities", "audio", "prediction", "service_tier",
-        "top_k", "thinking",
-        # completions
-        "prompt", "suffix", "echo", "best_of",
-        # embeddings
-        "input", "dimensions", "encoding_format",
-    }
-)  # fmt: skip
+# The client's request fields that reach LiteLLM: OpenAI's parameters, and every field LiteLLM does not take as
+# an argument of its own (it hands those to the provider: top-level body fields, or extra_body for
+# OpenAI-compatible providers), as extra_body's fields reach the upstream on the native path. A field that is one of
+# LiteLLM's own arguments (metadata, mock_response, fallbacks, …) would steer LiteLLM itself, so it is left out;
+# the ones that would redirect the call or its credentials are refused before this (request_fields.py).
+_NOT_LITELLM_ARGS = frozenset({"extra_body"})
 
 
-def _caused_by_transport(exc: BaseException) -> bool:
-    """LiteLLM reports a refused or reset connection as a 500 'InternalServerError'; the cause chain tells."""
-    seen: BaseException | None = exc
-    for _ in range(10):
-        if seen is None:
-            return False
-        if isinstance(seen, OSError) or type(seen).__name__ in ("ConnectError", "ReadError", "RemoteProtocolError"):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+def _litellm_own_args(litellm: Any) -> frozenset[str]:
+    import inspect
+
+    names: set[str] = set(inspect.signature(litellm.acompletion).parameters)
+    names |= set(inspect.signature(litellm.completion).parameters)
+    try:
+        from litellm.types.utils import all_litellm_params
+
+        names |= set(all_litellm_params)
+    except ImportError:  # an older LiteLLM: its signatures still name the arguments that matter
+        pass
+    return frozenset(names - OPENAI_PARAMS) | _NOT_LITELLM_ARGS
 
 
-def _non_error_status(exc: BaseException) -> int | None:
-    """The upstream's status when it answered 1xx/2xx/3xx: LiteLLM wraps that (a 201, a 302 it did not follow) in
-    an APIConnectionError with status 500; the provider's own exception in the cause chain keeps the real one."""
-    seen: BaseException | None = exc
-    for _ in range(10):
-        if seen is None:
-            return None
-        status = getattr(seen, "status_code", None)
-        if isinstance(status, int) and 100 <= status < 400 and status != 200:
-            return status
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
-def _to_gateway_error(exc: Exception, dep: Deployment | None = None) -> GatewayError:
-    name = type(exc).__name__
-    status = getattr(exc, "status_code", None)
-    # LiteLLM's texts quote the URL it called and sometimes the request's headers: scrubbed before anyone sees them.
-    message = scrub(str(getattr(exc, "message", "") or exc), dep)[:500]
-    odd = _non_error_status(exc)
-    if odd is not None:
-        return GatewayError(
-            502,
-            f"Upstream answered {odd} where 200 was expected; check the deployment's api_base",
-            code="upstream_unexpected_status",
-        )
-    if name == "Timeout" or status == 408:
-        return GatewayError(504, "Upstream timed out", code="upstream_timeout", retryable=True)
-    if name == "APIConnectionError" or _caused_by_transport(exc):
-        return GatewayError(502, "Upstream connection failed", code="upstream_unreachable", retryable=True)
-    if status == 429:
-        return GatewayError(429, f"Upstream rate limit: {message}", code="upstream_rate_limited", retryable=True)
-    if status in (401, 403):
-        return GatewayError(502, f"Upstream refused the gateway's credentials ({status})", code="upstream_auth")
-    if isinstance(status, int) and 400 <= status < 500:
-        return GatewayError(status, message, code="upstream_rejected")
-    return GatewayError(502, f"Upstream error: {message}", code="upstream_error", retryable=True)
+_to_gateway_error = to_gateway_error  # the name the unit tests know
 
 
 def _dump(obj: Any) -> dict[str, Any]:
     return obj.model_dump(exclude_none=True) if hasattr(obj, "model_dump") else dict(obj)
 
 
-class LiteLLMStream:
-    __slots__ = ("_dep", "_it", "usage")
+def _headers_of(result: Any) -> tuple[tuple[bytes, bytes], ...]:
+    hidden = getattr(result, "_hidden_params", None)
+    return from_litellm_additional(hidden.get("additional_headers")) if isinstance(hidden, dict) else ()
 
-    def __init__(self, it: Any, dep: Deployment | None = None) -> None:
+
+def _is_empty_choice(choice: Any) -> bool:
+    return isinstance(choice, dict) and not choice.get("delta") and choice.get("finish_reason") is None
+
+
+class LiteLLMStream:
+    """LiteLLM's chunks as OpenAI's events. The usage travels as OpenAI sends it: alone, in a last chunk whose
+    `choices` is empty, and only when the request asked for it (stream_options.include_usage)."""
+
+    __slots__ = ("_dep", "_include_usage", "_it", "headers", "usage")
+
+    def __init__(self, it: Any, dep: Deployment | None = None, include_usage: bool = False) -> None:
         self._it = it
         self._dep = dep
+        self._include_usage = include_usage
         self.usage: dict[str, Any] | None = None
+        self.headers = _headers_of(it)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
             async for chunk in self._it:
                 data = _dump(chunk)
-                if data.get("usage"):
-                    self.usage = data["usage"]
+                usage = data.pop("usage", None)
+                if usage:
+                    self.usage = usage
+                choices = data.get("choices")
+                if not choices or all(_is_empty_choice(c) for c in choices):
+                    if usage and self._include_usage:
+                        yield json_event({**data, "choices": [], "usage": usage})
+                    continue  # nothing for the client but the usage
                 yield json_event(data)
+                if usage and self._include_usage:
+                    yield json_event({**data, "choices": [], "usage": usage})
         except GatewayError:
             raise
         except Exception as exc:  # noqa: BLE001 — LiteLLM raises provider errors of many classes; all map to one error shape
@@ -180,6 +160,7 @@ class LiteLLMProvider:
         litellm.telemetry = False
         quiet_litellm(litellm)
         self._litellm = litellm
+        self._own_args = _litellm_own_args(litellm)
         self._policy = policy if policy is not None else EgressPolicy()
         self._checked: dict[tuple[str, int], tuple[float, str | None]] = {}  # → (expires, refusal or None)
 
@@ -212,8 +193,12 @@ class LiteLLMProvider:
     ) -> Completed | LiteLLMStream:
         _check_headers(dep)
         await self._check_egress(dep)
-        kwargs: dict[str, Any] = {k: v for k, v in body.items() if k in CLIENT_PARAMS}
-        kwargs.update(dep.extra_params)
+        # The deployment's request parameters are defaults under the client's; its other settings (credentials,
+        # drop_params, extra_headers, …) are the deployment's alone.
+        own = self._own_args
+        kwargs: dict[str, Any] = dict(dep.body_defaults)
+        kwargs.update((k, v) for k, v in body.items() if k not in own)
+        kwargs.update((k, v) for k, v in dep.extra_params if k not in OPENAI_PARAMS)
         kwargs.update(model=dep.litellm_model, timeout=dep.timeout if not stream else dep.stream_timeout, num_retries=0)
         if dep.api_base:
             kwargs["api_base"] = dep.api_base
@@ -231,6 +216,8 @@ class LiteLLMProvider:
         except Exception as exc:  # noqa: BLE001 — see LiteLLMStream: every provider error becomes one GatewayError
             raise _to_gateway_error(exc, dep) from None
         if stream:
-            return LiteLLMStream(result, dep)
+            options = body.get("stream_options")
+            include_usage = isinstance(options, dict) and options.get("include_usage") is True
+            return LiteLLMStream(result, dep, include_usage)
         data = _dump(result)
-        return Completed(orjson.dumps(data), data.get("usage"))
+        return Completed(orjson.dumps(data), data.get("usage"), headers=_headers_of(result))

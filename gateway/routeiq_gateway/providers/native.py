@@ -25,52 +25,40 @@ from routeiq_gateway.providers.http1 import (
 )
 from routeiq_gateway.providers.json_stream import JsonAsStream
 from routeiq_gateway.providers.scrub import scrub
+from routeiq_gateway.providers.upstream_status import status_error
 from routeiq_gateway.routing.deployments import Deployment
 
 _USAGE_MARK = b'"usage":'
 MAX_SSE_LINE_BYTES = 1024 * 1024  # no SSE line of a real completion comes near this; a longer one is not an answer
 
 
-def upstream_error(status: int, raw: bytes, retry_after: str | None, dep: Deployment | None = None) -> GatewayError:
-    """Map an upstream status other than 200 to what our client sees (see docs/errors in README).
+def upstream_error(
+    status: int,
+    raw: bytes,
+    retry_after: str | None,
+    dep: Deployment | None = None,
+    headers: tuple[tuple[bytes, bytes], ...] = (),
+) -> GatewayError:
+    """Map an upstream status other than 200 to what our client sees (upstream_status.py, shared with LiteLLM's path).
 
     The upstream's own words are passed on only scrubbed of credentials and its address (scrub.py).
     """
-    if status < 400:
-        # Only a 200 carries an answer. A redirect is not followed (it could point anywhere, with our key).
-        what = "a redirect" if 300 <= status < 400 else "a status that is not an answer"
-        return GatewayError(
-            502,
-            f"Upstream answered {status} ({what}) where 200 was expected; check the deployment's api_base",
-            code="upstream_unexpected_status",
-        )
-    message = scrub(_upstream_message(raw), dep)
-    if status == 429:
-        headers = ((b"retry-after", retry_after.encode()),) if retry_after else ()
-        return GatewayError(
-            429, f"Upstream rate limit: {message}", code="upstream_rate_limited", headers=headers, retryable=True
-        )
-    if status >= 500:
-        return GatewayError(502, f"Upstream returned {status}: {message}", code="upstream_error", retryable=True)
-    if status in (401, 403):
-        # The client's key was fine; ours was refused. Not the client's fault, so not a 401.
-        return GatewayError(502, f"Upstream refused the gateway's credentials ({status})", code="upstream_auth")
-    if status in (408, 409):
-        return GatewayError(502, f"Upstream returned {status}: {message}", code="upstream_error", retryable=True)
-    return GatewayError(status, message, code="upstream_rejected")
+    message, param = _upstream_message(raw)
+    return status_error(status, scrub(message, dep), retry_after, headers, param)
 
 
-def _upstream_message(raw: bytes) -> str:
+def _upstream_message(raw: bytes) -> tuple[str, str | None]:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return raw[:200].decode("utf-8", "replace") or "no detail"
+        return raw[:200].decode("utf-8", "replace") or "no detail", None
     err = data.get("error") if isinstance(data, dict) else None
     if isinstance(err, dict) and isinstance(err.get("message"), str):
-        return err["message"][:500]
+        param = err.get("param")
+        return err["message"][:500], param[:200] if isinstance(param, str) else None
     if isinstance(err, str):
-        return err[:500]
-    return "no detail"
+        return err[:500], None
+    return "no detail", None
 
 
 def connection_error(exc: BaseException, dep: Deployment | None = None) -> GatewayError:
@@ -101,10 +89,17 @@ class NativeStream:
     error event then stands on a line of its own instead of ending a half-sent one.
     """
 
-    __slots__ = ("_line", "_line_bytes", "_read_timeout", "_resp", "dep", "usage")
+    __slots__ = ("_line", "_line_bytes", "_read_timeout", "_resp", "dep", "headers", "usage")
 
-    def __init__(self, resp: Response, read_timeout: float, dep: Deployment | None = None) -> None:
+    def __init__(
+        self,
+        resp: Response,
+        read_timeout: float,
+        dep: Deployment | None = None,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
+    ) -> None:
         self._resp = resp
+        self.headers = headers
         self._read_timeout = read_timeout
         self._line: list[bytes] = []  # the pieces of the unfinished last line
         self._line_bytes = 0
@@ -217,19 +212,22 @@ class NativeProvider:
     async def call(
         self, dep: Deployment, endpoint: str, body: dict[str, Any], stream: bool, traceparent: str | None
     ) -> Completed | NativeStream | JsonAsStream:
-        payload = orjson.dumps({**body, "model": dep.upstream_model})
+        if dep.body_defaults:
+            payload = orjson.dumps({**dict(dep.body_defaults), **body, "model": dep.upstream_model})
+        else:
+            payload = orjson.dumps({**body, "model": dep.upstream_model})
         target = self._target(dep, endpoint)
         extra_head = b"traceparent: " + traceparent.encode() + b"\r\n" if traceparent else b""
         try:
             async with asyncio.timeout(dep.timeout):
                 resp = await self._pool.post(target, payload, extra_head)
                 if stream and resp.status == 200 and not resp.content_type.startswith("application/json"):
-                    return NativeStream(resp, dep.stream_timeout, dep)
+                    return NativeStream(resp, dep.stream_timeout, dep, resp.headers)
                 raw = await resp.read()
         except (ConnectionError, TimeoutError, DestinationRefused) as exc:
             raise connection_error(exc, dep) from None
         if resp.status != 200:
-            raise upstream_error(resp.status, raw, resp.retry_after, dep)
+            raise upstream_error(resp.status, raw, resp.retry_after, dep, resp.headers)
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -238,5 +236,7 @@ class NativeProvider:
             raise invalid_response("not a JSON object")
         if stream:
             # Some OpenAI-compatible servers ignore `stream`: the whole answer, told as the stream it should be.
-            return JsonAsStream.from_completion(data, endpoint, body, lambda m: scrub(m, dep))
-        return Completed(raw, data.get("usage"))
+            converted = JsonAsStream.from_completion(data, endpoint, body, lambda m: scrub(m, dep))
+            converted.headers = resp.headers
+            return converted
+        return Completed(raw, data.get("usage"), headers=resp.headers)

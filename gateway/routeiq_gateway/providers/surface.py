@@ -88,10 +88,11 @@ class UsageTap:
     """Relays an SSE stream of whole events (or lines) and reads its usage as it passes: `response.completed`
     (Responses) or message_start + message_delta (Anthropic). Stream errors are told in the client's protocol."""
 
-    __slots__ = ("_anthropic", "_inner", "_input", "_output", "usage")
+    __slots__ = ("_anthropic", "_inner", "_input", "_output", "headers", "usage")
 
     def __init__(self, inner: AsyncIterable[bytes], anthropic: bool) -> None:
         self._inner = inner
+        self.headers: tuple[tuple[bytes, bytes], ...] = getattr(inner, "headers", ())  # relayed as on Completed
         self._anthropic = anthropic
         self._input: int | None = None
         self._output: int | None = None
@@ -221,7 +222,9 @@ class SurfaceProvider:
             return await self._post_raw(dep, target, payload, b"content-type: " + content_type + b"\r\n", traceparent)
         result = await native.call(dep, endpoint, body, stream, traceparent)
         if isinstance(result, Completed):
-            return Completed(result.body, chat_usage(result.usage)) if endpoint == "responses" else result
+            if endpoint == "responses":
+                return Completed(result.body, chat_usage(result.usage), result.content_type, result.headers)
+            return result
         return UsageTap(result, anthropic=False) if isinstance(result, NativeStream) else result
 
     async def _post_raw(

@@ -12,6 +12,8 @@ from typing import Any
 
 from routeiq_shared.config_schema import ModelEntry, RouterSettings
 
+from routeiq_gateway.request_fields import DEFAULTABLE_PARAMS
+
 # LiteLLM provider prefixes whose wire protocol is OpenAI's own.
 NATIVE_PROVIDERS = frozenset({"openai", "hosted_vllm", "custom_openai", "openai_like"})
 OPENAI_DEFAULT_BASE = "https://api.openai.com/v1"
@@ -34,6 +36,9 @@ class Deployment:
     stream_timeout: float
     headers: tuple[tuple[str, str], ...]
     extra_params: tuple[tuple[str, Any], ...]
+    # litellm_params that are request parameters (temperature, max_tokens, …; on the native path also extra_body's
+    # fields): the request's own value wins, these fill in what it leaves out, as LiteLLM's router does.
+    body_defaults: tuple[tuple[str, Any], ...] = ()
     id: str = ""  # stable across reloads: keys the runtime state (runtime.py)
     weight: float | None = None  # simple-shuffle: `weight`, else rpm, else tpm; None = uniform
     rpm: int | None = None
@@ -67,15 +72,36 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
+def _native_headers(params: Any, extra: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The native path's static request headers; litellm_params' extra_headers / headers as LiteLLM sends them."""
+    headers: dict[str, tuple[str, str]] = {"content-type": ("content-type", "application/json")}
+    if params.api_key:
+        headers["authorization"] = ("authorization", f"Bearer {params.api_key}")
+    if params.organization:
+        headers["openai-organization"] = ("openai-organization", params.organization)
+    for key in ("headers", "extra_headers"):  # extra_headers last: it wins, as in LiteLLM
+        value = extra.get(key)
+        if isinstance(value, dict):
+            for name, item in value.items():
+                if str(name).lower() not in ("host", "content-length"):  # framing stays the client's own
+                    headers[str(name).lower()] = (str(name), str(item))
+    return tuple(headers.values())
+
+
+def _body_defaults(extra: dict[str, Any], native: bool) -> tuple[tuple[str, Any], ...]:
+    defaults = {k: v for k, v in extra.items() if k in DEFAULTABLE_PARAMS}
+    body = extra.get("extra_body")
+    if native and isinstance(body, dict):
+        # LiteLLM merges extra_body into an OpenAI-protocol request body; so does the native path.
+        defaults = {**{k: v for k, v in body.items() if isinstance(k, str) and k != "model"}, **defaults}
+    return tuple(defaults.items())
+
+
 def build_deployment(entry: ModelEntry, router: RouterSettings) -> Deployment:
     params = entry.litellm_params
     provider, upstream_model = split_provider(params.model)
     extra = params.model_dump(exclude_none=True)
-    headers: list[tuple[str, str]] = [("content-type", "application/json")]
-    if params.api_key:
-        headers.append(("authorization", f"Bearer {params.api_key}"))
-    if params.organization:
-        headers.append(("openai-organization", params.organization))
+    native = provider in NATIVE_PROVIDERS
     timeout = params.timeout or router.timeout
     weight = _number(extra.get("weight"))
     if weight is None:
@@ -85,14 +111,15 @@ def build_deployment(entry: ModelEntry, router: RouterSettings) -> Deployment:
         model_name=entry.model_name,
         litellm_model=params.model,
         provider=provider,
-        native=provider in NATIVE_PROVIDERS,
+        native=native,
         upstream_model=upstream_model,
         api_base=params.api_base,
         api_key=params.api_key,
         timeout=timeout,
         stream_timeout=params.stream_timeout or router.stream_timeout or timeout,
-        headers=tuple(headers),
+        headers=_native_headers(params, extra),
         extra_params=tuple((k, v) for k, v in extra.items() if k not in _ROUTING_KEYS and k != "organization"),
+        body_defaults=_body_defaults(extra, native),
         id=deployment_id(entry.model_name, params.model, params.api_base),
         weight=weight,
         rpm=params.rpm,
