@@ -162,6 +162,9 @@ def _subject_gains(subjects: list[str], gain: np.ndarray, classes: np.ndarray) -
 def fit_subject_gain(data: TrainingSet, seed: int) -> Scorer:
     """The stronger router (kind `gain`). The blend of subject prior and item model is chosen on a validation
     split carved from the training rows (never the held-out split), then the parts are refit on all of them."""
+    if len(set(data.subjects)) < 2:
+        # No subjects to learn (a CSV without the column, live routing records): the item model alone answers.
+        return fit_logistic(data, seed)
     feats = sparse_features(data.texts)
     x = feats.transform(data.texts)
     gain = data.gain
