@@ -21,16 +21,25 @@ system-deps:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-venv:
+venv:  ## third-party packages from requirements.lock, hash-checked; then the four packages themselves, no deps
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c requirements.lock $(PACKAGES) -e '.[dev]'
+	$(PY) -m pip install -q --require-hashes --no-deps -r requirements.lock
+	$(PY) -m pip install -q --no-deps $(PACKAGES) -e '.[dev]'
+	$(PY) -m pip check
 
-lock:  ## re-pin requirements.lock from the venv (after changing a dependency in a pyproject.toml)
+# The packages and the versions the venv holds, resolved by uv into a lock with every file's sha256 (all platforms
+# of each pinned version, so an image for another architecture installs from the same lock).
+LOCK_IN := -e ./shared[ml]\n-e ./gateway\n-e ./config_sync_agent\n-e ./model_sync_agent\n-e ./train[mlflow]\n-e .[dev]\n
+lock:  ## re-pin requirements.lock (after changing a dependency in a pyproject.toml: pip install it first)
 	$(PY) -m pip install -q $(PACKAGES) -e '.[dev]'
-	{ echo "# Pinned versions of every third-party package the venv holds (make setup installs with -c this file)."; \
+	@tmp=$$(mktemp -d); printf -- '$(LOCK_IN)' > $$tmp/lock.in; \
+	$(PY) -m pip freeze --exclude-editable | grep -v '^routeiq' > $$tmp/pins.txt; \
+	$(BIN)/uv pip compile $$tmp/lock.in -c $$tmp/pins.txt --generate-hashes --python-version 3.11 \
+	  --no-header --no-annotate --quiet -o $$tmp/lock.out && \
+	{ echo "# Every third-party package, pinned with its files' sha256 (make setup installs with --require-hashes)."; \
 	  echo "# Regenerate after changing a dependency: make lock"; \
-	  $(PY) -m pip freeze --exclude-editable | grep -v '^routeiq'; } > requirements.lock
+	  grep -v '^-e ' $$tmp/lock.out; } > requirements.lock; rm -rf $$tmp
 
 test: lint  ## lint, then every test (unit, integration over loopback, and tests/chart = make chart-test)
 	$(PY) -m pytest
