@@ -423,16 +423,11 @@ class SubjectGainScorer:
     subjects: tuple[str, ...] = field(default_factory=tuple)  # informational
 
     def score(self, texts: list[str]) -> np.ndarray:
-        fast = isinstance(self.features, HashedTfidf)
-        heads = (self.subject_classifier, self.item_classifier)
-        if fast and all(isinstance(h, LinearHead) for h in heads):
-            rows = self.features.rows(texts)  # hashed once for both heads
-            subject = self.subject_classifier.proba_of_decision(
-                self.subject_classifier.decision_of_product(_csr_dot(*rows, self.subject_classifier.weights))
-            )
-            item_proba = self.item_classifier.proba_of_decision(
-                self.item_classifier.decision_of_product(_csr_dot(*rows, self.item_classifier.weights))
-            )
+        feats, subj, itm = self.features, self.subject_classifier, self.item_classifier
+        if isinstance(feats, HashedTfidf) and isinstance(subj, LinearHead) and isinstance(itm, LinearHead):
+            indptr, indices, data = feats.rows(texts)  # hashed once for both heads
+            subject = subj.proba_of_decision(subj.decision_of_product(_csr_dot(indptr, indices, data, subj.weights)))
+            item_proba = itm.proba_of_decision(itm.decision_of_product(_csr_dot(indptr, indices, data, itm.weights)))
         else:
             x = self.features.transform(texts)
             subject, item_proba = self.subject_classifier.predict_proba(x), self.item_classifier.predict_proba(x)
