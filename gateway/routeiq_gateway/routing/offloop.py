@@ -8,9 +8,11 @@ of CPU per proxied request. So:
   worth of loop time: stalling others by less than that is cheaper than the hop and the GIL hand-over);
 - a model's score/predict (`run_batched`) is batched either way, because the built-in scorers hash a batch of
   prompts in one numpy pass (routing_models.HashedTfidf.rows): most of one prompt's cost is per-call overhead.
-  A cheap model is scored on the loop, but not request by request: the prompts of every request that reaches
-  it in one turn of the loop are scored in one call, scheduled with call_soon right after that turn (no timer,
-  so an idle gateway adds no wait), at most INLINE_BATCH at a time so the loop is never held long. On one
+  Its cost is measured per prompt (a batch's time over its size), so a model that is cheap in batches stays
+  on the loop under load, where the batches form. A cheap model is scored on the loop, but not request by
+  request: the prompts of every request that reaches it in one turn of the loop are scored in one call,
+  scheduled with call_soon right after that turn (no timer, so an idle gateway adds no wait), at most
+  INLINE_BATCH at a time so the loop is never held long. On one
   core a worker thread adds only its hand-off there. An expensive model runs in a worker thread, batched
   opportunistically: prompts that arrive while a batch is being scored form the next batch, started as soon
   as the worker is free;
@@ -30,9 +32,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 INLINE_BELOW_SECONDS = 0.0003
-INLINE_BATCH = 64  # prompts scored on the loop in one call at most: bounds how long it holds the loop
+INLINE_BATCH = 32  # prompts scored on the loop in one call at most: bounds how long it holds the loop
 WORKERS = 2  # the pod has few cores; more threads only contend for the GIL
 _ALPHA = 0.2
+
+
+def _cpu_timed(fn: Callable[[Any], Any], arg: Any) -> tuple[Any, float]:
+    """fn(arg) and the CPU time this thread spent on it: a model's scoring is CPU work, and wall time on a busy
+    machine would charge it for the time the kernel gave other processes (which stalls everything alike)."""
+    start = time.thread_time()
+    result = fn(arg)
+    return result, time.thread_time() - start
 
 
 def _timed(fn: Callable[[Any], Any], arg: Any) -> tuple[Any, float]:
@@ -142,13 +152,11 @@ class ScoringRunner:
         self.largest_batch = max(self.largest_batch, len(items))
         self.inline_batches += len(items) > 1
         try:
-            results, seconds = _timed(batch.fn, items)
+            results, seconds = _cpu_timed(batch.fn, items)
             if len(results) != len(items):
                 raise ValueError(f"{len(results)} results for {len(items)} inputs")
             outcomes: list[tuple[bool, Any]] = [(True, r) for r in results]
-            # One call's cost decides inline or not; a whole batch's cost is an upper bound of it.
-            if len(items) == 1 or seconds < self.inline_below:
-                self._observe(key, seconds)
+            self._observe(key, seconds / len(items))  # a batchable model: its cost per prompt decides
         except Exception:  # noqa: BLE001 — retried one by one, so only the bad item fails
             outcomes = _each(batch.fn, items)
         _settle(taken, outcomes)
@@ -165,13 +173,11 @@ class ScoringRunner:
                 self.offloaded += 1
                 self.largest_batch = max(self.largest_batch, len(items))
                 try:
-                    results, seconds = await loop.run_in_executor(self._pool, _timed, batch.fn, items)
+                    results, seconds = await loop.run_in_executor(self._pool, _cpu_timed, batch.fn, items)
                     if len(results) != len(items):
                         raise ValueError(f"{len(results)} results for {len(items)} inputs")
                     outcomes: list[tuple[bool, Any]] = [(True, r) for r in results]
-                    # One call's cost decides inline or not; a whole batch's cost is an upper bound of it.
-                    if len(items) == 1 or seconds < self.inline_below:
-                        self._observe(key, seconds)
+                    self._observe(key, seconds / len(items))  # as in _score_on_loop
                 except Exception:  # noqa: BLE001 — retried one by one, so only the bad item fails
                     outcomes = await loop.run_in_executor(self._pool, _each, batch.fn, items)
                 _settle(taken, outcomes)
