@@ -153,12 +153,14 @@ def _batch_buckets(texts: list[str], buckets: int) -> tuple[np.ndarray, np.ndarr
     """hashed_buckets of several texts in one pass over their concatenated bytes: (bucket ids, the text of each).
     n-grams and words never span two texts. Only for a power-of-two `buckets` and the default n-gram sizes."""
     encoded = [t.lower().encode("utf-8", "surrogatepass") for t in texts]
-    lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
     raw = np.frombuffer(b"".join(encoded), dtype=np.uint8)
     size = raw.size
-    text_of = np.repeat(np.arange(len(texts), dtype=np.int64), lengths)  # per byte
-    starts_of = np.cumsum(lengths) - lengths
-    pos = np.arange(size, dtype=np.int64) - starts_of[text_of]  # the byte's offset in its text
+    # 32-bit indices where they fit: half the memory traffic of every pass, and a faster sort in _batch_rows
+    index = np.int32 if size < 2**31 and (2 * buckets) * len(texts) < 2**31 else np.int64
+    lengths = np.fromiter(map(len, encoded), dtype=index, count=len(encoded))
+    text_of = np.repeat(np.arange(len(texts), dtype=index), lengths)  # per byte
+    starts_of = np.cumsum(lengths, dtype=index) - lengths
+    pos = np.arange(size, dtype=index) - starts_of[text_of]  # the byte's offset in its text
     left = lengths[text_of] - pos  # bytes from it to its text's end, itself included
     b = raw.astype(np.uint64)
     mask = np.uint64(buckets - 1)
@@ -189,8 +191,8 @@ def _batch_buckets(texts: list[str], buckets: int) -> tuple[np.ndarray, np.ndarr
             ids += [(words & mask) + np.uint64(buckets), (bigrams & mask) + np.uint64(buckets)]
             owners += [wtext, wtext[:-1][same]]
     if not ids:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    return np.concatenate(ids).astype(np.int64), np.concatenate(owners)
+        return np.zeros(0, dtype=index), np.zeros(0, dtype=index)
+    return np.concatenate(ids).astype(index), np.concatenate(owners)
 
 
 def _batch_rows(f: HashedTfidf, texts: list[str], split: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -200,7 +202,7 @@ def _batch_rows(f: HashedTfidf, texts: list[str], split: int) -> tuple[np.ndarra
     # Sorted (text, bucket) keys: columns grow with buckets (fit numbers them in bucket order), so the unique
     # keys give each text's columns already sorted, and the column table is read once per distinct n-gram, in
     # address order (it is 8 MB: random reads of it were the larger part of the cost).
-    shift = np.int64((2 * f.buckets).bit_length() - 1)  # keys = text << shift | bucket: shifts, not divisions
+    shift = ids.dtype.type((2 * f.buckets).bit_length() - 1)  # keys = text << shift | bucket: no divisions
     keys = (owner << shift) | ids
     keys.sort()
     first = np.empty(keys.size, dtype=bool)
@@ -213,7 +215,7 @@ def _batch_rows(f: HashedTfidf, texts: list[str], split: int) -> tuple[np.ndarra
     counts[-1:] = keys.size
     counts -= starts
     row_of = uniq >> shift
-    col = f.columns[uniq & ((np.int64(1) << shift) - 1)]
+    col = f.columns[uniq & ((ids.dtype.type(1) << shift) - 1)]
     known = col >= 0
     row_of, col, counts = row_of[known], col[known], counts[known]
     vals = (1.0 + np.log(counts)).astype(np.float32) * f.idf[col]
