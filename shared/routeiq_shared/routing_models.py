@@ -156,7 +156,7 @@ def _batch_buckets(texts: list[str], buckets: int) -> tuple[np.ndarray, np.ndarr
     raw = np.frombuffer(b"".join(encoded), dtype=np.uint8)
     size = raw.size
     # 32-bit indices where they fit: half the memory traffic of every pass, and a faster sort in _batch_rows
-    index = np.int32 if size < 2**31 and (2 * buckets) * len(texts) < 2**31 else np.int64
+    index: type[np.signedinteger[Any]] = np.int32 if size < 2**31 and 2 * buckets * len(texts) < 2**31 else np.int64
     lengths = np.fromiter(map(len, encoded), dtype=index, count=len(encoded))
     text_of = np.repeat(np.arange(len(texts), dtype=index), lengths)  # per byte
     starts_of = np.cumsum(lengths, dtype=index) - lengths

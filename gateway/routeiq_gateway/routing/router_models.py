@@ -137,7 +137,7 @@ def _load_slot(models_dir: Path, name: str, policy: VerifyPolicy, slot: str) -> 
 def _warm_up(model: Any) -> None:
     """One score here, in the loading thread: what a scorer derives once (lazily cached tables) is built before
     the first request, whose measured cost then says what the model costs, not what its first call did."""
-    scorer = getattr(model, "scorer", None)
-    if callable(getattr(scorer, "score", None)):
+    score = getattr(getattr(model, "scorer", None), "score", None)
+    if callable(score):
         with contextlib.suppress(Exception):  # a scorer that fails is the request path's to report (its fallback)
-            scorer.score(["warm up"])
+            score(["warm up"])
