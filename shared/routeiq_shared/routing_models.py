@@ -195,6 +195,21 @@ def _batch_buckets(texts: list[str], buckets: int) -> tuple[np.ndarray, np.ndarr
     return np.concatenate(ids).astype(index), np.concatenate(owners)
 
 
+def _unique_counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """np.unique(values, return_counts=True) by hand (sorts `values` in place): one sort and a diff, without its
+    general-case overhead, which is most of its cost on a prompt's few thousand values."""
+    values.sort()
+    first = np.empty(values.size, dtype=bool)
+    first[:1] = True
+    np.not_equal(values[1:], values[:-1], out=first[1:])
+    starts = first.nonzero()[0]
+    counts = np.empty_like(starts)
+    counts[:-1] = starts[1:]
+    counts[-1:] = values.size
+    counts -= starts
+    return values[starts], counts
+
+
 def _batch_rows(f: HashedTfidf, texts: list[str], split: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """HashedTfidf.row for several texts at once, the same numbers: one sort of (text, column) keys for every
     text's unique columns and counts, one segmented sum for the norms of every (text, block)."""
@@ -203,17 +218,7 @@ def _batch_rows(f: HashedTfidf, texts: list[str], split: int) -> tuple[np.ndarra
     # keys give each text's columns already sorted, and the column table is read once per distinct n-gram, in
     # address order (it is 8 MB: random reads of it were the larger part of the cost).
     shift = ids.dtype.type((2 * f.buckets).bit_length() - 1)  # keys = text << shift | bucket: no divisions
-    keys = (owner << shift) | ids
-    keys.sort()
-    first = np.empty(keys.size, dtype=bool)
-    first[:1] = True
-    np.not_equal(keys[1:], keys[:-1], out=first[1:])
-    starts = first.nonzero()[0]
-    uniq = keys[starts]
-    counts = np.empty_like(starts)
-    counts[:-1] = starts[1:]
-    counts[-1:] = keys.size
-    counts -= starts
+    uniq, counts = _unique_counts((owner << shift) | ids)
     row_of = uniq >> shift
     col = f.columns[uniq & ((ids.dtype.type(1) << shift) - 1)]
     known = col >= 0
@@ -293,18 +298,7 @@ class HashedTfidf:
 
     def row(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         cols = self.columns[hashed_buckets(text, self.buckets)]
-        cols = cols[cols >= 0]
-        # np.unique(cols, return_counts=True) by hand: one sort and a diff, without its general-case overhead
-        cols.sort()
-        first = np.empty(cols.size, dtype=bool)
-        first[:1] = True
-        np.not_equal(cols[1:], cols[:-1], out=first[1:])
-        starts = first.nonzero()[0]
-        uniq = cols[starts]
-        counts = np.empty_like(starts)
-        counts[:-1] = starts[1:]
-        counts[-1:] = cols.size
-        counts -= starts
+        uniq, counts = _unique_counts(cols[cols >= 0])
         vals = (1.0 + np.log(counts)).astype(np.float32) * self.idf[uniq]
         split = self._word_start()
         if split is not None:  # word columns after character ones: the blocks are slices, no masks to build
