@@ -12,6 +12,7 @@ Only the standard library, so any Python 3.11 runs it; the targets run from thei
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import os
 import shutil
@@ -24,8 +25,8 @@ from typing import NoReturn
 from proxybench.cpu import CpuUse, cpu_use, sample_cpu
 from proxybench.processes import BenchError
 from proxybench.report import TargetResult, environment, markdown_report, write_json
-from proxybench.settings import BENCH_DIR, REPO_DIR, TARGETS, Settings
-from proxybench.targets import STARTERS, Running, Upstream, missing_install, run_nginx
+from proxybench.settings import BENCH_DIR, MMLU_CSV, REPO_DIR, TARGETS, Settings
+from proxybench.targets import STARTERS, Running, Upstream, missing_install, run_nginx, write_bodies
 from proxybench.wrk import WrkResult, run_wrk
 
 
@@ -80,6 +81,14 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     add("--routeiq-bin", type=Path, default=REPO_DIR / ".venv/bin/routeiq-gateway")
     add("--litellm-bin", type=Path, default=BENCH_DIR / ".venv-litellm/bin/litellm")
     add("--ready-timeout", type=float, default=90.0, help="seconds a gateway has to become ready")
+    add(
+        "--prompts",
+        type=Path,
+        help="CSV with a prompt column: every target gets its prompts, varied (default: "
+        "the MMLU file when routeiq-auto runs, so it and the fixed-model row send the same bodies)",
+    )
+    add("--same-prompt", action="store_true", help="one fixed body (wrk/chat.lua) even with routeiq-auto")
+    add("--auto-kind", default="gain", help="built-in router kind routeiq-auto trains and serves (default gain)")
     args = parser.parse_args(argv)
 
     only = {t for item in args.only for t in item.split(",") if t}
@@ -90,18 +99,21 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         parser.error("direct is the baseline of every ratio and cannot be skipped")
     if args.load_cpu == args.gateway_cpu:
         parser.error("--load-cpu and --gateway-cpu must differ")
+    targets = tuple(t for t in TARGETS if (t == "direct" or not only or t in only) and t not in skip)
     return Settings(
         duration_s=args.duration,
         warmup_s=args.warmup,
         connections=args.connections,
         load_cpu=args.load_cpu,
         gateway_cpu=args.gateway_cpu,
-        targets=tuple(t for t in TARGETS if (t == "direct" or not only or t in only) and t not in skip),
+        targets=targets,
         explicit=frozenset(only),
         python=args.python,
         routeiq_bin=args.routeiq_bin,
         litellm_bin=args.litellm_bin,
         ready_timeout_s=args.ready_timeout,
+        prompts=None if args.same_prompt else (args.prompts or (MMLU_CSV if "routeiq-auto" in targets else None)),
+        auto_kind=args.auto_kind,
     )
 
 
@@ -127,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_machine(settings)
         with tempfile.TemporaryDirectory(prefix="routeiq-bench-") as tmp, run_nginx(settings, Path(tmp)) as upstream:
+            if settings.prompts is not None:
+                settings = dataclasses.replace(settings, bodies=write_bodies(settings.prompts, Path(tmp)))
             results = [bench_target(name, settings, upstream, Path(tmp)) for name in settings.targets]
     except BenchError as exc:
         print(f"benchmark failed: {exc}", file=sys.stderr)

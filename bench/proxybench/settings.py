@@ -16,6 +16,8 @@ CHAT_PATH = "/v1/chat/completions"
 READINESS_PATH = "/health/readiness"
 
 # In run order; direct is the baseline of every ratio, so it always runs, and first.
+MMLU_CSV = REPO_DIR.parent / "shared" / "data" / "routellm-mmlu" / "train.csv"
+
 TARGETS = ("direct", "bare-python", "routeiq", "routeiq-traced", "routeiq-auto", "litellm")
 
 # The goal from the issue, checked on the RouteIQ row (native path, one core, 32 connections).
@@ -36,3 +38,6 @@ class Settings:
     routeiq_bin: Path
     litellm_bin: Path
     ready_timeout_s: float
+    prompts: Path | None = None  # a CSV with a `prompt` column: varied bodies (wrk/prompts.lua) for every target
+    auto_kind: str = "gain"  # the built-in router kind the routeiq-auto target trains and serves
+    bodies: Path | None = None  # the bodies file written from `prompts` for this run (set by the run)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .processes import BenchError, child_env, child_process, free_port, log_tail, pinned, port_open, wait_until
-from .settings import BENCH_DIR, CHAT_PATH, MASTER_KEY, MODEL, READINESS_PATH, UPSTREAM_KEY, Settings
+from .settings import BENCH_DIR, CHAT_PATH, MASTER_KEY, MMLU_CSV, MODEL, READINESS_PATH, UPSTREAM_KEY, Settings
 
 NGINX_CONF = BENCH_DIR / "upstream" / "nginx.conf"
 BARE_PASSTHROUGH = BENCH_DIR / "baselines" / "bare_passthrough.py"
@@ -62,6 +62,30 @@ def chat_request_body() -> bytes:
         {"role": "user", "content": "What is the capital of France?"},
     ]
     return json.dumps({"model": MODEL, "messages": messages, "max_tokens": 64, "temperature": 0}).encode()
+
+
+def write_bodies(prompts_csv: Path, workdir: Path) -> Path:
+    """One chat completion body a line for wrk/prompts.lua: the odd rows' prompts of the CSV (routeiq-auto's
+    router trains on the even rows), with the system message and options of chat_request_body()."""
+    import csv
+
+    try:
+        with prompts_csv.open(newline="", encoding="utf-8") as fh:
+            prompts = [row["prompt"] for row in csv.DictReader(fh)][1::2]
+    except (OSError, KeyError, csv.Error) as exc:
+        raise BenchError(f"cannot read prompts from {prompts_csv}: {exc!r}") from exc
+    if not prompts:
+        raise BenchError(f"no prompts in {prompts_csv}")
+    path = workdir / "bodies.jsonl"
+    with path.open("w", encoding="utf-8") as out:
+        for prompt in prompts:
+            messages = [
+                {"role": "system", "content": "You are a helpful assistant."},
+                {"role": "user", "content": prompt},
+            ]
+            body = {"model": MODEL, "messages": messages, "max_tokens": 64, "temperature": 0}
+            out.write(json.dumps(body, separators=(",", ":")) + "\n")
+    return path
 
 
 def check_chat_completion(url: str) -> None:
@@ -216,11 +240,12 @@ def target_routeiq_traced(settings: Settings, upstream: Upstream, workdir: Path)
 
 @contextlib.contextmanager
 def target_routeiq_auto(settings: Settings, upstream: Upstream, workdir: Path) -> Iterator[Running]:
-    # `model: auto` traffic: every request is scored by a scikit-learn router model (routing/offloop.py decides
-    # inline or in a worker), against the fixed-model `routeiq` row of the same run.
+    # `model: auto` traffic: every request is scored by a built-in learned router trained on MMLU (routing/
+    # offloop.py decides inline or batched in a worker), against the fixed-model `routeiq` row of the same run.
     models = workdir / "routeiq-auto" / "models"
+    data = settings.prompts or MMLU_CSV
     made = subprocess.run(
-        [str(settings.python), str(BENCH_ROUTER), str(models), "bench-router", "bench-weak", "bench-strong"],
+        [str(settings.python), str(BENCH_ROUTER), str(models), "bench-router", str(data), settings.auto_kind],
         capture_output=True,
         text=True,
         check=False,

@@ -10,6 +10,7 @@ from .processes import BenchError, child_env, pinned
 from .settings import BENCH_DIR, MASTER_KEY, MODEL, Settings
 
 WRK_SCRIPT = BENCH_DIR / "wrk" / "chat.lua"
+PROMPTS_SCRIPT = BENCH_DIR / "wrk" / "prompts.lua"  # cycles settings.bodies
 # wrk prints latencies as a number and a unit, scaled to the value (e.g. 176.00us, 4.31ms, 1.48s).
 _UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
 
@@ -33,8 +34,9 @@ def run_wrk(settings: Settings, url: str, duration_s: int) -> WrkResult:
     # One thread: the load generator shares its core with nginx, and one thread is enough to saturate any
     # Python gateway. --timeout 10s: a slow answer is measured as latency instead of dropped as a timeout.
     argv = ["wrk", "-t1", f"-c{settings.connections}", f"-d{duration_s}s", "--latency", "--timeout", "10s"]
-    argv += ["-s", str(WRK_SCRIPT), url]
-    env = child_env({"BENCH_MODEL": MODEL, "BENCH_API_KEY": MASTER_KEY})
+    script = WRK_SCRIPT if settings.bodies is None else PROMPTS_SCRIPT
+    argv += ["-s", str(script), url]
+    env = child_env({"BENCH_MODEL": MODEL, "BENCH_API_KEY": MASTER_KEY, "BENCH_BODIES": str(settings.bodies or "")})
     done = subprocess.run(
         pinned(settings.load_cpu, argv),
         capture_output=True,

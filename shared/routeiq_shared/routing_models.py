@@ -15,7 +15,9 @@ Scorers keep no per-call state, so concurrent `score` calls are safe.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -59,28 +61,39 @@ with np.errstate(over="ignore"):
 _WORD = np.zeros(256, dtype=bool)
 _WORD[np.frombuffer(b"abcdefghijklmnopqrstuvwxyz0123456789", dtype=np.uint8)] = True
 _WORD[128:] = True  # bytes of non-ASCII letters stay inside a word
+_UNSET = object()
 
 
 def hashed_ngrams(text: str, char_sizes: tuple[int, ...] = (3, 4, 5)) -> tuple[np.ndarray, np.ndarray]:
     """Hashes of a prompt's character n-grams and of its word 1- and 2-grams, computed with numpy over the UTF-8
     bytes (no Python loop over the characters), so its cost grows slowly with the prompt's length."""
-    b = np.frombuffer(text.lower().encode("utf-8", "surrogatepass"), dtype=np.uint8).astype(np.uint64)
+    raw = np.frombuffer(text.lower().encode("utf-8", "surrogatepass"), dtype=np.uint8)
+    b = raw.astype(np.uint64)
     chars = []
     with np.errstate(over="ignore"):
+        h: np.ndarray | None = None
+        built = 0
         for n in char_sizes:
             if b.size >= n:
-                h = np.zeros(b.size - n + 1, dtype=np.uint64)
-                for j in range(n):
-                    h = h * _P + b[j : b.size - n + 1 + j]
+                if h is not None and n == built + 1:  # the (n-1)-gram hash extended by one byte: same value
+                    h = h[:-1] * _P + b[n - 1 :]
+                else:
+                    h = np.zeros(b.size - n + 1, dtype=np.uint64)
+                    for j in range(n):
+                        h = h * _P + b[j : b.size - n + 1 + j]
+                built = n
                 chars.append(h + np.uint64(n))
         char_hashes = np.concatenate(chars) if chars else np.zeros(0, dtype=np.uint64)
-        inword = _WORD[b.astype(np.uint8)] if b.size else np.zeros(0, dtype=bool)
-        starts = np.flatnonzero(inword & ~np.concatenate(([False], inword[:-1])))
+        inword = _WORD[raw]
+        begins = inword.copy()
+        begins[1:] &= ~inword[:-1]
+        starts = begins.nonzero()[0]
         if starts.size:
-            token = np.cumsum(np.isin(np.arange(b.size), starts)) - 1  # token number of each byte
-            idx = np.flatnonzero(inword)
-            pos = np.minimum(idx - starts[token[idx]], 63)
-            words = np.add.reduceat(b[idx] * _POW[pos], np.searchsorted(idx, starts))
+            idx = inword.nonzero()[0]
+            first = np.searchsorted(idx, starts)  # where each word's bytes start in idx
+            word_of = np.cumsum(begins[idx]) - 1  # word number of each in-word byte
+            pos = np.minimum(idx - starts[word_of], 63)
+            words = np.add.reduceat(b[idx] * _POW[pos], first)
             bigrams = words[:-1] * _P + words[1:] * np.uint64(31)
             word_hashes = np.concatenate((words, bigrams))
         else:
@@ -91,8 +104,145 @@ def hashed_ngrams(text: str, char_sizes: tuple[int, ...] = (3, 4, 5)) -> tuple[n
 def hashed_buckets(text: str, buckets: int) -> np.ndarray:
     """Bucket of each n-gram: character n-grams in [0, buckets), word n-grams in [buckets, 2 * buckets)."""
     chars, words = hashed_ngrams(text)
-    size = np.uint64(buckets)
-    return np.concatenate(((chars % size).astype(np.int64), (words % size).astype(np.int64) + buckets))
+    out = np.empty(chars.size + words.size, dtype=np.int64)
+    if buckets & (buckets - 1) == 0:  # a power of two: a mask, the same value as the (slow) 64-bit modulo
+        mask = np.uint64(buckets - 1)
+        np.bitwise_and(chars, mask, out=out[: chars.size], casting="unsafe")
+        np.bitwise_and(words, mask, out=out[chars.size :], casting="unsafe")
+    else:
+        size = np.uint64(buckets)
+        np.remainder(chars, size, out=out[: chars.size], casting="unsafe")
+        np.remainder(words, size, out=out[chars.size :], casting="unsafe")
+    out[chars.size :] += buckets
+    return out
+
+
+def _csr_dot(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, dense: np.ndarray) -> np.ndarray:
+    """CSR rows (float32) times a dense (n_features, d) matrix: what `csr_matrix(...) @ dense` computes, through
+    the same scipy kernel (so the same float32 sums, in the same order, bit for bit), without building a
+    csr_matrix and its checks, which cost more than the product for one short prompt."""
+    dense = np.ascontiguousarray(dense)
+    rows = indptr.size - 1
+    if indptr[-1] <= np.iinfo(np.int32).max:  # the kernel wants one index type; int32 as scipy would pick
+        indptr, indices = indptr.astype(np.int32), indices.astype(np.int32, copy=False)
+    else:
+        indptr, indices = indptr.astype(np.int64, copy=False), indices.astype(np.int64)
+    matvecs = _csr_matvecs()
+    if matvecs is None or dense.ndim != 2 or dense.dtype != data.dtype:
+        from scipy.sparse import csr_matrix
+
+        return np.asarray(csr_matrix((data, indices, indptr), shape=(rows, dense.shape[0])) @ dense)
+    out = np.zeros((rows, dense.shape[1]), dtype=data.dtype)
+    matvecs(rows, dense.shape[0], dense.shape[1], indptr, indices, data, dense.ravel(), out.ravel())
+    return out
+
+
+@functools.cache
+def _csr_matvecs() -> Any:
+    try:
+        from scipy.sparse._sparsetools import csr_matvecs  # scipy's own CSR @ dense kernel
+    except ImportError:  # a scipy without it: csr_matrix, same numbers, slower
+        return None
+    return csr_matvecs
+
+
+BATCH_CHUNK = 256  # texts hashed in one pass: bounds the temporary arrays (~50 bytes per prompt byte)
+
+
+def _batch_buckets(texts: list[str], buckets: int) -> tuple[np.ndarray, np.ndarray]:
+    """hashed_buckets of several texts in one pass over their concatenated bytes: (bucket ids, the text of each).
+    n-grams and words never span two texts. Only for a power-of-two `buckets` and the default n-gram sizes."""
+    encoded = [t.lower().encode("utf-8", "surrogatepass") for t in texts]
+    raw = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+    size = raw.size
+    # 32-bit indices where they fit: half the memory traffic of every pass, and a faster sort in _batch_rows
+    index: type[np.signedinteger[Any]] = np.int32 if size < 2**31 and 2 * buckets * len(texts) < 2**31 else np.int64
+    lengths = np.fromiter(map(len, encoded), dtype=index, count=len(encoded))
+    text_of = np.repeat(np.arange(len(texts), dtype=index), lengths)  # per byte
+    starts_of = np.cumsum(lengths, dtype=index) - lengths
+    pos = np.arange(size, dtype=index) - starts_of[text_of]  # the byte's offset in its text
+    left = lengths[text_of] - pos  # bytes from it to its text's end, itself included
+    b = raw.astype(np.uint64)
+    mask = np.uint64(buckets - 1)
+    ids: list[np.ndarray] = []
+    owners: list[np.ndarray] = []
+    with np.errstate(over="ignore"):
+        h = np.zeros(0, dtype=np.uint64)
+        for n in (3, 4, 5):
+            if size < n:
+                break
+            # 3-grams from scratch, then each (n-1)-gram hash extended by one byte (as in hashed_ngrams)
+            h = (b[:-2] * _P + b[1:-1]) * _P + b[2:] if n == 3 else h[:-1] * _P + b[n - 1 :]
+            whole = left[: size - n + 1] >= n  # the n-gram ends inside its text
+            ids.append((h[whole] + np.uint64(n)) & mask)
+            owners.append(text_of[: size - n + 1][whole])
+        inword = _WORD[raw]
+        begins = inword.copy()
+        begins[1:] &= ~inword[:-1] | (pos[1:] == 0)  # a word also begins where a text does
+        word_starts = begins.nonzero()[0]
+        if word_starts.size:
+            idx = inword.nonzero()[0]
+            word_of = np.cumsum(begins[idx]) - 1
+            wpos = np.minimum(idx - word_starts[word_of], 63)
+            words = np.add.reduceat(b[idx] * _POW[wpos], np.searchsorted(idx, word_starts))
+            wtext = text_of[word_starts]
+            same = wtext[:-1] == wtext[1:]  # a bigram's two words in one text
+            bigrams = (words[:-1] * _P + words[1:] * np.uint64(31))[same]
+            ids += [(words & mask) + np.uint64(buckets), (bigrams & mask) + np.uint64(buckets)]
+            owners += [wtext, wtext[:-1][same]]
+    if not ids:
+        return np.zeros(0, dtype=index), np.zeros(0, dtype=index)
+    return np.concatenate(ids).astype(index), np.concatenate(owners)
+
+
+def _unique_counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """np.unique(values, return_counts=True) by hand (sorts `values` in place): one sort and a diff, without its
+    general-case overhead, which is most of its cost on a prompt's few thousand values."""
+    values.sort()
+    first = np.empty(values.size, dtype=bool)
+    first[:1] = True
+    np.not_equal(values[1:], values[:-1], out=first[1:])
+    starts = first.nonzero()[0]
+    counts = np.empty_like(starts)
+    counts[:-1] = starts[1:]
+    counts[-1:] = values.size
+    counts -= starts
+    return values[starts], counts
+
+
+def _batch_rows(f: HashedTfidf, texts: list[str], split: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """HashedTfidf.row for several texts at once, the same numbers: one sort of (text, column) keys for every
+    text's unique columns and counts, one segmented sum for the norms of every (text, block)."""
+    ids, owner = _batch_buckets(texts, f.buckets)
+    # Sorted (text, bucket) keys: columns grow with buckets (fit numbers them in bucket order), so the unique
+    # keys give each text's columns already sorted, and the column table is read once per distinct n-gram, in
+    # address order (it is 8 MB: random reads of it were the larger part of the cost).
+    shift = ids.dtype.type((2 * f.buckets).bit_length() - 1)  # keys = text << shift | bucket: no divisions
+    uniq, counts = _unique_counts((owner << shift) | ids)
+    row_of = uniq >> shift
+    col = f.columns[uniq & ((ids.dtype.type(1) << shift) - 1)]
+    known = col >= 0
+    row_of, col, counts = row_of[known], col[known], counts[known]
+    vals = (1.0 + np.log(counts)).astype(np.float32) * f.idf[col]
+    # Blocks (a text's character columns, then its word columns) are runs of the sorted keys.
+    block = row_of * 2 + (col >= split)
+    new_block = np.empty(block.size, dtype=bool)
+    new_block[:1] = True
+    np.not_equal(block[1:], block[:-1], out=new_block[1:])
+    block_starts = new_block.nonzero()[0]
+    if block_starts.size:
+        # float32 sums block by block: np.add.reduce's pairwise order, which reduceat does not follow
+        squares = np.square(vals)
+        bounds = [*block_starts.tolist(), vals.size]
+        sums = [np.add.reduce(squares[lo:hi]) for lo, hi in itertools.pairwise(bounds)]
+        norms = np.sqrt(np.array(sums, dtype=np.float32))
+        of = np.cumsum(new_block) - 1
+        divisor = norms.astype(np.float64) * np.sqrt(2.0)
+        scaled = (vals / divisor[of]).astype(np.float32)
+        vals = np.where(norms[of] > 0, scaled, vals)
+    indptr = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(row_of, minlength=len(texts)), out=indptr[1:])
+    return indptr, col, vals
 
 
 @dataclass(frozen=True)
@@ -108,34 +258,83 @@ class HashedTfidf:
     def transform(self, texts: list[str]) -> Any:
         from scipy.sparse import csr_matrix
 
-        indptr = [0]
+        indptr, indices, data = self.rows(texts)
+        return csr_matrix((data, indices, indptr), shape=(len(texts), self.idf.size))
+
+    def rows(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The CSR arrays (indptr, indices, data) of transform(texts), without the matrix. Several texts are
+        hashed together (_batch_rows), in chunks, so numpy's per-call overhead is paid once per chunk."""
+        split = self._word_start()
+        if len(texts) > 1 and split is not None and self._ordered() and self.buckets & (self.buckets - 1) == 0:
+            parts = [_batch_rows(self, texts[i : i + BATCH_CHUNK], split) for i in range(0, len(texts), BATCH_CHUNK)]
+            if len(parts) == 1:
+                return parts[0]
+            ends = np.cumsum([p[0][-1] for p in parts])
+            return (
+                np.concatenate([[0]] + [p[0][1:] + (ends[i - 1] if i else 0) for i, p in enumerate(parts)]),
+                np.concatenate([p[1] for p in parts]),
+                np.concatenate([p[2] for p in parts]),
+            )
+        return self._rows_one_by_one(texts)
+
+    def _rows_one_by_one(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        indptr = np.zeros(len(texts) + 1, dtype=np.int64)
         indices: list[np.ndarray] = []
         data: list[np.ndarray] = []
-        for text in texts:
+        for i, text in enumerate(texts):
             cols, vals = self.row(text)
             indices.append(cols)
             data.append(vals)
-            indptr.append(indptr[-1] + cols.size)
-        return csr_matrix(
-            (
-                np.concatenate(data) if data else np.zeros(0, np.float32),
-                np.concatenate(indices) if indices else np.zeros(0, np.int32),
-                np.asarray(indptr),
-            ),
-            shape=(len(texts), self.idf.size),
+            indptr[i + 1] = indptr[i] + cols.size
+        return (
+            indptr,
+            np.concatenate(indices) if indices else np.zeros(0, np.int32),
+            np.concatenate(data) if data else np.zeros(0, np.float32),
         )
+
+    def dot(self, texts: list[str], dense: np.ndarray) -> np.ndarray:
+        """transform(texts) @ dense, the same float32 numbers, computed without building the sparse matrix."""
+        return _csr_dot(*self.rows(texts), dense)
 
     def row(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         cols = self.columns[hashed_buckets(text, self.buckets)]
-        cols = cols[cols >= 0]
-        uniq, counts = np.unique(cols, return_counts=True)
+        uniq, counts = _unique_counts(cols[cols >= 0])
         vals = (1.0 + np.log(counts)).astype(np.float32) * self.idf[uniq]
-        word = self.is_word[uniq]
-        for block in (word, ~word):
-            norm = float(np.sqrt(np.sum(vals[block] ** 2)))
+        split = self._word_start()
+        if split is not None:  # word columns after character ones: the blocks are slices, no masks to build
+            cut = int(np.searchsorted(uniq, split))
+            blocks: tuple[Any, ...] = (slice(cut, None), slice(0, cut))
+        else:
+            word = self.is_word[uniq]
+            blocks = (word, ~word)
+        for block in blocks:
+            norm = float(np.sqrt(np.add.reduce(np.square(vals[block]))))
             if norm > 0:
                 vals[block] /= norm * np.sqrt(2.0)
         return uniq.astype(np.int32), vals
+
+    def _word_start(self) -> int | None:
+        """The first word column when every word column follows every character one (as fit writes them), else
+        None. Derived once and kept off the pickle (__getstate__), so artifacts stay as they were."""
+        cached = self.__dict__.get("_word_start_cache", _UNSET)
+        if cached is _UNSET:
+            first = int(np.argmax(self.is_word)) if self.is_word.any() else int(self.is_word.size)
+            cached = first if not self.is_word[:first].any() and self.is_word[first:].all() else None
+            object.__setattr__(self, "_word_start_cache", cached)
+        return cached  # type: ignore[no-any-return]
+
+    def _ordered(self) -> bool:
+        """Whether columns grow with buckets (as fit numbers them), which the batch path relies on. Kept like
+        _word_start."""
+        cached = self.__dict__.get("_ordered_cache")
+        if cached is None:
+            kept = self.columns[self.columns >= 0]
+            cached = bool(np.all(kept[1:] > kept[:-1]))
+            object.__setattr__(self, "_ordered_cache", cached)
+        return cached
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if not k.endswith("_cache")}
 
 
 @dataclass(frozen=True)
@@ -160,10 +359,16 @@ class LinearHead:
         return cls(np.ascontiguousarray(coef.T, dtype=np.float32), intercept, classes, link)
 
     def decision_function(self, x: Any) -> np.ndarray:
-        return np.asarray(x @ self.weights, dtype=np.float64) + self.intercept
+        return self.decision_of_product(x @ self.weights)
+
+    def decision_of_product(self, product: Any) -> np.ndarray:
+        """decision_function given x @ weights (computed by the caller, e.g. HashedTfidf.dot)."""
+        return np.asarray(product, dtype=np.float64) + self.intercept
 
     def predict_proba(self, x: Any) -> np.ndarray:
-        z = self.decision_function(x)
+        return self.proba_of_decision(self.decision_function(x))
+
+    def proba_of_decision(self, z: np.ndarray) -> np.ndarray:
         if self.link == "softmax":
             e = np.exp(z - z.max(axis=1, keepdims=True))
         elif self.link == "ovr":
@@ -171,6 +376,21 @@ class LinearHead:
         else:
             raise ValueError(f"a {self.link} head has no probabilities")
         return e / np.maximum(e.sum(axis=1, keepdims=True), 1e-300)
+
+
+def linear_decision(features: Any, head: Any, texts: list[str]) -> np.ndarray:
+    """head.decision_function(features.transform(texts)); for hashed TF-IDF into a LinearHead, the product is
+    taken straight from the n-gram columns (the same numbers, without the sparse matrix)."""
+    if isinstance(features, HashedTfidf) and isinstance(head, LinearHead):
+        return head.decision_of_product(features.dot(texts, head.weights))
+    return np.asarray(head.decision_function(features.transform(texts)))
+
+
+def linear_proba(features: Any, head: Any, texts: list[str]) -> np.ndarray:
+    """head.predict_proba(features.transform(texts)), fast for hashed TF-IDF into a LinearHead."""
+    if isinstance(features, HashedTfidf) and isinstance(head, LinearHead):
+        return head.proba_of_decision(linear_decision(features, head, texts))
+    return np.asarray(head.predict_proba(features.transform(texts)))
 
 
 @dataclass(frozen=True)
@@ -182,9 +402,23 @@ class DenseProjection:
     components: np.ndarray  # (n_features, d) float32
 
     def transform(self, texts: list[str]) -> np.ndarray:
-        emb = np.asarray(self.sparse.transform(texts) @ self.components, dtype=np.float32)
+        if isinstance(self.sparse, HashedTfidf):
+            emb = np.asarray(self.sparse.dot(texts, self.components), dtype=np.float32)
+        else:
+            emb = np.asarray(self.sparse.transform(texts) @ self.components, dtype=np.float32)
         norms = np.linalg.norm(emb, axis=1, keepdims=True)
         return emb / np.maximum(norms, 1e-12)
+
+
+def _mlp_layers(model: Any) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """(coef, intercept) per layer of a fitted scikit-learn MLP whose forward pass is relu then identity (what
+    routeiq-train fits), else None: anything else goes through its own predict()."""
+    coefs, intercepts = getattr(model, "coefs_", None), getattr(model, "intercepts_", None)
+    if not isinstance(coefs, list) or not isinstance(intercepts, list) or len(coefs) != len(intercepts):
+        return None
+    if getattr(model, "activation", None) != "relu" or getattr(model, "out_activation_", None) != "identity":
+        return None
+    return list(zip(coefs, intercepts, strict=True))
 
 
 @dataclass(frozen=True)
@@ -209,7 +443,7 @@ class GainClassifierScorer:
     classifier: Any
 
     def score(self, texts: list[str]) -> np.ndarray:
-        proba = self.classifier.predict_proba(self.features.transform(texts))
+        proba = linear_proba(self.features, self.classifier, texts)
         return gain_to_unit(expected_gain(proba, self.classifier.classes_))
 
 
@@ -221,7 +455,17 @@ class GainRegressorScorer:
     regressor: Any
 
     def score(self, texts: list[str]) -> np.ndarray:
-        return gain_to_unit(self.regressor.predict(self.features.transform(texts)))
+        x = self.features.transform(texts)
+        layers = _mlp_layers(self.regressor)
+        if layers is None:
+            return gain_to_unit(self.regressor.predict(x))
+        # scikit-learn's MLP forward pass, op for op, without its per-call input validation
+        for i, (coef, intercept) in enumerate(layers):
+            x = x @ coef
+            x += intercept
+            if i < len(layers) - 1:
+                np.maximum(x, 0, out=x)
+        return gain_to_unit(x.ravel() if x.shape[1] == 1 else x)
 
 
 @dataclass(frozen=True)
@@ -234,7 +478,7 @@ class MarginScorer:
     scale: float = 1.0
 
     def score(self, texts: list[str]) -> np.ndarray:
-        margin = self.classifier.decision_function(self.features.transform(texts))
+        margin = linear_decision(self.features, self.classifier, texts)
         cls = [int(c) for c in self.classifier.classes_]
         diff = margin[:, cls.index(1)] - margin[:, cls.index(-1)]
         return 1.0 / (1.0 + np.exp(-self.scale * diff))
@@ -293,7 +537,14 @@ class SubjectGainScorer:
     subjects: tuple[str, ...] = field(default_factory=tuple)  # informational
 
     def score(self, texts: list[str]) -> np.ndarray:
-        x = self.features.transform(texts)
-        prior = self.subject_classifier.predict_proba(x) @ self.subject_gains
-        item = expected_gain(self.item_classifier.predict_proba(x), self.item_classifier.classes_)
+        feats, subj, itm = self.features, self.subject_classifier, self.item_classifier
+        if isinstance(feats, HashedTfidf) and isinstance(subj, LinearHead) and isinstance(itm, LinearHead):
+            indptr, indices, data = feats.rows(texts)  # hashed once for both heads
+            subject = subj.proba_of_decision(subj.decision_of_product(_csr_dot(indptr, indices, data, subj.weights)))
+            item_proba = itm.proba_of_decision(itm.decision_of_product(_csr_dot(indptr, indices, data, itm.weights)))
+        else:
+            x = self.features.transform(texts)
+            subject, item_proba = self.subject_classifier.predict_proba(x), self.item_classifier.predict_proba(x)
+        prior = subject @ self.subject_gains
+        item = expected_gain(item_proba, self.item_classifier.classes_)
         return gain_to_unit((1.0 - self.item_weight) * prior + self.item_weight * item)

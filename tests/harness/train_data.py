@@ -46,3 +46,13 @@ def write_csv(path: Path, rows: list[dict[str, str]], fields: tuple[str, ...] = 
         writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+def mmlu_csv() -> Path | None:
+    """../shared/data/routellm-mmlu/train.csv beside the repository (CI lays shared/ there), or /work/shared."""
+    repo = Path(__file__).resolve().parents[2]
+    for base in (repo.parent / "shared", Path("/work/shared")):
+        path = base / "data/routellm-mmlu/train.csv"
+        if path.is_file():
+            return path
+    return None

@@ -13,7 +13,7 @@ import pytest
 from harness.processes import child_env
 from harness.router_artifacts import keygen
 from harness.sidecar_process import venv_script
-from harness.train_data import make_rows, write_csv
+from harness.train_data import make_rows, mmlu_csv, write_csv
 from routeiq_shared.manifest import Manifest, sha256_file
 from routeiq_shared.signing import load_public_key, verify_manifest
 from routeiq_train.metrics import router_metrics
@@ -136,19 +136,9 @@ def test_bad_input_exits_2_without_traceback(tmp_path: Path) -> None:
     assert "missing column(s) mixtral_8x7b_correct, gpt_4_1106_correct" in done.stderr
 
 
-def _mmlu_csv() -> Path | None:
-    """../shared/data/routellm-mmlu/train.csv beside the repository (CI lays shared/ there), or /work/shared."""
-    repo = Path(__file__).resolve().parents[2]
-    for base in (repo.parent / "shared", Path("/work/shared")):
-        path = base / "data/routellm-mmlu/train.csv"
-        if path.is_file():
-            return path
-    return None
-
-
 @pytest.mark.parametrize("kind", ["mf", "knn"])
 def test_real_mmlu_sample_trains_and_evaluates(tmp_path: Path, kind: str) -> None:
-    source = _mmlu_csv()
+    source = mmlu_csv()
     if source is None:
         pytest.skip("../shared/data/routellm-mmlu/train.csv is not here")
     with source.open(newline="", encoding="utf-8") as fh:

@@ -359,3 +359,51 @@ def test_scoring_runner_batches_requests_that_arrive_while_a_batch_is_scored() -
     assert calls[2:] == [["bb"], ["bad"], ["cccc"]]
     assert runner.largest_batch == 3
     runner.close()
+
+
+def test_scoring_runner_scores_a_cheap_models_prompts_of_one_loop_turn_in_one_call_on_the_loop() -> None:
+    runner = ScoringRunner(inline_below=10.0)  # every call counts as cheap once measured
+    loop_thread = threading.get_ident()
+    calls: list[tuple[int, list[str]]] = []
+
+    def score(texts: list[str]) -> list[float]:
+        calls.append((threading.get_ident(), list(texts)))
+        if "bad" in texts:
+            raise ValueError("cannot score 'bad'")
+        return [len(t) / 10 for t in texts]
+
+    async def main() -> list[Any]:
+        assert await runner.run_batched("m", score, "a") == 0.1  # unknown cost: measured in the pool first
+        # Requests reaching the router in one turn of the loop: one call for all of them, on the loop, after it.
+        return await asyncio.gather(
+            *(runner.run_batched("m", score, t) for t in ("bb", "bad", "cccc")), return_exceptions=True
+        )
+
+    results = asyncio.run(main())
+    assert results[0] == 0.2 and results[2] == 0.4 and isinstance(results[1], ValueError)
+    assert calls[0][0] != loop_thread and calls[0][1] == ["a"]
+    assert calls[1] == (loop_thread, ["bb", "bad", "cccc"])
+    assert [c[1] for c in calls[2:]] == [["bb"], ["bad"], ["cccc"]]  # the failed batch, one by one
+    assert all(thread == loop_thread for thread, _ in calls[1:])
+    assert runner.inline_batches == 1 and runner.offloaded == 1
+    runner.close()
+
+
+def test_scoring_runner_holds_the_loop_for_at_most_inline_batch_prompts_per_call() -> None:
+    from routeiq_gateway.routing.offloop import INLINE_BATCH
+
+    runner = ScoringRunner(inline_below=10.0)
+    sizes: list[int] = []
+
+    def score(texts: list[str]) -> list[int]:
+        sizes.append(len(texts))
+        return [len(t) for t in texts]
+
+    async def main() -> list[int]:
+        await runner.run_batched("m", score, "a")
+        texts = ["x" * i for i in range(INLINE_BATCH + 6)]
+        return list(await asyncio.gather(*(runner.run_batched("m", score, t) for t in texts)))
+
+    assert asyncio.run(main()) == list(range(INLINE_BATCH + 6))
+    assert sizes == [1, INLINE_BATCH, 6]
+    runner.close()

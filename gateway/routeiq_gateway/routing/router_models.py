@@ -12,6 +12,7 @@ match its manifest; it then loads the kept previous pair, verified the same way,
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import os
 import time
@@ -129,4 +130,14 @@ def _load_slot(models_dir: Path, name: str, policy: VerifyPolicy, slot: str) -> 
         raise ModelLoadError(
             "not_a_router", f"{name} {manifest.version}: the artifact has no scorer.score() or predict()"
         )
+    _warm_up(model)
     return LoadedModel(name, manifest.version, manifest.artifact.sha256, model, time.perf_counter() - start, slot)
+
+
+def _warm_up(model: Any) -> None:
+    """One score here, in the loading thread: what a scorer derives once (lazily cached tables) is built before
+    the first request, whose measured cost then says what the model costs, not what its first call did."""
+    score = getattr(getattr(model, "scorer", None), "score", None)
+    if callable(score):
+        with contextlib.suppress(Exception):  # a scorer that fails is the request path's to report (its fallback)
+            score(["warm up"])
