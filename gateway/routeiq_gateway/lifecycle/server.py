@@ -74,6 +74,11 @@ def _litellm_provider(policy: EgressPolicy) -> Any:
 
 
 async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = None) -> int:
+    try:  # process settings first: they do not depend on config
+        upstream = UpstreamSettings.from_env()
+    except ValueError as exc:
+        log.error("Cannot start: upstream settings are invalid", extra={"event": "startup_failed", "reason": str(exc)})
+        return 2
     try:
         state = await asyncio.to_thread(load_state_from_files, opts.config_path, opts.candidates_path, int(time.time()))
     except (ConfigError, OSError) as exc:
@@ -87,11 +92,6 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
         limits = EdgeLimits.from_env()
     except ValueError as exc:
         log.error("Cannot start: edge limits are invalid", extra={"event": "startup_failed", "reason": str(exc)})
-        return 2
-    try:
-        upstream = UpstreamSettings.from_env()
-    except ValueError as exc:
-        log.error("Cannot start: upstream settings are invalid", extra={"event": "startup_failed", "reason": str(exc)})
         return 2
     try:
         policy = egress_policy(state)
