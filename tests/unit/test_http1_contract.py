@@ -533,6 +533,8 @@ def test_settings_from_env() -> None:
         ("10.0.0.0/8", "11.1.2.3", 8000, False),
         (" , vllm.svc", "vllm.svc", 8000, True),
         ("::1", "::1", 8000, True),
+        ("[::1]:8000", "::1", 8000, True),
+        ("[::1]:9000", "::1", 8000, False),
     ],
 )
 def test_no_proxy_matching(no_proxy: str, host: str, port: int, direct: bool) -> None:

@@ -71,7 +71,9 @@ def connection_error(exc: BaseException, dep: Deployment | None = None) -> Gatew
         return GatewayError(502, f"Upstream {exc}", code="upstream_response_too_large")
     if isinstance(exc, PoolTimeout):
         # Nothing was sent: another deployment, or this one a moment later, may have a free connection.
-        return GatewayError(503, f"Upstream busy: {exc}", code="upstream_pool_exhausted", retryable=True)
+        return GatewayError(
+            503, f"Upstream busy: {scrub(str(exc), dep)}", code="upstream_pool_exhausted", retryable=True
+        )
     if isinstance(exc, TLSFailure):
         # Nothing was sent; a fallback deployment may be configured differently.
         return GatewayError(

@@ -87,10 +87,16 @@ def bypasses(no_proxy: str, host: str, port: int) -> bool:
             except ValueError:
                 pass
             continue
-        name, _, entry_port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
+        if entry.startswith("["):  # [v6]:port
+            name, _, rest = entry[1:].partition("]")
+            entry_port = rest.removeprefix(":")
+        elif entry.count(":") == 1:  # host:port (a bare IPv6 address has more colons)
+            name, _, entry_port = entry.partition(":")
+        else:
+            name, entry_port = entry, ""
         if entry_port and entry_port != str(port):
             continue
-        name = name.strip("[]").lstrip(".").rstrip(".")
+        name = name.lstrip(".").rstrip(".")
         if host == name or host.endswith("." + name):
             return True
     return False
