@@ -22,6 +22,7 @@ from routeiq_shared.config_schema import (
 )
 
 from routeiq_gateway.dispatch.precall import with_context_windows
+from routeiq_gateway.providers.tls_check import check_ca_bundle
 from routeiq_gateway.records.request_ids import RequestIds
 from routeiq_gateway.routing.deployments import Deployment, build_deployment
 from routeiq_gateway.routing.routers import RouterPlan, build_plan
@@ -99,7 +100,8 @@ def build_state(loaded: LoadedConfig, created: int) -> GatewayState:
     cfg = loaded.config
     groups: dict[str, list[Deployment]] = {}
     infos: dict[str, list[dict[str, Any]]] = {}
-    for entry in cfg.model_list:
+    for i, entry in enumerate(cfg.model_list):
+        check_ca_bundle(entry.litellm_params.ssl_verify, f"model_list[{i}].litellm_params.ssl_verify")
         groups.setdefault(entry.model_name, []).append(build_deployment(entry, cfg.router_settings))
         infos.setdefault(entry.model_name, []).append(entry.model_info)
     if cfg.router_settings.enable_pre_call_checks:  # context windows looked up once per load (imports LiteLLM)

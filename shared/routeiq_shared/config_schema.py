@@ -101,6 +101,17 @@ class LiteLLMParams(BaseModel):
     rpm: int | None = Field(default=None, ge=0)
     tpm: int | None = Field(default=None, ge=0)
     organization: str | None = None
+    ssl_verify: bool | str | None = Field(
+        default=None, description="TLS verification: true (default), false, or the path of a CA bundle (PEM)"
+    )
+
+    @field_validator("ssl_verify")
+    @classmethod
+    def _ssl_verify_is_a_path(cls, value: bool | str | None, info: ValidationInfo) -> bool | str | None:
+        bad = isinstance(value, str) and (not value.strip() or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value))
+        if bad and not _unresolved(value, info):
+            raise ValueError("must be true, false or the path of a CA bundle (PEM)")
+        return value
 
     @field_validator("api_base")
     @classmethod

@@ -53,3 +53,25 @@ def test_gateway_refuses_an_otlp_endpoint_at_a_metadata_address(tmp_path: Path) 
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
     failure = startup_failure(proc)
     assert str(failure["reason"]).startswith("OTEL_EXPORTER_OTLP_ENDPOINT: ")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "words"),
+    [
+        ("HTTPS_PROXY", "https://user:hunter2@proxy.example:3128", "http:// proxy URL"),
+        ("ROUTEIQ_UPSTREAM_POOL_WAIT_SECONDS", "-1", "expected a positive float"),
+    ],
+)
+def test_gateway_refuses_upstream_settings_it_cannot_honour(
+    tmp_path: Path, variable: str, value: str, words: str
+) -> None:
+    """A proxy the native client cannot use is refused at start, never ignored (its credentials never shown)."""
+    dirs = VolumeDirs(tmp_path).create()
+    dirs.config_path.write_text(config_text({"model_list": []}))
+    argv = [str(gateway_script()), "--config", str(dirs.config_path), "--host", "127.0.0.1", "--port", "0"]
+    proc = subprocess.run(
+        argv, env=child_env({**dirs.env(), variable: value}), capture_output=True, text=True, timeout=60, check=False
+    )
+    failure = startup_failure(proc)
+    assert str(failure["reason"]).startswith(f"{variable}") and words in str(failure["reason"])
+    assert "hunter2" not in proc.stderr

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+
+from routeiq_gateway.env_numbers import positive_numbers_from_env
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,21 +41,7 @@ class EdgeLimits:
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> EdgeLimits:
         """The defaults, overridden by the environment. Raises ValueError naming the variable on a bad value."""
-        values: dict[str, float | int] = {}
-        for f in fields(cls):
-            name = _ENV[f.name]
-            raw = env.get(name)
-            if raw is None or raw.strip() == "":
-                continue
-            kind = int if f.type in ("int", int) else float
-            try:
-                value = kind(raw)
-            except ValueError:
-                raise ValueError(f"{name}={raw!r}: expected a positive {kind.__name__}") from None
-            if value <= 0:
-                raise ValueError(f"{name}={raw!r}: expected a positive {kind.__name__}")
-            values[f.name] = value
-        return cls(**values)  # type: ignore[arg-type]
+        return cls(**positive_numbers_from_env(cls, _ENV, env))
 
 
 _ENV = {

@@ -35,6 +35,7 @@ from routeiq_gateway.observability.metrics import GatewayMetrics
 from routeiq_gateway.providers.egress_setup import egress_policy, upstream_side_reloaded
 from routeiq_gateway.providers.http1 import Pool
 from routeiq_gateway.providers.native import NativeProvider
+from routeiq_gateway.providers.upstream_settings import UpstreamSettings
 from routeiq_gateway.records.recorder import Recorder
 from routeiq_gateway.records.shipper import Shipper
 from routeiq_gateway.records.spool import Spool
@@ -73,6 +74,11 @@ def _litellm_provider(policy: EgressPolicy) -> Any:
 
 
 async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = None) -> int:
+    try:  # process settings first: they do not depend on config
+        upstream = UpstreamSettings.from_env()
+    except ValueError as exc:
+        log.error("Cannot start: upstream settings are invalid", extra={"event": "startup_failed", "reason": str(exc)})
+        return 2
     try:
         state = await asyncio.to_thread(load_state_from_files, opts.config_path, opts.candidates_path, int(time.time()))
     except (ConfigError, OSError) as exc:
@@ -95,7 +101,7 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
     metrics = GatewayMetrics()
     metrics.set_config_version(state.version, time.time())
     report = StatusReport(opts.run_dir, metrics)
-    pool = Pool(policy)
+    pool = Pool(policy, upstream)
     native = NativeProvider(pool)
     litellm = await asyncio.to_thread(_litellm_provider, policy) if state.uses_litellm else None
     runtime = RuntimeState()  # the process's: outlives every reload (routing/runtime.py)

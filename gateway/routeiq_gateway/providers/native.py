@@ -19,9 +19,11 @@ from routeiq_gateway.providers.http1 import (
     HeaderInjection,
     Origin,
     Pool,
+    PoolTimeout,
     Response,
     ResponseTooLarge,
     Target,
+    TLSFailure,
 )
 from routeiq_gateway.providers.json_stream import JsonAsStream
 from routeiq_gateway.providers.scrub import scrub
@@ -67,6 +69,16 @@ def connection_error(exc: BaseException, dep: Deployment | None = None) -> Gatew
     if isinstance(exc, ResponseTooLarge):
         # The answer was produced (and billed) upstream: asking again would pay for it twice and fail the same way.
         return GatewayError(502, f"Upstream {exc}", code="upstream_response_too_large")
+    if isinstance(exc, PoolTimeout):
+        # Nothing was sent: another deployment, or this one a moment later, may have a free connection.
+        return GatewayError(
+            503, f"Upstream busy: {scrub(str(exc), dep)}", code="upstream_pool_exhausted", retryable=True
+        )
+    if isinstance(exc, TLSFailure):
+        # Nothing was sent; a fallback deployment may be configured differently.
+        return GatewayError(
+            502, f"Upstream TLS failed: {scrub(str(exc), dep)}", code="upstream_tls_failed", retryable=True
+        )
     if isinstance(exc, DestinationRefused):
         # Another deployment (a fallback) may be allowed, so the plan goes on.
         return GatewayError(502, f"Upstream refused by egress policy: {exc}", code="upstream_forbidden", retryable=True)
@@ -172,16 +184,16 @@ class NativeStream:
 class NativeProvider:
     def __init__(self, pool: Pool) -> None:
         self._pool = pool
-        self._targets: dict[tuple[str | None, tuple[tuple[str, str], ...], str], Target] = {}
+        self._targets: dict[tuple[str | None, tuple[tuple[str, str], ...], str, bool | str], Target] = {}
         # (api_base, headers) of the serving state's native deployments; None until the first `retain`.
         self._live: frozenset[tuple[str | None, tuple[tuple[str, str], ...]]] | None = None
 
     def _target(self, dep: Deployment, endpoint: str) -> Target:
-        key = (dep.api_base, dep.headers, endpoint)
+        key = (dep.api_base, dep.headers, endpoint, dep.ssl_verify)
         target = self._targets.get(key)
         if target is None:
             try:
-                target = Target.build(dep.url(endpoint), dep.headers)
+                target = Target.build(dep.url(endpoint), dep.headers, dep.ssl_verify)
             except HeaderInjection as exc:
                 # Config validation refuses these first; this is the last line of defence before the wire.
                 raise GatewayError(
@@ -204,7 +216,7 @@ class NativeProvider:
         origins: set[Origin] = set()
         for dep in native:
             try:
-                origins.add(Target.build(dep.url("chat/completions"), ()).origin)
+                origins.add(Target.build(dep.url("chat/completions"), (), dep.ssl_verify).origin)
             except (ValueError, HeaderInjection):
                 continue
         self._pool.retain(frozenset(origins))

@@ -196,7 +196,7 @@ class SurfaceProvider:
 
     def __init__(self, dispatcher: Any) -> None:
         self._dispatcher = dispatcher  # its .native and .litellm, read at call time (reloads may load LiteLLM)
-        self._anthropic_targets: dict[tuple[str, str | None], Target] = {}
+        self._anthropic_targets: dict[tuple[str, str | None, bool | str], Target] = {}
         self._loading: asyncio.Lock | None = None
 
     async def call(
@@ -216,7 +216,7 @@ class SurfaceProvider:
             payload, content_type = encode_form({**body, "model": dep.upstream_model})
             headers = tuple(h for h in dep.headers if h[0] != "content-type")
             try:
-                target = Target.build(dep.url(endpoint), headers)
+                target = Target.build(dep.url(endpoint), headers, dep.ssl_verify)
             except (ValueError, HeaderInjection) as exc:
                 raise _misconfigured(dep, exc) from None
             return await self._post_raw(dep, target, payload, b"content-type: " + content_type + b"\r\n", traceparent)
@@ -252,14 +252,14 @@ class SurfaceProvider:
         return Completed(raw, usage, (resp.content_type or "application/octet-stream").encode("latin-1"))
 
     def _anthropic_target(self, dep: Deployment) -> Target:
-        key = (anthropic_url(dep.api_base), dep.api_key)
+        key = (anthropic_url(dep.api_base), dep.api_key, dep.ssl_verify)
         target = self._anthropic_targets.get(key)
         if target is None:
             headers = [("content-type", "application/json"), ("anthropic-version", ANTHROPIC_VERSION)]
             if dep.api_key:
                 headers.append(("x-api-key", dep.api_key))
             try:
-                target = Target.build(key[0], tuple(headers))
+                target = Target.build(key[0], tuple(headers), dep.ssl_verify)
             except (ValueError, HeaderInjection) as exc:
                 raise _misconfigured(dep, exc) from None
             if len(self._anthropic_targets) >= 64:  # they hold API keys: never more than a config's worth

@@ -46,6 +46,7 @@ class Deployment:
     input_cost: float | None = None  # per token, from model_info
     output_cost: float | None = None
     max_input_tokens: int | None = None  # the context window, filled only for enable_pre_call_checks
+    ssl_verify: bool | str = True  # litellm_params.ssl_verify: TLS verification on, off, or a CA bundle's path
 
     @property
     def path_name(self) -> str:
@@ -124,6 +125,7 @@ def build_deployment(entry: ModelEntry, router: RouterSettings) -> Deployment:
         weight=weight,
         rpm=params.rpm,
         tpm=params.tpm,
+        ssl_verify=params.ssl_verify if params.ssl_verify is not None else True,
         input_cost=_number(info.get("input_cost_per_token")),
         output_cost=_number(info.get("output_cost_per_token")),
     )
