@@ -92,6 +92,17 @@ def invalid_response(why: str) -> GatewayError:
     return GatewayError(502, f"Upstream returned an invalid response: {why}", code="upstream_invalid_response")
 
 
+def answer_object(raw: bytes) -> dict[str, Any]:
+    """A whole upstream answer as the JSON object it must be (502 upstream_invalid_response otherwise)."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise invalid_response("not JSON") from None
+    if not isinstance(data, dict):
+        raise invalid_response("not a JSON object")
+    return data
+
+
 class NativeStream:
     """Forwards upstream SSE bytes untouched, line-complete, picking the usage event out as it passes.
 
@@ -240,12 +251,7 @@ class NativeProvider:
             raise connection_error(exc, dep) from None
         if resp.status != 200:
             raise upstream_error(resp.status, raw, resp.retry_after, dep, resp.headers)
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise invalid_response("not JSON") from None
-        if not isinstance(data, dict):
-            raise invalid_response("not a JSON object")
+        data = answer_object(raw)
         if stream:
             # Some OpenAI-compatible servers ignore `stream`: the whole answer, told as the stream it should be.
             converted = JsonAsStream.from_completion(data, endpoint, body, lambda m: scrub(m, dep))

@@ -33,6 +33,7 @@ from routeiq_gateway.providers.http1 import DestinationRefused, HeaderInjection,
 from routeiq_gateway.providers.native import (
     NativeProvider,
     NativeStream,
+    answer_object,
     connection_error,
     invalid_response,
     upstream_error,
@@ -284,12 +285,7 @@ class SurfaceProvider:
             raise connection_error(exc, dep) from None
         if resp.status != 200:
             raise upstream_error(resp.status, raw, resp.retry_after, dep)
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise invalid_response("not JSON") from None
-        if not isinstance(data, dict):
-            raise invalid_response("not a JSON object")
+        data = answer_object(raw)
         if stream:
             raise invalid_response("a JSON body where an event stream was asked for")
         return Completed(raw, chat_usage(data.get("usage")))
