@@ -39,7 +39,15 @@ lock:  ## re-pin requirements.lock (after changing a dependency in a pyproject.t
 	  --no-header --no-annotate --quiet -o $$tmp/lock.out && \
 	{ echo "# Every third-party package, pinned with its files' sha256 (make setup installs with --require-hashes)."; \
 	  echo "# Regenerate after changing a dependency: make lock"; \
-	  grep -v '^-e ' $$tmp/lock.out; } > requirements.lock; rm -rf $$tmp
+	  grep -v '^-e ' $$tmp/lock.out; } > requirements.lock; \
+	for svc in gateway config_sync_agent model_sync_agent; do \
+	  extra=$$( [ $$svc = gateway ] && echo '[ml]' ); \
+	  printf -- "-e ./shared$$extra\n-e ./$$svc\n" > $$tmp/$$svc.in; \
+	  $(BIN)/uv pip compile $$tmp/$$svc.in -c requirements.lock --generate-hashes --python-version 3.11 \
+	    --no-header --no-annotate --quiet -o $$tmp/$$svc.out && \
+	  { echo "# $$svc's image: its third-party packages, a subset of requirements.lock (make lock writes both)."; \
+	    grep -v '^-e ' $$tmp/$$svc.out; } > $$svc/requirements.lock; \
+	done; rm -rf $$tmp
 
 test: lint  ## lint, then every test (unit, integration over loopback, and tests/chart = make chart-test)
 	$(PY) -m pytest
