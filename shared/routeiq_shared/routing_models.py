@@ -341,7 +341,7 @@ def prompt_features(text: str) -> np.ndarray:
         numeric / max(1, len(options)),
         overlap,
         np.log1p(len(_NUMBER.findall(stem))),
-        sum(c.isdigit() for c in stem) / max(1, len(stem)),
+        sum(map(str.isdigit, stem)) / max(1, len(stem)),
         sum(stem.count(c) for c in "=+^*/") / max(1, len(stem)) * 100.0,
         "Statement 1 |" in body,
         "EXCEPT" in stem,
