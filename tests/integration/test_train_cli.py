@@ -146,7 +146,7 @@ def _mmlu_csv() -> Path | None:
     return None
 
 
-@pytest.mark.parametrize("kind", ["mf", "knn"])
+@pytest.mark.parametrize("kind", ["mf", "knn", "boost"])
 def test_real_mmlu_sample_trains_and_evaluates(tmp_path: Path, kind: str) -> None:
     source = _mmlu_csv()
     if source is None:
