@@ -4,7 +4,7 @@ give what the separate heads give, prompt_features reads the cues it names, and 
 from __future__ import annotations
 
 import numpy as np
-from harness.train_data import make_rows
+from harness.train_data import make_rows, training_set
 from routeiq_shared.routing_models import PROMPT_FEATURES, BoostedGainScorer, LinearHead, prompt_features
 from routeiq_train.routers import (
     TREE_PARAMS,
@@ -17,15 +17,6 @@ from routeiq_train.routers import (
 )
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
-
-
-def _set(rows: list[dict[str, str]]) -> TrainingSet:
-    return TrainingSet(
-        [r["prompt"] for r in rows],
-        [r["subject"] for r in rows],
-        np.array([r["mixtral_8x7b_correct"] == "True" for r in rows]),
-        np.array([r["gpt_4_1106_correct"] == "True" for r in rows]),
-    )
 
 
 def test_flattened_trees_predict_what_scikit_learn_predicts() -> None:
@@ -48,7 +39,7 @@ def test_flattened_trees_predict_what_scikit_learn_predicts() -> None:
 
 
 def test_joint_heads_give_the_separate_heads_probabilities() -> None:
-    data = _set(make_rows(300, seed=3))
+    data = training_set(make_rows(300, seed=3))
     feats = sparse_features(data.texts)
     x = feats.transform(data.texts)
     heads = _stack_heads(x, data, np.arange(len(data.texts)), 0)
@@ -84,7 +75,7 @@ def test_prompt_features_read_the_cues_they_name() -> None:
 
 
 def test_boost_fits_one_subject_and_missing_gain_classes() -> None:
-    data = _set(make_rows(200, seed=4))
+    data = training_set(make_rows(200, seed=4))
     gain = data.gain
     keep = np.flatnonzero(gain >= 0)  # no row where only the weak model is right
     one = TrainingSet([data.texts[i] for i in keep], [""] * keep.size, data.weak[keep], data.strong[keep])
