@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import itertools
+import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -548,3 +549,147 @@ class SubjectGainScorer:
         prior = subject @ self.subject_gains
         item = expected_gain(item_proba, self.item_classifier.classes_)
         return gain_to_unit((1.0 - self.item_weight) * prior + self.item_weight * item)
+
+
+_OPTION = re.compile(r"^\s*([A-J])[.)]\s*(.*)$", re.M)
+_NUMBER = re.compile(r"-?\d+(?:[.,]\d+)?")
+_LETTERS = re.compile(r"[A-Za-z]+")
+_NEGATION = re.compile(r"\b(not|never|least|false|incorrect)\b")
+_CODE = re.compile(r"def |\{|\};|print\(|return |#include")
+_UNIT = re.compile(r"\d\s*(?:m/s|kg|cm|mm|km|J|N|V|W|Hz|mol|K|°|%|\$)")
+PROMPT_FEATURES = (
+    "log_stem_chars", "log_body_chars", "log_mean_option_chars", "option_length_spread", "log_max_option_chars",
+    "options", "numeric_option_share", "option_word_overlap", "log_stem_numbers", "stem_digit_share",
+    "stem_operator_per_100", "statement_pair", "except", "upper_not", "upper_least", "negation_word", "scenario_pair",
+    "roman_items", "all_of_the_above", "none_of_the_above", "which_of_the_following", "question_mark", "code",
+    "units", "stem_lines", "log_stem_words", "long_word_share", "true_false_options",
+)  # fmt: skip
+
+
+def prompt_features(text: str) -> np.ndarray:
+    """Hand-made difficulty cues of a multiple-choice prompt (what TF-IDF sees only weakly): the stem's and the
+    options' lengths, numbers and formulae, negations (EXCEPT, NOT, LEAST), "Statement 1 |" pairs, option overlap,
+    code, units. One row of len(PROMPT_FEATURES) floats; a prompt without options just has zeros there."""
+    body = text.rsplit("Answer:", 1)[0]
+    options = _OPTION.findall(body)
+    first = _OPTION.search(body)
+    stem = body[: first.start()] if first else body
+    lengths = np.array([len(o[1]) for o in options], dtype=np.float64) if options else np.zeros(1)
+    numeric = sum(1 for o in options if _NUMBER.fullmatch(o[1].strip().rstrip("%").replace("$", "")) is not None)
+    option_words = [{w.lower() for w in _LETTERS.findall(o[1])} for o in options]
+    overlap = 0.0
+    if len(option_words) >= 2:
+        overlap = len(set.intersection(*option_words)) / max(1, len(set.union(*option_words)))
+    lower_body, lower_stem = body.lower(), stem.lower()
+    words = _LETTERS.findall(stem)
+    row = (
+        np.log1p(len(stem)),
+        np.log1p(len(body)),
+        np.log1p(lengths.mean()),
+        lengths.std() / (lengths.mean() + 1.0),
+        np.log1p(lengths.max()),
+        len(options),
+        numeric / max(1, len(options)),
+        overlap,
+        np.log1p(len(_NUMBER.findall(stem))),
+        sum(map(str.isdigit, stem)) / max(1, len(stem)),
+        sum(stem.count(c) for c in "=+^*/") / max(1, len(stem)) * 100.0,
+        "Statement 1 |" in body,
+        "EXCEPT" in stem,
+        re.search(r"\bNOT\b", stem) is not None,
+        re.search(r"\bLEAST\b", stem) is not None,
+        _NEGATION.search(lower_stem) is not None,
+        "Scenario 1" in body,
+        re.search(r"\bI\.|\bII\b", body) is not None,
+        "all of the above" in lower_body,
+        "none of the above" in lower_body,
+        "which of the following" in lower_stem,
+        "?" in stem,
+        _CODE.search(body) is not None,
+        _UNIT.search(body) is not None,
+        stem.count("\n"),
+        np.log1p(len(words)),
+        sum(1 for w in words if len(w) >= 10) / max(1, len(words)),
+        re.search(r"\b(True, True|True, False)\b", body) is not None,
+    )
+    return np.asarray(row, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class BoostedTrees:
+    """Several fitted binary gradient-boosted tree models (scikit-learn's HistGradientBoostingClassifier) reduced
+    to one flat node table, so a prompt walks every tree of every model in a few vectorised steps instead of the
+    estimator's per-call checks. A node goes to children[node, 1] where x[feature] <= threshold, else to
+    children[node, 0]; a leaf points to itself (threshold +inf), so every walk takes `depth` steps. Inputs have no
+    NaN, so there is no missing-value branch."""
+
+    feature: np.ndarray  # (n_nodes,) int64
+    threshold: np.ndarray  # (n_nodes,) float64
+    children: np.ndarray  # (n_nodes, 2) int64: [right, left]
+    value: np.ndarray  # (n_nodes,) float64, leaf value (0 inside)
+    roots: np.ndarray  # (n_trees,) int64, the trees of model 0, then model 1, ...
+    model_starts: np.ndarray  # (n_models,) index in roots of each model's first tree
+    baselines: np.ndarray  # (n_models,) raw score (log-odds) before the trees
+    depth: int
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """P(label) of each model, (n_rows, n_models), for rows x (n_rows, n_inputs)."""
+        x = np.asarray(x, dtype=np.float64)
+        raw = np.broadcast_to(self.baselines, (x.shape[0], self.baselines.size)).copy()
+        if self.roots.size:
+            nodes = np.broadcast_to(self.roots, (x.shape[0], self.roots.size))
+            rows = np.arange(x.shape[0])[:, None]
+            for _ in range(self.depth):
+                goes_left = x[rows, self.feature[nodes]] <= self.threshold[nodes]
+                nodes = self.children[nodes, goes_left.astype(np.int64)]
+            values = self.value[nodes]
+            for m, start in enumerate(self.model_starts):
+                end = self.model_starts[m + 1] if m + 1 < self.model_starts.size else self.roots.size
+                raw[:, m] += values[:, start:end].sum(axis=1)
+        return 1.0 / (1.0 + np.exp(-raw))
+
+
+@dataclass(frozen=True)
+class StackHeads:
+    """The linear TF-IDF heads of `boost` as one weight matrix (one sparse product per batch): a one-vs-rest
+    subject classifier, then binary softmax heads for "weak wrong" and "strong wrong", then a softmax over
+    GAIN_CLASSES. `row` gives the 11 dense columns the trees read: P(subject) @ subject_stats (4), the top
+    subject's probability, the posterior's entropy, P(weak wrong), P(strong wrong), P(gain = -1, 0, 1)."""
+
+    weights: np.ndarray  # (n_features, n_subjects + 7) float32
+    intercept: np.ndarray  # (n_subjects + 7,)
+    subject_stats: np.ndarray  # (n_subjects, 4): gain, P(weak wrong), P(strong right | ww), P(strong wrong | wr)
+    subjects: tuple[str, ...]
+
+    def row(self, x: Any) -> np.ndarray:
+        z = np.asarray(x @ self.weights, dtype=np.float64) + self.intercept
+        k = len(self.subjects)
+        p = 1.0 / (1.0 + np.exp(-z[:, :k]))
+        p /= np.maximum(p.sum(axis=1, keepdims=True), 1e-300)
+        entropy = -(p * np.log(p + 1e-12)).sum(axis=1)
+        weak_wrong = 1.0 / (1.0 + np.exp(z[:, k] - z[:, k + 1]))
+        strong_wrong = 1.0 / (1.0 + np.exp(z[:, k + 2] - z[:, k + 3]))
+        g = z[:, k + 4 :]
+        g = np.exp(g - g.max(axis=1, keepdims=True))
+        g /= g.sum(axis=1, keepdims=True)
+        return np.column_stack((p @ self.subject_stats, p.max(axis=1), entropy, weak_wrong, strong_wrong, g))
+
+
+@dataclass(frozen=True)
+class BoostedGainScorer:
+    """Kind `boost`: the gain decomposed as P(+1) - P(-1) = P(weak wrong) * P(strong right | weak wrong)
+    - P(weak right) * P(strong wrong | weak right). P(weak wrong) is learned on every row (a balanced label, where
+    the gain's +1 is rare), each part by small boosted trees (`trees`, models in that order) over one dense row:
+    the linear heads' outputs (StackHeads) and prompt_features."""
+
+    features: Any  # HashedTfidf
+    heads: StackHeads
+    trees: BoostedTrees  # models: weak wrong, strong right | weak wrong, strong wrong | weak right
+
+    def dense(self, texts: list[str]) -> np.ndarray:
+        hand = np.vstack([prompt_features(t) for t in texts]) if texts else np.zeros((0, len(PROMPT_FEATURES)))
+        return np.hstack((self.heads.row(self.features.transform(texts)), hand))
+
+    def score(self, texts: list[str]) -> np.ndarray:
+        p = self.trees.predict_proba(self.dense(texts))
+        return gain_to_unit(p[:, 0] * p[:, 1] - (1.0 - p[:, 0]) * p[:, 2])

@@ -9,6 +9,10 @@ from __future__ import annotations
 import csv
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from routeiq_train.routers import TrainingSet
 
 SUBJECTS = {
     "logic": "premise syllogism valid argument entails conclusion",
@@ -56,3 +60,16 @@ def mmlu_csv() -> Path | None:
         if path.is_file():
             return path
     return None
+
+
+def training_set(rows: list[dict[str, str]]) -> TrainingSet:
+    """make_rows' rows as the TrainingSet the fitters take."""
+    import numpy as np
+    from routeiq_train.routers import TrainingSet
+
+    return TrainingSet(
+        [r["prompt"] for r in rows],
+        [r["subject"] for r in rows],
+        np.array([r["mixtral_8x7b_correct"] == "True" for r in rows]),
+        np.array([r["gpt_4_1106_correct"] == "True" for r in rows]),
+    )

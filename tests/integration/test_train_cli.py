@@ -136,7 +136,7 @@ def test_bad_input_exits_2_without_traceback(tmp_path: Path) -> None:
     assert "missing column(s) mixtral_8x7b_correct, gpt_4_1106_correct" in done.stderr
 
 
-@pytest.mark.parametrize("kind", ["mf", "knn"])
+@pytest.mark.parametrize("kind", ["mf", "knn", "boost"])
 def test_real_mmlu_sample_trains_and_evaluates(tmp_path: Path, kind: str) -> None:
     source = mmlu_csv()
     if source is None:

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import joblib
 import numpy as np
 import pytest
-from harness.train_data import make_rows
+from harness.train_data import make_rows, training_set
 from routeiq_shared.routing_models import RouterArtifact, hashed_ngrams
 from routeiq_train.metrics import router_metrics
 from routeiq_train.routers import FITTERS, TrainingSet
@@ -19,18 +19,9 @@ from routeiq_train.routers import FITTERS, TrainingSet
 LEARNED = [k for k in FITTERS if k != "random"]
 
 
-def _set(rows: list[dict[str, str]]) -> TrainingSet:
-    return TrainingSet(
-        [r["prompt"] for r in rows],
-        [r["subject"] for r in rows],
-        np.array([r["mixtral_8x7b_correct"] == "True" for r in rows]),
-        np.array([r["gpt_4_1106_correct"] == "True" for r in rows]),
-    )
-
-
 @pytest.fixture(scope="module")
 def fit_and_test() -> tuple[TrainingSet, TrainingSet]:
-    return _set(make_rows(400, seed=1)), _set(make_rows(300, seed=2))
+    return training_set(make_rows(400, seed=1)), training_set(make_rows(300, seed=2))
 
 
 @pytest.fixture(scope="module")

@@ -55,7 +55,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = _Parser(prog=SERVICE, description="train, evaluate and publish RouteIQ's learned routers")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     train = sub.add_parser("train", help="fit a router; evaluate it on a held-out split; write the artifact")
-    train.add_argument("--router", required=True, help="random|logistic|knn|mlp|svm|mf|gain")
+    train.add_argument("--router", required=True, help="random|logistic|knn|mlp|svm|mf|gain|boost")
     _source_arguments(train)
     train.add_argument("--out", type=Path)
     train.add_argument("--seed", type=int, default=42)

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from routeiq_shared.routing_models import (
+    GAIN_CLASSES,
+    PROMPT_FEATURES,
+    BoostedGainScorer,
+    BoostedTrees,
     DenseProjection,
     GainClassifierScorer,
     GainRegressorScorer,
@@ -21,13 +26,16 @@ from routeiq_shared.routing_models import (
     MatrixFactorizationScorer,
     RandomScorer,
     Scorer,
+    StackHeads,
     SubjectGainScorer,
     expected_gain,
     hashed_buckets,
+    prompt_features,
 )
 from sklearn.decomposition import TruncatedSVD
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression, SGDClassifier
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from sklearn.neural_network import MLPRegressor
 from sklearn.svm import LinearSVC
 
@@ -205,6 +213,146 @@ def fit_subject_gain(data: TrainingSet, seed: int) -> Scorer:
     )
 
 
+STACK_FOLDS = 5  # the trees learn from out-of-fold head outputs, as the heads will be on prompts they never saw
+TREE_PARAMS = {"learning_rate": 0.05, "max_leaf_nodes": 8, "min_samples_leaf": 40, "l2_regularization": 1.0}
+TREE_ROUNDS = 200  # P(weak wrong), learned on every row; each conditional part on its subset gets half
+ABSENT = -30.0  # logit of a class a head never saw: probability ~0
+
+
+def _subject_stats(subjects: np.ndarray, weak: np.ndarray, strong: np.ndarray, classes: list[str]) -> np.ndarray:
+    """Per subject, smoothed towards the overall rates: mean gain, P(weak wrong), P(strong right | weak wrong),
+    P(strong wrong | weak right)."""
+    k = SUBJECT_SMOOTHING
+    gain = strong.astype(np.float64) - weak
+    cols = np.column_stack((gain, ~weak, strong & ~weak, ~strong & weak)).astype(np.float64)
+    # the denominators: every row, every row, rows the weak model got wrong, rows it got right
+    dens = np.column_stack((np.ones_like(gain), np.ones_like(gain), ~weak, weak)).astype(np.float64)
+    overall = cols.sum(axis=0) / np.maximum(dens.sum(axis=0), 1.0)
+    out = [(cols[subjects == s].sum(axis=0) + k * overall) / (dens[subjects == s].sum(axis=0) + k) for s in classes]
+    return np.asarray(out, dtype=np.float64).reshape(len(classes), 4)
+
+
+def _binary_columns(x: Any, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two softmax columns (False, True) of a logistic head; a fixed intercept where y has one class."""
+    if len(set(y.tolist())) < 2:
+        one = bool(y[0]) if y.size else False
+        return np.zeros((x.shape[1], 2)), np.array([0.0, -ABSENT]) if one else np.array([0.0, ABSENT])
+    head = LinearHead.from_model(LogisticRegression(C=0.5, max_iter=1000, random_state=seed).fit(x, y), "softmax")
+    return head.weights.astype(np.float64), head.intercept
+
+
+def _stack_heads(x: Any, data: TrainingSet, idx: np.ndarray, seed: int) -> StackHeads:
+    """The linear TF-IDF heads of `boost`, fitted on rows idx, as one StackHeads."""
+    subjects = np.asarray(data.subjects)[idx]
+    xi, weak, strong = x[idx], data.weak[idx], data.strong[idx]
+    if len(set(subjects.tolist())) >= 2:
+        sgd = SGDClassifier(loss="log_loss", alpha=2e-5, max_iter=30, tol=1e-3, random_state=seed).fit(xi, subjects)
+        head = LinearHead.from_model(sgd, "ovr")
+        names = [str(c) for c in head.classes_]
+        subject_w, subject_b = head.weights.astype(np.float64), head.intercept
+    else:
+        names = [str(subjects[0]) if subjects.size else ""]
+        subject_w, subject_b = np.zeros((x.shape[1], 1)), np.zeros(1)
+    weak_w, weak_b = _binary_columns(xi, ~weak, seed)
+    strong_w, strong_b = _binary_columns(xi, ~strong, seed)
+    gain = strong.astype(np.int64) - weak.astype(np.int64)
+    gain_w, gain_b = np.zeros((x.shape[1], 3)), np.full(3, ABSENT)
+    present = sorted(set(gain.tolist()))
+    if len(present) >= 2:
+        clf = LogisticRegression(C=2.0, max_iter=1000, class_weight="balanced", random_state=seed).fit(xi, gain)
+        head = LinearHead.from_model(clf, "softmax")
+        for j, c in enumerate(head.classes_):
+            gain_w[:, GAIN_CLASSES.index(int(c))] = head.weights[:, j]
+            gain_b[GAIN_CLASSES.index(int(c))] = head.intercept[j]
+    elif present:
+        gain_b[GAIN_CLASSES.index(present[0])] = 0.0
+    return StackHeads(
+        np.ascontiguousarray(np.hstack((subject_w, weak_w, strong_w, gain_w)), dtype=np.float32),
+        np.concatenate((subject_b, weak_b, strong_b, gain_b)),
+        _subject_stats(subjects, weak, strong, names),
+        tuple(names),
+    )
+
+
+def _tree_model(x: np.ndarray, y: np.ndarray, rounds: int, seed: int) -> tuple[float, list[np.ndarray]]:
+    """(baseline log-odds, each tree's node records) of a binary HistGradientBoostingClassifier; no trees and the
+    smoothed rate where y has one class."""
+    if len(set(y.tolist())) < 2:
+        rate = (y.sum() + 1.0) / (y.size + 2.0)
+        return float(np.log(rate / (1.0 - rate))), []
+    clf = HistGradientBoostingClassifier(max_iter=rounds, random_state=seed, **TREE_PARAMS).fit(x, y)  # type: ignore[arg-type]
+    return float(np.ravel(clf._baseline_prediction)[0]), [p.nodes for (p,) in clf._predictors]
+
+
+def _flatten_trees(models: list[tuple[float, list[np.ndarray]]]) -> BoostedTrees:
+    features: list[np.ndarray] = []
+    thresholds: list[np.ndarray] = []
+    children: list[np.ndarray] = []
+    values: list[np.ndarray] = []
+    roots: list[int] = []
+    starts: list[int] = []
+    offset, depth = 0, 0
+    for _, trees in models:
+        starts.append(len(roots))
+        for nodes in trees:
+            leaf = nodes["is_leaf"].astype(bool)
+            own = np.arange(len(nodes)) + offset
+            roots.append(offset)
+            features.append(np.where(leaf, 0, nodes["feature_idx"]))
+            thresholds.append(np.where(leaf, np.inf, nodes["num_threshold"]))
+            children.append(
+                np.column_stack(
+                    (np.where(leaf, own, nodes["right"] + offset), np.where(leaf, own, nodes["left"] + offset))
+                )
+            )
+            values.append(np.where(leaf, nodes["value"], 0.0))
+            depth = max(depth, int(nodes["depth"].max()))
+            offset += len(nodes)
+    return BoostedTrees(
+        np.concatenate(features).astype(np.int64) if features else np.zeros(0, np.int64),
+        np.concatenate(thresholds).astype(np.float64) if thresholds else np.zeros(0),
+        np.vstack(children).astype(np.int64) if children else np.zeros((0, 2), np.int64),
+        np.concatenate(values).astype(np.float64) if values else np.zeros(0),
+        np.asarray(roots, dtype=np.int64),
+        np.asarray(starts, dtype=np.int64),
+        np.asarray([b for b, _ in models], dtype=np.float64),
+        depth,
+    )
+
+
+def fit_boost(data: TrainingSet, seed: int) -> Scorer:
+    """Kind `boost`: linear TF-IDF heads (subject, weak wrong, strong wrong, gain), their out-of-fold outputs
+    with prompt_features as a dense row, and three small boosted-tree models over it that decompose the gain
+    (see BoostedGainScorer). The heads are then refit on every row for serving."""
+    feats = sparse_features(data.texts)
+    x = feats.transform(data.texts)
+    n = len(data.texts)
+    subjects = np.asarray(data.subjects)
+    heads = _stack_heads(x, data, np.arange(n), seed)
+    stacked = heads.row(x)  # in-sample only where there are too few rows to fold
+    folds = min(STACK_FOLDS, n)
+    if folds >= 2:
+        counts = np.unique(subjects, return_counts=True)[1]
+        splitter = (
+            StratifiedKFold(folds, shuffle=True, random_state=seed)
+            if counts.min() >= folds
+            else KFold(folds, shuffle=True, random_state=seed)
+        )
+        for fit_idx, out_idx in splitter.split(np.zeros(n), subjects):
+            stacked[out_idx] = _stack_heads(x, data, fit_idx, seed).row(x[out_idx])
+    hand = np.vstack([prompt_features(t) for t in data.texts]).reshape(n, len(PROMPT_FEATURES))
+    dense = np.hstack((stacked, hand))
+    ww = ~data.weak
+    trees = _flatten_trees(
+        [
+            _tree_model(dense, ww, TREE_ROUNDS, seed),
+            _tree_model(dense[ww], data.strong[ww], TREE_ROUNDS // 2, seed),
+            _tree_model(dense[~ww], ~data.strong[~ww], TREE_ROUNDS // 2, seed),
+        ]
+    )
+    return BoostedGainScorer(feats, heads, trees)
+
+
 FITTERS: dict[str, Callable[[TrainingSet, int], Scorer]] = {
     "random": fit_random,
     "logistic": fit_logistic,
@@ -213,5 +361,6 @@ FITTERS: dict[str, Callable[[TrainingSet, int], Scorer]] = {
     "svm": fit_svm,
     "mf": fit_mf,
     "gain": fit_subject_gain,
+    "boost": fit_boost,
 }
 KINDS = tuple(FITTERS)
