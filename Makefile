@@ -16,7 +16,7 @@ BASE_IMAGE ?= localhost/routeiq/python-base:3.11-bookworm
 # The CA bundle pip trusts while building (a build secret, in no layer): the host's, so a TLS-inspecting proxy or a
 # private index the host trusts works in the build too.
 PIP_CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
-# images/containers.conf: runc, and no default ulimits (what Debian's podman 4.3 needs in this sandbox).
+# images/containers.conf: runc, and no default ulimits (see the file for why).
 export CONTAINERS_CONF := $(CURDIR)/images/containers.conf
 IMAGE_BUILD_ARGS = --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg VERSION=$(IMAGE_VERSION) \
   --build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) --build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) \
@@ -77,7 +77,7 @@ images: images-tools  ## the base image from Debian packages (once), then gatewa
 	@podman images --filter reference='localhost/routeiq/*' --format '{{.Repository}}:{{.Tag}} {{.Size}}'
 
 images-test: images  ## smoke-test the images, moat mode (no network), the chart's pod under podman kube play (not in CI)
-	ROUTEIQ_IMAGES_TEST=1 ROUTEIQ_IMAGE_VERSION=$(IMAGE_VERSION) $(PY) -m pytest -q tests/images
+	ROUTEIQ_IMAGES_TEST=1 $(PY) -m pytest -q tests/images
 
 bench:  ## throughput: direct vs RouteIQ vs LiteLLM's proxy (see bench/README.md)
 	$(PY) bench/proxy_throughput.py

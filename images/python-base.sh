@@ -12,10 +12,10 @@ if [ -z "${FORCE:-}" ] && podman image exists "$tag"; then
 fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-# minbase = Essential packages + apt. python3-venv for the build stage's venv; ca-certificates for HTTPS to
+# minbase = Essential packages + apt, without Recommends (they would pull in perl). python3-venv for the build stage's venv; ca-certificates for HTTPS to
 # providers and S3; netbase for /etc/services and /etc/protocols; passwd for useradd. Docs, man pages and
 # locales are left out (copyright files kept).
-mmdebstrap --variant=minbase --quiet \
+mmdebstrap --variant=minbase --quiet --aptopt='APT::Install-Recommends "false"' \
   --include=python3,python3-venv,ca-certificates,netbase,passwd \
   --dpkgopt='path-exclude=/usr/share/man/*' \
   --dpkgopt='path-exclude=/usr/share/doc/*' \
