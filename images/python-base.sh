@@ -12,10 +12,12 @@ if [ -z "${FORCE:-}" ] && podman image exists "$tag"; then
 fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-# minbase = Essential packages + apt, without Recommends (they would pull in perl). python3-venv for the build stage's venv; ca-certificates for HTTPS to
-# providers and S3; netbase for /etc/services and /etc/protocols; passwd for useradd. Docs, man pages and
-# locales are left out (copyright files kept).
+# minbase = Essential packages + apt, without Recommends. The merged-usr hook lays /usr merged itself (with the
+# tiny usr-is-merged package) instead of installing usrmerge, which would pull in perl (~50 MB). python3-venv for
+# the build stage's venv; ca-certificates for HTTPS to providers and S3; netbase for /etc/services and
+# /etc/protocols; passwd for useradd. Docs, man pages and locales are left out (copyright files kept).
 mmdebstrap --variant=minbase --quiet --aptopt='APT::Install-Recommends "false"' \
+  --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
   --include=python3,python3-venv,ca-certificates,netbase,passwd \
   --dpkgopt='path-exclude=/usr/share/man/*' \
   --dpkgopt='path-exclude=/usr/share/doc/*' \
