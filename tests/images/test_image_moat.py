@@ -20,7 +20,7 @@ from harness import podman
 
 UPSTREAM_PORT = 4010
 GATEWAY_PORT = 4000
-MINI, CLAUDE = "openai/gpt-4o-mini", "anthropic/claude-3-5-haiku-20241022"
+MINI, CLAUDE = "openai/gpt-4o-mini", "anthropic/claude-haiku-4-5"
 HERE = Path(__file__).resolve().parent
 FAKE_UPSTREAM = podman.REPO / "tests" / "harness" / "fake_upstream.py"
 MESSAGES = [{"role": "user", "content": "Count the tokens of this sentence, offline, in a moat."}]
@@ -63,7 +63,7 @@ def http(container: str, method: str, path: str, port: int, body: Any = None) ->
     return result
 
 
-def wait_ready(container: str, port: int, path: str, timeout: float = 60.0) -> None:
+def wait_ready(container: str, port: int, path: str, timeout: float = 120.0) -> None:
     try:
         podman.exec_python(container, WAIT_READY.format(url=f"http://127.0.0.1:{port}{path}", timeout=timeout))
     except AssertionError as exc:
@@ -72,14 +72,19 @@ def wait_ready(container: str, port: int, path: str, timeout: float = 60.0) -> N
 
 def moat_config() -> dict[str, Any]:
     upstream = f"http://127.0.0.1:{UPSTREAM_PORT}"
+    mini = {"model": MINI, "api_base": f"{upstream}/v1", "api_key": "x"}
+    claude = {"model": CLAUDE, "api_base": upstream, "api_key": "x"}
     return {
         "model_list": [
-            {"model_name": "mini", "litellm_params": {"model": MINI, "api_base": f"{upstream}/v1", "api_key": "x"}},
-            {"model_name": "claude", "litellm_params": {"model": CLAUDE, "api_base": upstream, "api_key": "x"}},
+            {"model_name": "mini", "litellm_params": mini},
+            {"model_name": "claude", "litellm_params": claude},
+            # one group, two deployments, the dearer listed first: cost-based routing orders them by LiteLLM's
+            # cost map, and a gateway that found no prices would keep this order
+            {"model_name": "priced", "litellm_params": claude},
+            {"model_name": "priced", "litellm_params": mini},
         ],
-        "router_settings": {"num_retries": 0},
-        # listed dearest first: a router that found no prices would answer with the first
-        "routeiq": {"routers": [{"name": "auto", "strategy": "cost", "candidates": ["claude", "mini"]}]},
+        "router_settings": {"num_retries": 0, "routing_strategy": "cost-based-routing"},
+        "routeiq": {"routers": [{"name": "auto", "strategy": "cost", "candidates": ["priced"]}]},
     }
 
 
@@ -108,9 +113,10 @@ def moat_pod(tmp_path: Path) -> Iterator[dict[str, str]]:
     audit = tmp_path / "audit"
     audit.mkdir()
     shutil.copy(HERE / "moat_audit" / "sitecustomize.py", audit / "sitecustomize.py")
-    events = tmp_path / "events"
-    events.mkdir(mode=0o777)
-    events.chmod(0o777)  # written by the container's uid 10001
+    events, run = tmp_path / "events", tmp_path / "run"
+    for writable in (events, run):
+        writable.mkdir()
+        writable.chmod(0o777)  # written by the container's uid 10001
     locked = ["--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--user", "10001:10001"]
     names = {"pod": pod, "upstream": f"{pod}-upstream", "gateway": f"{pod}-gateway", "events": str(events)}
     podman.podman("pod", "create", "--name", pod, "--network", "none")
@@ -123,7 +129,7 @@ def moat_pod(tmp_path: Path) -> Iterator[dict[str, str]]:
         )  # fmt: skip
         podman.podman(
             "run", "--detach", "--pod", pod, "--name", names["gateway"], *locked,
-            "--tmpfs", "/tmp:rw,mode=1777", "--tmpfs", "/app/run:rw,mode=1777",
+            "--tmpfs", "/tmp:rw,mode=1777", "--volume", f"{run}:/app/run:Z",
             "--volume", f"{config}:/app/config:ro,Z",
             "--volume", f"{audit}:/audit:ro,Z", "--volume", f"{events}:/events:Z",
             "--env", "PYTHONPATH=/audit", "--env", "ROUTEIQ_AUDIT_FILE=/events/socket.jsonl",
@@ -139,6 +145,7 @@ def moat_pod(tmp_path: Path) -> Iterator[dict[str, str]]:
         podman.remove_pod(pod)
 
 
+@pytest.mark.timeout(400)
 def test_gateway_image_serves_completions_routing_and_token_counts_with_no_route_out(
     moat_pod: dict[str, str],
 ) -> None:
@@ -159,15 +166,19 @@ def test_gateway_image_serves_completions_routing_and_token_counts_with_no_route
     assert claude["headers"]["x-routeiq-provider-path"] == "litellm"
     assert json.loads(claude["body"])["choices"][0]["message"]["content"]
 
-    # The cost router orders its candidates by LiteLLM's cost map, read from the image (nothing to fetch it from).
-    cheapest = min(("claude", CLAUDE), ("mini", MINI), key=lambda c: host_price(c[1]))[0]
+    # Routed: the router sends "auto" to the group "priced", where cost-based routing takes the deployment LiteLLM's
+    # cost map (read from the image: nothing to fetch it from) prices lowest.
+    cheapest = min(
+        (CLAUDE, "litellm", "/v1/messages"), (MINI, "native", "/v1/chat/completions"), key=lambda c: host_price(c[0])
+    )
     routed = http(gw, "POST", "/v1/chat/completions", GATEWAY_PORT, {"model": "auto", "messages": MESSAGES})
     assert routed["status"] == 200, routed
     assert routed["headers"]["x-routeiq-router"] == "auto"
-    assert routed["headers"]["x-routeiq-model"] == cheapest
+    assert routed["headers"]["x-routeiq-model"] == "priced"
+    assert routed["headers"]["x-routeiq-provider-path"] == cheapest[1]
 
     upstream_log = json.loads(http(gw, "GET", "/_control/requests", UPSTREAM_PORT)["body"])
-    assert [r["path"] for r in upstream_log] == ["/v1/chat/completions", "/v1/messages", "/v1/chat/completions"]
+    assert [r["path"] for r in upstream_log] == ["/v1/chat/completions", "/v1/messages", cheapest[2]]
 
     # Token counts: tiktoken's cl100k_base and o200k_base and the Anthropic tokenizer, from files in the image.
     counts = json.loads(
