@@ -10,8 +10,10 @@ refused with "secret … is not valid JSON").
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,6 +32,8 @@ def adapt_for_podman(deployment: Mapping[str, Any]) -> dict[str, Any]:
     - hostNetwork: the pod reaches moto, redis and the fake provider on the host's loopback, and the test reaches
       the pod's ports there (podman's bridge would put the pod on a private range, off loopback);
     - the gateway binds 127.0.0.1 instead of 0.0.0.0, so the host network exposes nothing beyond loopback;
+    - no `ports` lists (podman turns them into port mappings, refused on the host network: "PortMappings can only
+      be used with Bridge or slirp4netns networking"); probes name the port by number instead of by name;
     - restartPolicy OnFailure instead of a Deployment's Always: podman 4.3 gives the init container the pod's
       restart policy, so with Always it restarts the finished `config-sync --once` at once, then fails to remove
       that "once" init container ("cannot remove container … as it is running") and kube play exits 125 before
@@ -44,6 +48,11 @@ def adapt_for_podman(deployment: Mapping[str, Any]) -> dict[str, Any]:
         args = container.get("args", [])
         if "--host" in args:
             args[args.index("--host") + 1] = "127.0.0.1"
+        numbers = {p["name"]: p["containerPort"] for p in container.pop("ports", []) if "name" in p}
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            get = container.get(probe, {}).get("httpGet")
+            if get and get["port"] in numbers:
+                get["port"] = numbers[get["port"]]
     return adapted
 
 
@@ -100,10 +109,11 @@ class KubePod:
         """Exit codes of the init container's runs, from podman's events: kube play removes a finished init
         container, so its state is gone."""
         out = podman.podman(
-            "events", "--since", str(int(self.started) - 1), "--until", str(int(time.time()) + 1),
+            "events", "--stream=false", "--since", str(int(self.started) - 1),
             "--filter", f"container={self.container(INIT_CONTAINER)}", "--filter", "event=died", "--format", "json",
         )  # fmt: skip
-        return [int(json.loads(line).get("ContainerExitCode", -1)) for line in out.splitlines() if line.strip()]
+        # podman 4.3 leaves ContainerExitCode out of the JSON when it is 0 (omitempty)
+        return [int(json.loads(line).get("ContainerExitCode", 0)) for line in out.splitlines() if line.strip()]
 
     def exit_code(self, name: str) -> int:
         state = podman.container_state(self.container(name))
@@ -120,13 +130,27 @@ class KubePod:
         return json_records(self.logs(name))
 
     def stop(self, timeout: float) -> None:
-        """SIGTERM to every container of the pod (their stop signal), SIGKILL after `timeout` seconds."""
-        podman.podman("pod", "stop", "--time", str(int(timeout)), self.pod, timeout=timeout + 60)
+        """As a kubelet stops a pod: SIGTERM to every container at once, SIGKILL to what still runs after `timeout`
+        seconds, the infra container last. Neither `podman pod stop` nor `podman stop` does this on podman 4.3:
+        the pod's infra container (whose catatonit is PID 1 of the shared process namespace, so its exit SIGKILLs
+        every process left) is stopped as soon as no container counts as running, and a container being stopped
+        does not count. With `podman stop` the sidecars exit at once, the infra goes with them, and the draining
+        gateway dies with 137. `podman kill --signal TERM` leaves a draining container "running"."""
+        prefix = f"{self.pod}-"
+        names = [n for c in self.containers() if c["State"] == "running" for n in c["Names"] if n.startswith(prefix)]
+        podman.podman("kill", "--signal", "TERM", *names)
+        with contextlib.suppress(subprocess.TimeoutExpired):  # the grace period is over: SIGKILL below
+            podman.run(["wait", *names], timeout=timeout)
+        podman.podman("pod", "stop", "--time", "0", self.pod, timeout=60)
 
     def describe(self) -> str:
         lines = [f"pod {self.pod}:"]
         for c in self.containers():
-            lines.append(f"  {c['Names']} {c['State']} exit={c.get('ExitCode')}")
+            state = podman.container_state(c["Names"][0])
+            lines.append(
+                f"  {c['Names']} {c['State']} exit={c.get('ExitCode')} oom={state.get('OOMKilled')}"
+                f" finished={state.get('FinishedAt')}"
+            )
             for name in c["Names"]:
                 lines.append("    " + podman.logs(name)[-1500:].replace("\n", "\n    "))
         return "\n".join(lines)

@@ -124,6 +124,7 @@ def pod_setup(
     try:
         yield pod, context
     finally:
+        print(pod.describe())  # shown when the test fails
         pod.down()
 
 
