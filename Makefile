@@ -18,8 +18,10 @@ BASE_IMAGE ?= localhost/routeiq/python-base:3.11-bookworm
 PIP_CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
 # images/containers.conf: runc, and no default ulimits (see the file for why).
 export CONTAINERS_CONF := $(CURDIR)/images/containers.conf
-IMAGE_BUILD_ARGS = --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg VERSION=$(IMAGE_VERSION) \
-  --build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) --build-arg CREATED=$$(date -u +%Y-%m-%dT%H:%M:%SZ) \
+# Per-build OCI labels as --label, not as build args in a LABEL step (buildah would reuse that step from cache).
+IMAGE_BUILD_ARGS = --build-arg BASE_IMAGE=$(BASE_IMAGE) --label org.opencontainers.image.version=$(IMAGE_VERSION) \
+  --label org.opencontainers.image.revision=$$(git rev-parse HEAD 2>/dev/null || echo unknown) \
+  --label org.opencontainers.image.created=$$(date -u +%Y-%m-%dT%H:%M:%SZ) \
   $(if $(PIP_INDEX_URL),--build-arg PIP_INDEX_URL=$(PIP_INDEX_URL)) --secret id=pip-ca,src=$(PIP_CA_BUNDLE)
 
 .PHONY: setup system-deps venv lock test lint format run bench bench-litellm soak-slowloris schema clean chart-tools chart-test images-tools images images-test
