@@ -4,8 +4,9 @@ namespace — against moto's S3 and a redis-server on the host (the pod on the h
 on loopback). Readiness goes green, a completion is answered, `aws s3 cp` of a new config reaches the gateway
 (config-sync's SIGHUP crosses containers), a published model reaches it, and SIGTERM to the pod drains a stream.
 
-What differs from a cluster, and why: harness/kube_play.py's `adapt_for_podman` (host network, restartPolicy
-OnFailure against podman 4.3's init-container cleanup bug) and its note on secrets.
+What differs from a cluster, and why: harness/kube_play.py — `adapt_for_podman` (host network without `ports`,
+restartPolicy OnFailure against podman 4.3's init-container cleanup bug), `KubePod.stop` (SIGTERM as a kubelet
+sends it: podman 4.3's own pod stop SIGKILLs a draining gateway) and its note on secrets.
 """
 
 from __future__ import annotations
