@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import random
+import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -72,4 +73,22 @@ def training_set(rows: list[dict[str, str]]) -> TrainingSet:
         [r["subject"] for r in rows],
         np.array([r["mixtral_8x7b_correct"] == "True" for r in rows]),
         np.array([r["gpt_4_1106_correct"] == "True" for r in rows]),
+    )
+
+
+def run_train(
+    *args: str | Path, env: dict[str, str] | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    """The `routeiq-train` console script of the project's venv, run as a user runs it (the harness's clean
+    environment plus `env`); its exit code, stdout and stderr."""
+    from .processes import child_env
+    from .sidecar_process import venv_script
+
+    return subprocess.run(
+        [str(venv_script("routeiq-train")), *(str(a) for a in args)],
+        env=child_env(env or {}),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )

@@ -5,31 +5,17 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
-from harness.processes import child_env
 from harness.router_artifacts import keygen
-from harness.sidecar_process import venv_script
-from harness.train_data import make_rows, mmlu_csv, write_csv
+from harness.train_data import make_rows, mmlu_csv, run_train, write_csv
 from routeiq_shared.manifest import Manifest, sha256_file
 from routeiq_shared.signing import load_public_key, verify_manifest
 from routeiq_train.metrics import router_metrics
 
 pytestmark = pytest.mark.integration
-
-
-def run_train(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(venv_script("routeiq-train")), *(str(a) for a in args)],
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_train_evaluate_publish_with_quality_gate(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ answers `auto` with that version. A second version then takes over the same way,
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +13,9 @@ from harness.fake_upstream_control import FakeUpstream
 from harness.gateway_process import StartGateway
 from harness.model_sync_process import StartModelSync
 from harness.moto_s3 import MotoS3
-from harness.processes import child_env, wait_until
+from harness.processes import wait_until
 from harness.router_artifacts import keygen
-from harness.sidecar_process import venv_script
-from harness.train_data import make_rows, write_csv
+from harness.train_data import make_rows, run_train, write_csv
 
 pytestmark = pytest.mark.integration
 
@@ -26,14 +24,7 @@ MASTER = "sk-loop-master"
 
 
 def train(*args: str | Path, env: dict[str, str] | None = None) -> str:
-    done = subprocess.run(
-        [str(venv_script("routeiq-train")), *(str(a) for a in args)],
-        env=child_env(env or {}),
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    done = run_train(*args, env=env)
     assert done.returncode == 0, done.stderr
     return done.stdout
 

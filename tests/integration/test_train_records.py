@@ -16,23 +16,11 @@ import pytest
 from harness.fake_upstream_control import FakeUpstream
 from harness.gateway_process import StartGateway
 from harness.moto_s3 import MotoS3
-from harness.processes import child_env, wait_until
-from harness.sidecar_process import venv_script
-from harness.train_data import FIELDS, make_rows, write_csv
+from harness.processes import wait_until
+from harness.train_data import FIELDS, make_rows, run_train, write_csv
 from routeiq_shared.routing_records import encode, feedback_record, route_record
 
 pytestmark = pytest.mark.integration
-
-
-def run_train(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(venv_script("routeiq-train")), *(str(a) for a in args)],
-        env=child_env(env or {}),
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
 
 
 def _last_json(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
