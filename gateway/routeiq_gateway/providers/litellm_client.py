@@ -132,6 +132,18 @@ def _destination(dep: Deployment) -> tuple[str, int] | None:
     return (host, 443) if host else None
 
 
+def with_deployment(kwargs: dict[str, Any], dep: Deployment, stream: bool, traceparent: str | None) -> None:
+    """What every LiteLLM call takes from the deployment alone: its model, timeout and credentials, and the
+    traceparent naming our span (added to the deployment's own extra_headers)."""
+    kwargs.update(model=dep.litellm_model, timeout=dep.stream_timeout if stream else dep.timeout)
+    if dep.api_base:
+        kwargs["api_base"] = dep.api_base
+    if dep.api_key:
+        kwargs["api_key"] = dep.api_key
+    if traceparent:
+        kwargs["extra_headers"] = {**kwargs.get("extra_headers", {}), "traceparent": traceparent}
+
+
 def _check_headers(dep: Deployment) -> None:
     """The last line of defence behind config validation: nothing LiteLLM puts on a header line may split it."""
     try:
@@ -199,13 +211,8 @@ class LiteLLMProvider:
         kwargs: dict[str, Any] = dict(dep.body_defaults)
         kwargs.update((k, v) for k, v in body.items() if k not in own)
         kwargs.update((k, v) for k, v in dep.extra_params if k not in OPENAI_PARAMS)
-        kwargs.update(model=dep.litellm_model, timeout=dep.timeout if not stream else dep.stream_timeout, num_retries=0)
-        if dep.api_base:
-            kwargs["api_base"] = dep.api_base
-        if dep.api_key:
-            kwargs["api_key"] = dep.api_key
-        if traceparent:
-            kwargs["extra_headers"] = {**kwargs.get("extra_headers", {}), "traceparent": traceparent}
+        with_deployment(kwargs, dep, stream, traceparent)
+        kwargs["num_retries"] = 0  # RouteIQ retries and falls back itself (dispatcher.py)
         fn = {
             "chat/completions": self._litellm.acompletion,
             "completions": self._litellm.atext_completion,

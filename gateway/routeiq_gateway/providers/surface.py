@@ -309,7 +309,7 @@ class SurfaceProvider:
     async def _litellm_call(
         self, dep: Deployment, endpoint: str, body: dict[str, Any], stream: bool, traceparent: str | None
     ) -> Completed | Streaming:
-        from routeiq_gateway.providers.litellm_client import _check_headers, _dump, _to_gateway_error
+        from routeiq_gateway.providers.litellm_client import _check_headers, _dump, _to_gateway_error, with_deployment
 
         provider = await self._litellm()
         _check_headers(dep)
@@ -318,13 +318,7 @@ class SurfaceProvider:
         allowed = LITELLM_PARAMS[endpoint]
         kwargs: dict[str, Any] = {k: v for k, v in body.items() if k in allowed}
         kwargs.update(dep.extra_params)
-        kwargs.update(model=dep.litellm_model, timeout=dep.stream_timeout if stream else dep.timeout)
-        if dep.api_base:
-            kwargs["api_base"] = dep.api_base
-        if dep.api_key:
-            kwargs["api_key"] = dep.api_key
-        if traceparent:
-            kwargs["extra_headers"] = {**kwargs.get("extra_headers", {}), "traceparent": traceparent}
+        with_deployment(kwargs, dep, stream, traceparent)
         if endpoint == "audio/transcriptions":
             upload = body["file"]
             assert isinstance(upload, Upload)  # checked at the edge (endpoint_checks.py)
