@@ -19,15 +19,19 @@ from routeiq_gateway.providers.egress_setup import egress_policy
 from routeiq_gateway.state import build_state
 
 
+class Unreadable(Exception):
+    """A file check-config was given cannot be read at all (missing, a directory, no permission)."""
+
+
 def _read(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
     except IsADirectoryError:
-        raise SystemExit(f"{path}: is a directory, not a {what}") from None
+        raise Unreadable(f"{path}: is a directory, not a {what}") from None
     except FileNotFoundError:
-        raise SystemExit(f"{path}: no such file") from None
+        raise Unreadable(f"{path}: no such file") from None
     except OSError as exc:
-        raise SystemExit(f"{path}: {exc.strerror or exc}") from None
+        raise Unreadable(f"{path}: {exc.strerror or exc}") from None
 
 
 def check(config_path: Path, candidates_path: Path | None) -> tuple[list[str], list[str]]:
@@ -59,8 +63,8 @@ def main(argv: list[str]) -> int:
         candidates = beside if beside.is_file() else None
     try:
         problems, warnings = check(args.config, candidates)
-    except SystemExit as exc:
-        sys.stderr.write(f"routeiq-gateway check-config: {exc.code}\n")
+    except Unreadable as exc:
+        sys.stderr.write(f"routeiq-gateway check-config: {exc}\n")
         return 1
     for line in warnings:
         sys.stdout.write(f"warning: {line}\n")
