@@ -106,9 +106,6 @@ class Spool:
             return
         self._sealed_bytes += size
 
-    def close(self) -> None:
-        self.seal()
-
     # --- shipping ---
 
     def ready(self) -> list[Segment]:
