@@ -18,7 +18,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import itertools
+import os
 import re
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -147,6 +149,20 @@ def _csr_matvecs() -> Any:
     return csr_matvecs
 
 
+@functools.cache
+def _compiled_rows() -> Any:
+    """ngram_kernel.tfidf_rows, or None where numba is not installed (then numpy does the same, ~3x slower).
+    Imported on first use, not with this module: numba takes ~0.3 s to import. Its compiled code is cached on
+    disk (NUMBA_CACHE_DIR, by default a folder of the temp dir: the package's own folder is read-only in the
+    images), so a process compiles the kernel once per machine, not once per start."""
+    os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(tempfile.gettempdir(), "routeiq-numba-cache"))
+    try:
+        from routeiq_shared.ngram_kernel import tfidf_rows
+    except ImportError:
+        return None
+    return tfidf_rows
+
+
 BATCH_CHUNK = 256  # texts hashed in one pass: bounds the temporary arrays (~50 bytes per prompt byte)
 
 
@@ -266,7 +282,16 @@ class HashedTfidf:
         """The CSR arrays (indptr, indices, data) of transform(texts), without the matrix. Several texts are
         hashed together (_batch_rows), in chunks, so numpy's per-call overhead is paid once per chunk."""
         split = self._word_start()
-        if len(texts) > 1 and split is not None and self._ordered() and self.buckets & (self.buckets - 1) == 0:
+        if split is None or not self._ordered() or self.buckets & (self.buckets - 1) != 0:
+            return self._rows_one_by_one(texts)
+        compiled = _compiled_rows()
+        if compiled is not None and texts:
+            encoded = [t.lower().encode("utf-8", "surrogatepass") for t in texts]
+            offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+            np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)), out=offsets[1:])
+            raw = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+            return compiled(raw, offsets, self.columns, self.idf, self.buckets, split)  # type: ignore[no-any-return]
+        if len(texts) > 1:
             parts = [_batch_rows(self, texts[i : i + BATCH_CHUNK], split) for i in range(0, len(texts), BATCH_CHUNK)]
             if len(parts) == 1:
                 return parts[0]

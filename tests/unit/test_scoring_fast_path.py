@@ -1,7 +1,8 @@
 """The serving path's fast scoring gives the numbers of the straightforward computation the artifacts were
 published with: per-prompt Python-free hashing, np.unique, a scipy CSR matrix times the weights, scikit-learn's
 own predict. Small artifacts of every kind are trained on real MMLU prompts (synthetic ones when the file is not
-here) and scored both ways, one prompt at a time and in batches."""
+here) and scored both ways, one prompt at a time and in batches, through the compiled TF-IDF rows (numba,
+ngram_kernel.py) and through the numpy formulation used where numba is not installed."""
 
 from __future__ import annotations
 
@@ -26,6 +27,19 @@ def _rows() -> list[dict[str, str]]:
         return make_rows(1200, seed=3)
     with path.open(newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
+
+
+@pytest.fixture(params=["compiled", "numpy"])
+def rows_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test runs once through the compiled kernel and once through the numpy formulation."""
+    if request.param == "numpy":
+        monkeypatch.setattr(rm, "_compiled_rows", lambda: None)
+    return str(request.param)
+
+
+def test_the_compiled_kernel_is_what_serves_when_numba_is_installed() -> None:
+    # numba is a dependency of the `ml` extra: a kernel that failed to import would fall back to numpy silently
+    assert rm._compiled_rows() is not None
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +161,16 @@ def ref_score(scorer: Any, texts: list[str]) -> np.ndarray:
     raise AssertionError(f"no reference for {type(scorer).__name__}")
 
 
+_FITTED: dict[str, Any] = {}
+
+
+def _fitted(kind: str, fit: TrainingSet) -> Any:
+    """One fit per kind for both rows paths (the paths give the same numbers, so the same fit)."""
+    if kind not in _FITTED:
+        _FITTED[kind] = FITTERS[kind](fit, 0)
+    return _FITTED[kind]
+
+
 # --- the tests -----------------------------------------------------------------------------------------------
 
 
@@ -157,7 +181,7 @@ def test_hashes_match_a_byte_by_byte_reference(data: tuple[TrainingSet, list[str
         assert np.array_equal(fast[0], ref[0]) and np.array_equal(fast[1], ref[1]), text[:60]
 
 
-def test_tfidf_rows_match_the_reference_matrix(data: tuple[TrainingSet, list[str]]) -> None:
+def test_tfidf_rows_match_the_reference_matrix(data: tuple[TrainingSet, list[str]], rows_path: str) -> None:
     fit, texts = data
     f = FITTERS["logistic"](fit, 0).features  # type: ignore[attr-defined]  # a real fitted vocabulary
     fast, ref = f.transform(texts), ref_tfidf(f, texts)
@@ -166,12 +190,16 @@ def test_tfidf_rows_match_the_reference_matrix(data: tuple[TrainingSet, list[str
     assert np.max(np.abs(fast.data - ref.data)) <= TOLERANCE
     w = np.random.default_rng(0).normal(size=(f.idf.size, 5)).astype(np.float32)
     assert np.max(np.abs(f.dot(texts, w) - ref @ w)) <= TOLERANCE
+    for i, text in enumerate(texts):  # one prompt at a time, as the gateway scores an idle request
+        one = f.transform([text])
+        assert np.array_equal(one.indices, ref[i].indices), text[:60]
+        assert one.nnz == 0 or np.max(np.abs(one.data - ref[i].data)) <= TOLERANCE
 
 
 @pytest.mark.parametrize("kind", list(FITTERS))
-def test_every_kind_scores_as_the_reference(kind: str, data: tuple[TrainingSet, list[str]]) -> None:
+def test_every_kind_scores_as_the_reference(kind: str, data: tuple[TrainingSet, list[str]], rows_path: str) -> None:
     fit, texts = data
-    scorer = FITTERS[kind](fit, 0)
+    scorer = _fitted(kind, fit)
     expected = ref_score(scorer, texts)
     one_by_one = np.array([scorer.score([t])[0] for t in texts])
     batched = np.concatenate([scorer.score(texts[i : i + 64]) for i in range(0, len(texts), 64)])
