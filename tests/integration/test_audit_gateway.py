@@ -117,7 +117,7 @@ def test_roles_on_admin_endpoints_and_every_action_audited_in_s3(
         def reloads() -> list[dict[str, Any]]:
             return [r for r in _records(moto_s3, bucket)[0] if r["action"] == "config.reload"]
 
-        # reads: viewer 3, editor 1, break-glass 1; reloads: break-glass, admin token, SIGHUP (refused)
+        # reads: viewer 2, editor 1, break-glass 1; reloads: break-glass, admin token, SIGHUP (refused)
         wait_until(lambda: len(reloads()) == 3, timeout=15, detail=lambda: str(_records(moto_s3, bucket)[0]))
         records, bodies = _records(moto_s3, bucket)
         reads = [r for r in records if r["action"] == "config.read"]
