@@ -23,8 +23,18 @@ ROLE_MAP = {"rq-viewers": "viewer", "rq-editors": "editor", "rq-admins": "admin"
 BREAK_GLASS = b"break-glass-key-0123456789"
 
 
+@pytest.fixture(scope="module")
+def issuer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeIssuer]:
+    """One issuer for the tests that only read it (a process start and two key pairs each would be most of
+    their time)."""
+    fake = FakeIssuer(tmp_path_factory.mktemp("issuer")).start()
+    yield fake
+    fake.stop()
+
+
 @pytest.fixture
-def issuer(tmp_path: Path) -> Iterator[FakeIssuer]:
+def own_issuer(tmp_path: Path) -> Iterator[FakeIssuer]:
+    """An issuer of the test's own, for tests that rotate keys or stop it."""
     fake = FakeIssuer(tmp_path / "issuer").start()
     yield fake
     fake.stop()
@@ -161,17 +171,17 @@ def test_tampered_payload_is_refused(issuer: FakeIssuer) -> None:
     assert (err.status, err.code) == (401, "invalid_token")
 
 
-def test_unknown_kid_is_refused_rate_limited_then_rotation_is_picked_up(issuer: FakeIssuer) -> None:
-    ident = identity(settings(issuer, jwks_min_refresh_seconds=1.0))
-    assert authenticate(ident, bearer(issuer.token(issuer.claims(["rq-admins"])))).role == "admin"
-    fetched = issuer.jwks_fetches()
-    new_kid = issuer.add_key("RS256", publish=False)
-    token = issuer.token(issuer.claims(["rq-editors"]), new_kid)
+def test_unknown_kid_is_refused_rate_limited_then_rotation_is_picked_up(own_issuer: FakeIssuer) -> None:
+    ident = identity(settings(own_issuer, jwks_min_refresh_seconds=1.0))
+    assert authenticate(ident, bearer(own_issuer.token(own_issuer.claims(["rq-admins"])))).role == "admin"
+    fetched = own_issuer.jwks_fetches()
+    new_kid = own_issuer.add_key("RS256", publish=False)
+    token = own_issuer.token(own_issuer.claims(["rq-editors"]), new_kid)
     for _ in range(20):  # a flood of unknown kids: at most one refetch per interval
         err = refused(ident, bearer(token))
         assert err.status == 401 and "key id" in err.message
-    assert issuer.jwks_fetches() - fetched <= 1
-    issuer.publish(new_kid)  # rotation: the issuer now publishes the new key
+    assert own_issuer.jwks_fetches() - fetched <= 1
+    own_issuer.publish(new_kid)  # rotation: the issuer now publishes the new key
 
     def accepted() -> bool:
         try:
@@ -182,20 +192,35 @@ def test_unknown_kid_is_refused_rate_limited_then_rotation_is_picked_up(issuer: 
     wait_until(accepted, timeout=5, interval=0.1)
 
 
-def test_issuer_down_cached_keys_keep_working_unknown_kids_and_cold_caches_fail_clearly(issuer: FakeIssuer) -> None:
-    ident = identity(settings(issuer, jwks_min_refresh_seconds=0))
-    token = issuer.token(issuer.claims(["rq-admins"]))
+def test_issuer_down_cached_keys_keep_working_unknown_kids_and_cold_caches_fail_clearly(own_issuer: FakeIssuer) -> None:
+    ident = identity(settings(own_issuer, jwks_min_refresh_seconds=0))
+    token = own_issuer.token(own_issuer.claims(["rq-admins"]))
     assert authenticate(ident, bearer(token)).role == "admin"
-    issuer.stop()
+    own_issuer.stop()
     assert authenticate(ident, bearer(token)).role == "admin"  # cached keys keep working
-    unknown = issuer.token(issuer.claims(["rq-admins"]), issuer.add_key("ES256", publish=False))
+    unknown = own_issuer.token(own_issuer.claims(["rq-admins"]), own_issuer.add_key("ES256", publish=False))
     assert refused(ident, bearer(unknown)).status == 401
-    cold = refused(identity(settings(issuer)), bearer(token))  # never fetched: nothing to check against
+    cold = refused(identity(settings(own_issuer)), bearer(token))  # never fetched: nothing to check against
     assert (cold.status, cold.code) == (503, "oidc_unavailable")
     assert "unavailable" in cold.message
 
 
-def test_jwks_from_a_file(issuer: FakeIssuer, tmp_path: Path) -> None:
-    issuer.stop()  # the file alone is enough
-    ident = identity(settings(issuer, jwks_file=str(issuer.jwks_path)))
-    assert authenticate(ident, bearer(issuer.token(issuer.claims(["rq-editors"])))).role == "editor"
+def test_jwks_from_a_file(own_issuer: FakeIssuer, tmp_path: Path) -> None:
+    own_issuer.stop()  # the file alone is enough
+    ident = identity(settings(own_issuer, jwks_file=str(own_issuer.jwks_path)))
+    assert authenticate(ident, bearer(own_issuer.token(own_issuer.claims(["rq-editors"])))).role == "editor"
+
+
+def test_garbage_in_jwt_shape_is_401(issuer: FakeIssuer) -> None:
+    ident = identity(settings(issuer))
+    for token in ("a.b.c", "eyJhbGciOiJSUzI1NiJ9.@@@.###", "...."):
+        err = refused(ident, bearer(token))
+        assert err.status == 401, token
+
+
+def test_a_jwks_of_shared_secrets_gives_no_key(issuer: FakeIssuer, tmp_path: Path) -> None:
+    kid = next(iter(issuer.private))
+    jwks = tmp_path / "oct.json"
+    jwks.write_bytes(orjson.dumps({"keys": [{"kty": "oct", "kid": kid, "k": b64(b"s" * 32)}]}))
+    err = refused(identity(settings(issuer, jwks_file=str(jwks))), bearer(issuer.token(issuer.claims(["rq-admins"]))))
+    assert (err.status, err.code) == (503, "oidc_unavailable")
