@@ -51,7 +51,7 @@ class JwksCache:
         # The issuer is named by the operator, often in-cluster (Keycloak, Dex): any address but metadata ones.
         self.policy = policy or EgressPolicy.internal()
         self._keys: dict[str, PyJWK] = {}
-        self._fetched_at = 0.0  # monotonic, last successful fetch
+        self._fetched_at = -float("inf")  # monotonic, last successful fetch
         self._tried_at = -float("inf")  # monotonic, last attempt
         self._lock = asyncio.Lock()
         self.fetches = 0  # attempts, for tests and logs
