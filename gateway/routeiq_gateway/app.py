@@ -124,12 +124,14 @@ class GatewayApp:
         self.recorder = recorder
         self.inflight = InFlight()
         self.draining = False
-        identity = AdminIdentity(admin_keys, lambda: ref.current.oidc)
+        # One identity and one audit trail for every admin route, here and on the admin port
+        self.identity = AdminIdentity(admin_keys, lambda: ref.current.oidc)
+        self.audit = audit
         admin = AdminEndpoints(
             ref,
             models,
             reloader,
-            identity,
+            self.identity,
             lambda: {"draining": self.draining, "in_flight": self.inflight.requests},
             audit,
         )
