@@ -23,11 +23,13 @@ from opentelemetry.trace import SpanKind, StatusCode
 from routeiq_shared.routing_records import finish, route_record
 
 from routeiq_gateway.admin.endpoints import AdminEndpoints
+from routeiq_gateway.admin.identity import AdminIdentity
 from routeiq_gateway.admission import auth
 from routeiq_gateway.admission.endpoint_checks import SURFACE_CHECKS
 from routeiq_gateway.admission.inflight import InFlight
 from routeiq_gateway.admission.shed import admit, refuse_if_draining
 from routeiq_gateway.admission.validate import CHECKS, parse_json_object
+from routeiq_gateway.audit.trail import AuditTrail
 from routeiq_gateway.dispatch.dispatcher import Dispatcher, Outcome
 from routeiq_gateway.http import sse
 from routeiq_gateway.http.anthropic_errors import send_anthropic_error
@@ -112,6 +114,7 @@ class GatewayApp:
         models: ModelsRef,
         recorder: Recorder,
         scoring: ScoringRunner | None = None,
+        audit: AuditTrail | None = None,
     ) -> None:
         self.ref = ref
         self.models = models
@@ -121,8 +124,16 @@ class GatewayApp:
         self.recorder = recorder
         self.inflight = InFlight()
         self.draining = False
+        # One identity and one audit trail for every admin route, here and on the admin port
+        self.identity = AdminIdentity(admin_keys, lambda: ref.current.oidc)
+        self.audit = audit
         admin = AdminEndpoints(
-            ref, models, reloader, admin_keys, lambda: {"draining": self.draining, "in_flight": self.inflight.requests}
+            ref,
+            models,
+            reloader,
+            self.identity,
+            lambda: {"draining": self.draining, "in_flight": self.inflight.requests},
+            audit,
         )
         feedback = FeedbackEndpoint(ref, recorder, metrics)
         surface = SurfaceProvider(dispatcher)

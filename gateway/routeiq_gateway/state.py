@@ -13,8 +13,10 @@ from typing import Any
 
 import orjson
 from routeiq_shared.config_schema import (
+    AuditSettings,
     ConfigError,
     LoadedConfig,
+    OidcSettings,
     RecordsSettings,
     RouterSpec,
     content_version,
@@ -52,6 +54,8 @@ class GatewayState:
     measure: bool = False
     router_plans: dict[str, RouterPlan] = field(default_factory=dict)  # virtual model name → its plan
     records: RecordsSettings = field(default_factory=RecordsSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
+    oidc: OidcSettings | None = None  # routeiq.admin.oidc: admin identity by JWT besides ADMIN_API_KEYS
     request_ids: RequestIds = field(default_factory=lambda: RequestIds.for_master_key(None))
     prices: dict[str, tuple[float, float]] = field(default_factory=dict)  # group → llm_candidates.json prices
     allowed_fails: int = 3  # router_settings.allowed_fails: failures in a minute before a deployment cools down
@@ -145,6 +149,8 @@ def build_state(loaded: LoadedConfig, created: int) -> GatewayState:
         ),
         router_plans={name: build_plan(spec, loaded.candidates) for name, spec in routers.items()},
         records=cfg.routeiq.records,
+        audit=cfg.routeiq.audit,
+        oidc=cfg.routeiq.admin.oidc,
         request_ids=RequestIds.for_master_key(key.encode() if key else None),
         prices={name: (c.input_price, c.output_price) for name, c in loaded.candidates.items()},
         allowed_fails=cfg.router_settings.allowed_fails,

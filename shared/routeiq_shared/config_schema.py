@@ -370,12 +370,88 @@ class RecordsSettings(_Strict):
     )
 
 
+# Asymmetric JWS algorithms only: `none` and HS* (which would let the JWKS's public key act as a shared secret)
+# can never be configured.
+OidcAlgorithm = Literal["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
+AdminRole = Literal["viewer", "editor", "admin"]
+ADMIN_ROLES: tuple[AdminRole, ...] = ("viewer", "editor", "admin")  # lowest first
+
+
+def _default_algorithms() -> list[OidcAlgorithm]:
+    return ["RS256", "ES256"]
+
+
+def _issuer_url(value: str) -> str:
+    try:
+        check_url_literal(value)
+    except EgressError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+class OidcSettings(_Strict):
+    """Admin identity by OIDC JWT bearer tokens (gateway/routeiq_gateway/admin/oidc.py). Keys come from
+    `jwks_file`, else `jwks_url`, else the issuer's discovery document (`<issuer>/.well-known/openid-configuration`)."""
+
+    issuer: Annotated[str, AfterValidator(_issuer_url)] = Field(description="the `iss` tokens must carry")
+    audience: str = Field(min_length=1, description="the `aud` tokens must carry (the gateway's client id)")
+    jwks_url: Annotated[str, AfterValidator(_issuer_url)] | None = Field(
+        default=None, description="the issuer's JWKS; unset: taken from the discovery document"
+    )
+    jwks_file: str | None = Field(default=None, description="a JWKS on the volume instead of a URL (air-gapped)")
+    algorithms: list[OidcAlgorithm] = Field(
+        default_factory=_default_algorithms, min_length=1, description="accepted signature algorithms"
+    )
+    role_claim: str = Field(
+        default="groups", min_length=1, description="claim holding the caller's groups/roles; dotted path allowed"
+    )
+    role_map: dict[str, AdminRole] = Field(
+        default_factory=dict, description="claim value -> role; the highest role of a token's values wins"
+    )
+    leeway_seconds: float = Field(default=30.0, ge=0, le=300, description="clock skew allowed on exp/nbf/iat")
+    jwks_cache_seconds: float = Field(default=3600.0, ge=60, description="keys are refetched when older than this")
+    jwks_min_refresh_seconds: float = Field(
+        default=30.0, ge=0, description="an unknown kid refetches the keys at most this often"
+    )
+
+
+class AdminSettings(_Strict):
+    oidc: OidcSettings | None = None
+
+
+class AuditSettings(_Strict):
+    """The audit trail (gateway/routeiq_gateway/audit/): one record per admin action, config reload and model
+    change, spooled (append + fsync) and shipped in batches to `<store>/audit/YYYY/MM/DD/`."""
+
+    enabled: bool = Field(default=True, description="write audit records (to the spool; shipped when store is set)")
+    store: Annotated[str, AfterValidator(_store_uri)] | None = Field(
+        default=None, description="s3://bucket/prefix/ or file:///dir/ to ship to; unset: records stay in the spool"
+    )
+    batch_records: int = Field(default=100, ge=1, le=100_000, description="records per shipped object, at most")
+    flush_seconds: float = Field(default=10.0, gt=0, le=3600, description="a record is shipped at most this late")
+    sse: Literal["AES256", "aws:kms"] = Field(default="AES256", description="S3 server-side encryption")
+    kms_key_id: str | None = Field(default=None, min_length=1, description="the KMS key, with sse: aws:kms")
+    retention_days: int | None = Field(
+        default=None, ge=1, le=36500, description="S3 Object Lock retention per object (the bucket must have it)"
+    )
+    retention_mode: Literal["GOVERNANCE", "COMPLIANCE"] = "COMPLIANCE"
+    spool_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024, description="past this, records drop")
+
+    @model_validator(mode="after")
+    def _kms_key_needs_kms(self) -> AuditSettings:
+        if self.kms_key_id is not None and self.sse != "aws:kms":
+            raise _NestedError(("kms_key_id",), "kms_key_id is only used with sse: aws:kms")
+        return self
+
+
 class RouteIQSettings(_Strict):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     routers: list[RouterSpec] = Field(default_factory=list)
     egress: EgressSettings = Field(default_factory=EgressSettings)
     records: RecordsSettings = Field(default_factory=RecordsSettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
 
 
 class GatewayConfig(_Strict):

@@ -17,6 +17,7 @@ import hashlib
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -106,6 +107,28 @@ class ObjectVersion:
     size: int
 
 
+@dataclass(frozen=True, slots=True)
+class PutOptions:
+    """How S3 keeps a written object: server-side encryption and Object Lock retention (the bucket must have been
+    created with Object Lock). A file:// store has neither and ignores them."""
+
+    sse: str | None = None  # "AES256" or "aws:kms"
+    kms_key_id: str | None = None
+    lock_mode: str | None = None  # "GOVERNANCE" or "COMPLIANCE", with retain_until
+    retain_until: datetime | None = None
+
+    def s3_args(self) -> dict[str, Any]:
+        args: dict[str, Any] = {}
+        if self.sse:
+            args["ServerSideEncryption"] = self.sse
+        if self.kms_key_id:
+            args["SSEKMSKeyId"] = self.kms_key_id
+        if self.lock_mode and self.retain_until is not None:
+            args["ObjectLockMode"] = self.lock_mode
+            args["ObjectLockRetainUntilDate"] = self.retain_until
+        return args
+
+
 class ObjectStore(Protocol):
     location: StoreLocation
 
@@ -119,7 +142,9 @@ class ObjectStore(Protocol):
         """Stream the object into `dest` (an open-for-write path the caller owns); return its size."""
         ...
 
-    async def put(self, name: str, data: bytes, *, metadata: dict[str, str] | None = None) -> str: ...
+    async def put(
+        self, name: str, data: bytes, *, metadata: dict[str, str] | None = None, options: PutOptions | None = None
+    ) -> str: ...
 
     async def put_file(self, name: str, path: Path, *, metadata: dict[str, str] | None = None) -> str: ...
 
@@ -241,11 +266,14 @@ class S3Store:
         _check_declared(name, size, declared, None, None)
         return size
 
-    async def put(self, name: str, data: bytes, *, metadata: dict[str, str] | None = None) -> str:
+    async def put(
+        self, name: str, data: bytes, *, metadata: dict[str, str] | None = None, options: PutOptions | None = None
+    ) -> str:
         s3 = await self._s3()
+        extra = options.s3_args() if options is not None else {}
         async with self._errors(name):
             resp = await s3.put_object(
-                Bucket=self.location.bucket, Key=self.location.key(name), Body=data, Metadata=metadata or {}
+                Bucket=self.location.bucket, Key=self.location.key(name), Body=data, Metadata=metadata or {}, **extra
             )
         return str(resp.get("ETag", ""))
 
@@ -360,7 +388,9 @@ class FileStore:
     async def download(self, name: str, dest: Path, *, max_bytes: int) -> int:
         return await asyncio.to_thread(self._download, name, dest, max_bytes)
 
-    async def put(self, name: str, data: bytes, *, metadata: dict[str, str] | None = None) -> str:
+    async def put(
+        self, name: str, data: bytes, *, metadata: dict[str, str] | None = None, options: PutOptions | None = None
+    ) -> str:
         return await asyncio.to_thread(self._put, name, data)
 
     async def put_file(self, name: str, path: Path, *, metadata: dict[str, str] | None = None) -> str:

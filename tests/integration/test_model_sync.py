@@ -378,6 +378,12 @@ BROKEN = "v2-broken"  # a properly published version the bad-input cases break
 TRUNCATED = "v2-truncated"
 
 
+def audit_spool(dirs: VolumeDirs) -> list[dict[str, Any]]:
+    """The gateway's audit records still in its spool (open and sealed segments), oldest first."""
+    lines = [line for p in sorted((dirs.run_dir / "audit").glob("seg-*.jsonl")) for line in p.read_bytes().splitlines()]
+    return sorted((json.loads(line) for line in lines), key=lambda r: r["at"])
+
+
 @pytest.fixture(scope="module")
 def pod(
     moto_s3: MotoS3,
@@ -652,6 +658,11 @@ def test_rollback_through_current_restores_the_kept_copy_without_a_download(pod:
         entry = agent.wait_version(NAME, "v1")
         assert entry["sha256"] == sha256_hex(pod.artifacts["v1"].read_bytes())
         assert wait_serving(pod.client, "v1") == Routed("v1", "fast")
+        # The gateway's audit trail (kept in its spool: this pod ships it nowhere) has the swap back, by digest
+        v1_sha, v2_sha = (sha256_hex(pod.artifacts[v].read_bytes()) for v in ("v1", "v2"))
+        swaps = [r for r in audit_spool(pod.dirs) if r["action"] == "model.swap" and r["target"] == f"model:{NAME}@v1"]
+        assert swaps and swaps[-1]["actor"] == {"subject": "gateway", "how": "system"}
+        assert (swaps[-1]["before_digest"], swaps[-1]["after_digest"], swaps[-1]["result"]) == (v2_sha, v1_sha, "ok")
         assert agent.metric(DOWNLOADS, name=NAME, result="restored_previous") == restored + 1
         assert agent.metric("routeiq_model_sync_bytes_total") == downloaded
         (record,) = [r for r in agent.json_logs()[agent_mark:] if r.get("message") == "Model installed"]
@@ -853,6 +864,9 @@ def test_pickle_that_raises_on_load_is_never_swapped_in(pod: Pod) -> None:
         assert_serving(pod.client, "v1")
         assert model_info_versions(gw) == ["v1"]
         assert records(gw, GATEWAY_LOADED, after=gw_mark) == []
+        refused = [r for r in audit_spool(pod.dirs) if r["result"] == "load_failed"]
+        assert refused and refused[-1]["action"] == "model.swap" and refused[-1]["after_digest"] is None
+        assert refused[-1]["before_digest"] == sha256_hex(pod.artifacts["v1"].read_bytes())
     finally:
         pod.restore()
     # Back at v1 from the copy the agent kept: the gateway loads it again.
@@ -1087,6 +1101,10 @@ def test_gateway_restarted_on_a_half_installed_pair_serves_the_kept_previous_pai
     assert record["version"] == "v1" and record["slot"] == "previous", record
     assert model_info_versions(gw) == ["v1"]
     assert gateway_metric(gw, "routeiq_router_model_reloads_total", name=NAME, result="previous") == 1.0
+    (rollback,) = [r for r in audit_spool(VolumeDirs(tmp_path)) if r["action"].startswith("model.")]
+    assert (rollback["action"], rollback["target"], rollback["result"]) == ("model.rollback", f"model:{NAME}@v1", "ok")
+    assert rollback["before_digest"] is None
+    assert rollback["after_digest"] == sha256_hex(artifacts["v1"].read_bytes())
 
 
 def test_gateway_refuses_a_tampered_previous_pair_too(

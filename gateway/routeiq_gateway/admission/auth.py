@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Iterable
 
 from routeiq_gateway.http.asgi import Scope
 from routeiq_gateway.http.errors import GatewayError
@@ -32,16 +33,26 @@ def check_any_key(allowed: tuple[bytes, ...], authorization: bytes | None, x_api
     key = presented_key(authorization, x_api_key)
     if not allowed:
         raise GatewayError(403, "The admin API is closed: set ADMIN_API_KEYS to open it.", code="admin_closed")
-    matched = False
-    for candidate in allowed:
-        matched |= key is not None and hmac.compare_digest(key, candidate)
-    if not matched:
+    if key is None or not matches_any(allowed, key):
         raise GatewayError(401, _UNAUTHORIZED, code="invalid_api_key")
 
 
+def matches_any(allowed: tuple[bytes, ...], key: bytes) -> bool:
+    """Every key is compared, so timing reveals neither which matched nor how many there are to try."""
+    matched = False
+    for candidate in allowed:
+        matched |= hmac.compare_digest(key, candidate)
+    return matched
+
+
 def auth_headers(scope: Scope) -> tuple[bytes | None, bytes | None]:
+    return credential_headers(scope["headers"])
+
+
+def credential_headers(headers: Iterable[tuple[bytes, bytes]]) -> tuple[bytes | None, bytes | None]:
+    """`Authorization` and `x-api-key` from ASGI headers (names already lower-case)."""
     authorization = x_api_key = None
-    for key, value in scope["headers"]:
+    for key, value in headers:
         if key == b"authorization":
             authorization = value
         elif key == b"x-api-key":

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from routeiq_shared.config_schema import ConfigError
 
+from routeiq_gateway.audit.record import Actor, signal_actor
+from routeiq_gateway.audit.trail import AuditTrail
 from routeiq_gateway.lifecycle.status_report import StatusReport
 from routeiq_gateway.observability.metrics import GatewayMetrics
 from routeiq_gateway.state import GatewayState, StateRef, load_state_from_files
@@ -31,6 +33,7 @@ class Reloader:
         prepare: Callable[[GatewayState], None],
         after_swap: Callable[[], Awaitable[None]] | None = None,
         report: StatusReport | None = None,
+        audit: AuditTrail | None = None,
     ) -> None:
         self.ref = ref
         self.config_path = config_path
@@ -41,6 +44,7 @@ class Reloader:
         # Runs on the event loop after a successful swap: e.g. load the router models the new config names.
         self.after_swap = after_swap
         self.report = report  # the status file config-sync reads back, and the auth-disabled warning
+        self.audit = audit  # one record per reload, with its result
         self._lock = asyncio.Lock()
 
     def _build(self) -> GatewayState:
@@ -48,7 +52,9 @@ class Reloader:
         self.prepare(state)
         return state
 
-    async def reload(self, trigger: str) -> tuple[bool, str]:
+    async def reload(self, trigger: str, actor: Actor | None = None, trace_id: str | None = None) -> tuple[bool, str]:
+        """`actor` is who asked (an admin API caller); a signal's trigger names it otherwise."""
+        who = actor or signal_actor(trigger)
         async with self._lock:
             old = self.ref.current
             try:
@@ -69,6 +75,7 @@ class Reloader:
                 )
                 if self.report is not None:
                     self.report.refused(old, trigger, exc)
+                self._audit(who, old.version, None, "refused", trace_id)
                 return False, str(exc)
             self.ref.current = new
             self.metrics.reloads.labels("success").inc()
@@ -87,6 +94,20 @@ class Reloader:
             )
             if self.report is not None:
                 self.report.loaded(new, trigger)
+            result = "reloaded" if new.version != old.version else "unchanged"
+            self._audit(who, old.version, new.version, result, trace_id)
         if self.after_swap is not None:
             await self.after_swap()
         return True, "reloaded" if new.version != old.version else "unchanged"
+
+    def _audit(self, actor: Actor, before: str, after: str | None, result: str, trace_id: str | None) -> None:
+        if self.audit is not None:  # config versions are content digests: the record holds no config text
+            self.audit.record(
+                actor,
+                "config.reload",
+                "config",
+                result=result,
+                before_digest=before,
+                after_digest=after,
+                trace_id=trace_id,
+            )

@@ -25,6 +25,9 @@ from routeiq_shared.egress import EgressPolicy
 from routeiq_shared.gateway_files import IDENTITY_FILE, GatewayIdentity
 
 from routeiq_gateway.app import GatewayApp
+from routeiq_gateway.audit.metrics import AuditMetrics
+from routeiq_gateway.audit.shipping import AuditTarget
+from routeiq_gateway.audit.trail import AuditTrail, SpoolSink, pending_records
 from routeiq_gateway.dispatch.dispatcher import Dispatcher
 from routeiq_gateway.http.limits import EdgeLimits
 from routeiq_gateway.http.protocol import BoundedHttpToolsProtocol
@@ -38,7 +41,7 @@ from routeiq_gateway.providers.native import NativeProvider
 from routeiq_gateway.providers.upstream_settings import UpstreamSettings
 from routeiq_gateway.records.recorder import Recorder
 from routeiq_gateway.records.shipper import Shipper
-from routeiq_gateway.records.spool import Spool
+from routeiq_gateway.records.spool import open_spool
 from routeiq_gateway.routing.model_watch import ModelMetrics, ModelsRef, ModelWatcher
 from routeiq_gateway.routing.router_models import VerifyPolicy
 from routeiq_gateway.routing.runtime import RuntimeState
@@ -112,9 +115,27 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
             dispatcher.litellm = _litellm_provider(pool.policy)  # after_swap sets the new one
 
     ref = StateRef(state)
+    audit_spool = open_spool(
+        opts.run_dir / "audit", state.audit.spool_max_bytes, fsync=True, what="audit record", event="audit"
+    )
+    audit_metrics = AuditMetrics(metrics.registry)
+    audit_metrics.pending.set_function(lambda: pending_records(audit_spool))
+    audit = AuditTrail(lambda: ref.current.audit, audit_metrics, [SpoolSink(audit_spool, lambda: ref.current.audit)])
+    audit_shipper = Shipper(
+        audit_spool,
+        metrics,
+        lambda: ref.current.audit,
+        target=AuditTarget(lambda: ref.current.audit),
+        counters=audit_metrics.ship_counters(),
+    )
     models = ModelsRef()
     watcher = ModelWatcher(
-        opts.models_dir, opts.verify, models, ModelMetrics(metrics.registry), lambda: ref.current.router_artifacts
+        opts.models_dir,
+        opts.verify,
+        models,
+        ModelMetrics(metrics.registry),
+        lambda: ref.current.router_artifacts,
+        audit,
     )
 
     async def after_swap() -> None:
@@ -122,10 +143,10 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
         runtime.forget_except(ref.current.deployment_ids)
         await watcher.load_wanted()
 
-    reloader = Reloader(ref, opts.config_path, opts.candidates_path, metrics, prepare, after_swap, report)
-    spool = _open_spool(opts.run_dir / "records", state)
+    reloader = Reloader(ref, opts.config_path, opts.candidates_path, metrics, prepare, after_swap, report, audit)
+    spool = open_spool(opts.run_dir / "records", state.records.spool_max_bytes)
     shipper = Shipper(spool, metrics, lambda: ref.current.records)
-    app = GatewayApp(ref, dispatcher, metrics, reloader, opts.admin_keys, models, Recorder(spool, metrics))
+    app = GatewayApp(ref, dispatcher, metrics, reloader, opts.admin_keys, models, Recorder(spool, metrics), audit=audit)
     config = uvicorn.Config(
         app,
         host=opts.host,
@@ -162,11 +183,14 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
     stop_watching = asyncio.Event()
     watching = asyncio.create_task(watcher.run(stop_watching))
     shipping = asyncio.create_task(shipper.run(stop_watching))
+    shipping_audit = asyncio.create_task(audit_shipper.run(stop_watching))
     try:
         await server.serve()
     finally:
         stop_watching.set()
-        await asyncio.wait({watching, shipping}, timeout=2)
+        await asyncio.wait({watching, shipping, shipping_audit}, timeout=2)
+        await audit_shipper.drain(RECORDS_DRAIN_SECONDS)
+        await audit_shipper.close()
         await shipper.drain(RECORDS_DRAIN_SECONDS)
         await shipper.close()
         pool.close()
@@ -178,25 +202,6 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
         if tracer_provider is not None:
             tracer_provider.shutdown()  # flush spans still queued for export
     return 0
-
-
-def _open_spool(directory: Path, state: GatewayState) -> Spool:
-    """The records spool; segments a previous process left are sealed for shipping. A volume that refuses the
-    directory is logged: the gateway serves, and each record is dropped and counted (write_error)."""
-    spool = Spool(directory, state.records.spool_max_bytes)
-    try:
-        recovered = spool.recover()
-    except OSError as exc:
-        log.error(
-            "Routing records spool is not usable; records are dropped until it is",
-            extra={"event": "records_spool_error", "dir": str(directory), "reason": str(exc)},
-        )
-    else:
-        if recovered:
-            log.info(
-                "Routing records recovered from the spool", extra={"event": "records_recovered", "segments": recovered}
-            )
-    return spool
 
 
 def _install_signals(server: _Server, app: GatewayApp, reloader: Reloader) -> None:

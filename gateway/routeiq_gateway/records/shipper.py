@@ -1,6 +1,9 @@
-"""Ships sealed spool segments to `<store>/records/YYYY/MM/DD/…jsonl`, oldest first; deletes each only once the
-store has it. While the store is down the spool keeps everything (up to its bound) and the shipper retries with
-capped, jittered backoff; at drain it seals the open segment and tries once more, within the time it is given."""
+"""Ships sealed spool segments to the object store, oldest first; deletes each only once the store has it. While
+the store is down the spool keeps everything (up to its bound) and the shipper retries with capped, jittered
+backoff; at drain it seals the open segment and tries once more, within the time it is given.
+
+What is shipped is a `ShipTarget`: routing records (`<store>/records/YYYY/MM/DD/…jsonl`, RecordsTarget below) and
+the audit trail (audit/shipping.py), which names objects by content so a replay after a crash is no duplicate."""
 
 from __future__ import annotations
 
@@ -13,9 +16,11 @@ import random
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
 
-from routeiq_shared.config_schema import RecordsSettings
-from routeiq_shared.objectstore import ObjectStore, StoreError, open_store
+from prometheus_client import Counter, Gauge
+from routeiq_shared.objectstore import ObjectStore, PutOptions, StoreError, open_store
 from routeiq_shared.routing_records import record_key
 
 from routeiq_gateway.observability.metrics import GatewayMetrics
@@ -35,22 +40,76 @@ def writer_name() -> str:
     return f"{host}-{os.urandom(3).hex()}"
 
 
+class ShipSettings(Protocol):
+    """The reloadable settings a shipper reads (RecordsSettings, AuditSettings)."""
+
+    @property
+    def store(self) -> str | None: ...
+    @property
+    def batch_records(self) -> int: ...
+    @property
+    def flush_seconds(self) -> float: ...
+
+
+class ShipTarget(Protocol):
+    what: str  # for log lines: "Routing records", "Audit records"
+    event: str  # log events are f"{event}_shipped", f"{event}_ship_failed", f"{event}_drain"
+    # True when key() is a function of the content: an object already there is this segment shipped before a
+    # crash cut the spool's delete short, so it is not written again (a versioned bucket would keep a copy).
+    idempotent: bool
+
+    def key(self, segment: Segment, data: bytes) -> str: ...
+
+    def options(self) -> PutOptions | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ShipCounters:
+    shipped: Counter  # objects
+    failures: Counter  # by reason
+    last_shipped: Gauge
+    shipped_records: Counter | None = None  # lines, where someone counts records
+
+
+class RecordsTarget:
+    """Routing records: named by writer and sequence (`<store>/records/YYYY/MM/DD/<writer>-<time>-<seq>.jsonl`)."""
+
+    what = "Routing records"
+    event = "records"
+    idempotent = False
+
+    def __init__(self) -> None:
+        self.writer = writer_name()
+        self._seq = 0
+
+    def key(self, segment: Segment, data: bytes) -> str:
+        self._seq += 1
+        return record_key(segment.first_time, self.writer, self._seq)
+
+    def options(self) -> PutOptions | None:
+        return None
+
+
 class Shipper:
     def __init__(
         self,
         spool: Spool,
         metrics: GatewayMetrics,
-        settings: Callable[[], RecordsSettings],
+        settings: Callable[[], ShipSettings],
         store_factory: Callable[[str], ObjectStore] = open_store,
+        *,
+        target: ShipTarget | None = None,
+        counters: ShipCounters | None = None,
     ) -> None:
         self.spool = spool
-        self.metrics = metrics
         self.settings = settings
-        self.writer = writer_name()
+        self.target: ShipTarget = target or RecordsTarget()
+        self.counters = counters or ShipCounters(
+            metrics.records_shipped, metrics.records_ship_failures, metrics.records_last_shipped
+        )
         self._store_factory = store_factory
         self._store: ObjectStore | None = None
         self._store_uri: str | None = None
-        self._seq = 0
         self._backoff = 0.0
         self._retry_at = 0.0
         self._rng = random.Random()
@@ -79,8 +138,8 @@ class Shipper:
             await asyncio.wait_for(self.ship_ready(store), seconds)
         except TimeoutError:
             log.warning(
-                "Routing records left in the spool at shutdown",
-                extra={"event": "records_drain", "segments": len(self.spool.ready())},
+                f"{self.target.what} left in the spool at shutdown",
+                extra={"event": f"{self.target.event}_drain", "segments": len(self.spool.ready())},
             )
 
     async def close(self) -> None:
@@ -105,28 +164,40 @@ class Shipper:
         except OSError as exc:
             self._failed("read_error", segment, str(exc))
             return False
-        self._seq += 1
-        key = record_key(segment.first_time, self.writer, self._seq)
+        key = self.target.key(segment, data)
+        options = self.target.options()
+        replayed = False
         try:
-            await store.put(key, data, metadata={"sha256": hashlib.sha256(data).hexdigest()})
+            if self.target.idempotent and await store.exists(key):
+                replayed = True
+            elif options is None:
+                await store.put(key, data, metadata={"sha256": hashlib.sha256(data).hexdigest()})
+            else:
+                await store.put(key, data, metadata={"sha256": hashlib.sha256(data).hexdigest()}, options=options)
         except StoreError as exc:
             self._failed(exc.reason, segment, str(exc))
             return False
         self.spool.shipped(segment)
-        self.metrics.records_shipped.inc()
-        self.metrics.records_last_shipped.set(time.time())
-        log.info("Routing records shipped", extra={"event": "records_shipped", "key": key, "bytes": len(data)})
+        c = self.counters
+        c.shipped.inc()
+        if c.shipped_records is not None:
+            c.shipped_records.inc(data.count(b"\n"))
+        c.last_shipped.set(time.time())
+        log.info(
+            f"{self.target.what} shipped",
+            extra={"event": f"{self.target.event}_shipped", "key": key, "bytes": len(data), "replayed": replayed},
+        )
         return True
 
     def _failed(self, reason: str, segment: Segment, detail: str) -> None:
-        self.metrics.records_ship_failures.labels(reason).inc()
+        self.counters.failures.labels(reason).inc()
         self._backoff = min(BACKOFF_MAX, max(BACKOFF_FIRST, self._backoff * 2))
         delay = self._backoff * (0.5 + self._rng.random() / 2)
         self._retry_at = time.monotonic() + delay
         log.warning(
-            "Routing records not shipped; kept in the spool",
+            f"{self.target.what} not shipped; kept in the spool",
             extra={
-                "event": "records_ship_failed",
+                "event": f"{self.target.event}_ship_failed",
                 "reason": reason,
                 "detail": detail,
                 "segment": segment.path.name,

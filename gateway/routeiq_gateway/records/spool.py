@@ -5,6 +5,9 @@ age, at drain). Appends are plain `write`s to an O_APPEND descriptor from the ev
 thread, and the kernel keeps them if the process dies. A segment left open by a dead process is sealed at the next
 start, its torn last line cut off. The spool is bounded: past `max_bytes`, or when the volume refuses a write, a
 record is dropped and counted, never allowed to stall or fail the request it describes.
+
+With `fsync=True` (the audit trail: a few records a minute, each of which must survive a power cut) every append
+is also flushed to the disk before `append` returns.
 """
 
 from __future__ import annotations
@@ -29,9 +32,11 @@ class Segment:
 
 
 class Spool:
-    def __init__(self, directory: Path, max_bytes: int) -> None:
+    def __init__(self, directory: Path, max_bytes: int, *, fsync: bool = False, what: str = "routing record") -> None:
         self.dir = directory
         self.max_bytes = max_bytes
+        self.fsync = fsync
+        self.what = what  # named in the error log
         self._fd: int | None = None
         self._path: Path | None = None
         self._opened_at = 0.0  # monotonic, for the age of the open segment
@@ -79,6 +84,8 @@ class Spool:
             written = os.write(self._fd, line)
             if written != len(line):  # a short write on a full volume: cut it, the line would be torn
                 raise OSError(28, "short write")
+            if self.fsync:
+                os.fsync(self._fd)
         except OSError as exc:
             self._torn(exc)
             return "write_error"
@@ -141,7 +148,7 @@ class Spool:
                 os.ftruncate(self._fd, self._size)
             except OSError:
                 self.seal()  # cannot repair it here: sealed as is, the reader skips a torn line and says where
-        self._log_error("a routing record could not be written to the spool", exc)
+        self._log_error(f"a {self.what} could not be written to the spool", exc)
 
     def _log_error(self, message: str, exc: OSError) -> None:
         now = time.monotonic()
@@ -155,3 +162,22 @@ def _cut_torn_tail(path: Path) -> None:
     if data and not data.endswith(b"\n"):
         with path.open("r+b") as fh:
             fh.truncate(data.rfind(b"\n") + 1)
+
+
+def open_spool(
+    directory: Path, max_bytes: int, *, fsync: bool = False, what: str = "routing record", event: str = "records"
+) -> Spool:
+    """A spool, with the segments a previous process left sealed for shipping. A volume that refuses the directory
+    is logged: the gateway serves, and each record is dropped and counted (write_error)."""
+    spool = Spool(directory, max_bytes, fsync=fsync, what=what)
+    try:
+        recovered = spool.recover()
+    except OSError as exc:
+        log.error(
+            f"The {what} spool is not usable; records are dropped until it is",
+            extra={"event": f"{event}_spool_error", "dir": str(directory), "reason": str(exc)},
+        )
+    else:
+        if recovered:
+            log.info(f"{what}s recovered from the spool", extra={"event": f"{event}_recovered", "segments": recovered})
+    return spool

@@ -17,6 +17,8 @@ from types import MappingProxyType
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from routeiq_gateway.audit.record import SYSTEM
+from routeiq_gateway.audit.trail import AuditTrail
 from routeiq_gateway.routing.router_models import LoadedModel, ModelLoadError, VerifyPolicy, load_model
 
 log = logging.getLogger("routeiq.gateway.models")
@@ -66,12 +68,14 @@ class ModelWatcher:
         ref: ModelsRef,
         metrics: ModelMetrics,
         wanted: Callable[[], set[str]],
+        audit: AuditTrail | None = None,
     ) -> None:
         self.models_dir = models_dir
         self.policy = policy
         self.ref = ref
         self.metrics = metrics
         self.wanted = wanted  # artifact names the current config's routers use
+        self.audit = audit  # one record per swap, rollback to the kept pair, or refused load
         self._lock = asyncio.Lock()
 
     async def load(self, name: str) -> bool:
@@ -92,6 +96,7 @@ class ModelWatcher:
                         "serving_version": current.version if current else None,
                     },
                 )
+                self._audit("model.swap", name, current, None, exc.reason)
                 return False
             previous = self.ref.swap(loaded)
         self.metrics.reloads.labels(name, "previous" if loaded.slot else "ok").inc()
@@ -99,6 +104,9 @@ class ModelWatcher:
         if previous is not None and previous.version != loaded.version:
             self.metrics.info.remove(name, previous.version)
         self.metrics.info.labels(name, loaded.version).set(1)
+        if previous is None or previous.sha256 != loaded.sha256:
+            # serving the kept previous pair is the gateway's own rollback
+            self._audit("model.rollback" if loaded.slot else "model.swap", name, previous, loaded, "ok")
         log.info(
             "Router model loaded",
             extra={
@@ -134,3 +142,17 @@ class ModelWatcher:
             names = {Path(p).name[: -len(MANIFEST_SUFFIX)] for _, p in changes if p.endswith(MANIFEST_SUFFIX)}
             for name in sorted(names & self.wanted()):
                 await self.load(name)
+
+    def _audit(
+        self, action: str, name: str, before: LoadedModel | None, after: LoadedModel | None, result: str
+    ) -> None:
+        if self.audit is not None:  # digests are the artifacts' sha256, versions are in the target
+            target = f"model:{name}@{after.version if after else (before.version if before else '-')}"
+            self.audit.record(
+                SYSTEM,
+                action,
+                target,
+                result=result,
+                before_digest=before.sha256 if before else None,
+                after_digest=after.sha256 if after else None,
+            )
