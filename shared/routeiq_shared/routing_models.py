@@ -149,18 +149,33 @@ def _csr_matvecs() -> Any:
     return csr_matvecs
 
 
+def _numba_cache() -> None:
+    """Where numba keeps compiled code between processes (NUMBA_CACHE_DIR, by default a folder of the temp dir:
+    the package's own folder is read-only in the images), so a machine compiles a kernel once, not every start.
+    Set before numba is first imported, which is only ever on first use of a kernel: it takes ~0.3 s."""
+    os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(tempfile.gettempdir(), "routeiq-numba-cache"))
+
+
 @functools.cache
 def _compiled_rows() -> Any:
-    """ngram_kernel.tfidf_rows, or None where numba is not installed (then numpy does the same, ~3x slower).
-    Imported on first use, not with this module: numba takes ~0.3 s to import. Its compiled code is cached on
-    disk (NUMBA_CACHE_DIR, by default a folder of the temp dir: the package's own folder is read-only in the
-    images), so a process compiles the kernel once per machine, not once per start."""
-    os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(tempfile.gettempdir(), "routeiq-numba-cache"))
+    """ngram_kernel.tfidf_rows, or None where numba is not installed (then numpy does the same, ~3x slower)."""
+    _numba_cache()
     try:
         from routeiq_shared.ngram_kernel import tfidf_rows
     except ImportError:
         return None
     return tfidf_rows
+
+
+@functools.cache
+def _compiled_walk() -> Any:
+    """tree_kernel.leaf_values, or None where numba is not installed (then BoostedTrees walks with numpy)."""
+    _numba_cache()
+    try:
+        from routeiq_shared.tree_kernel import leaf_values
+    except ImportError:
+        return None
+    return leaf_values
 
 
 BATCH_CHUNK = 256  # texts hashed in one pass: bounds the temporary arrays (~50 bytes per prompt byte)
@@ -659,15 +674,19 @@ class BoostedTrees:
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """P(label) of each model, (n_rows, n_models), for rows x (n_rows, n_inputs)."""
-        x = np.asarray(x, dtype=np.float64)
+        x = np.ascontiguousarray(x, dtype=np.float64)
         raw = np.broadcast_to(self.baselines, (x.shape[0], self.baselines.size)).copy()
         if self.roots.size:
-            nodes = np.broadcast_to(self.roots, (x.shape[0], self.roots.size))
-            rows = np.arange(x.shape[0])[:, None]
-            for _ in range(self.depth):
-                goes_left = x[rows, self.feature[nodes]] <= self.threshold[nodes]
-                nodes = self.children[nodes, goes_left.astype(np.int64)]
-            values = self.value[nodes]
+            walk = _compiled_walk()
+            if walk is not None:
+                values = walk(self.feature, self.threshold, self.children, self.value, self.roots, self.depth, x)
+            else:
+                nodes = np.broadcast_to(self.roots, (x.shape[0], self.roots.size))
+                rows = np.arange(x.shape[0])[:, None]
+                for _ in range(self.depth):
+                    goes_left = x[rows, self.feature[nodes]] <= self.threshold[nodes]
+                    nodes = self.children[nodes, goes_left.astype(np.int64)]
+                values = self.value[nodes]
             for m, start in enumerate(self.model_starts):
                 end = self.model_starts[m + 1] if m + 1 < self.model_starts.size else self.roots.size
                 raw[:, m] += values[:, start:end].sum(axis=1)
@@ -687,7 +706,11 @@ class StackHeads:
     subjects: tuple[str, ...]
 
     def row(self, x: Any) -> np.ndarray:
-        z = np.asarray(x @ self.weights, dtype=np.float64) + self.intercept
+        return self.row_of_product(x @ self.weights)
+
+    def row_of_product(self, product: Any) -> np.ndarray:
+        """row(x) given x @ weights (computed by the caller, e.g. HashedTfidf.dot, without the sparse matrix)."""
+        z = np.asarray(product, dtype=np.float64) + self.intercept
         k = len(self.subjects)
         p = 1.0 / (1.0 + np.exp(-z[:, :k]))
         p /= np.maximum(p.sum(axis=1, keepdims=True), 1e-300)
@@ -713,7 +736,11 @@ class BoostedGainScorer:
 
     def dense(self, texts: list[str]) -> np.ndarray:
         hand = np.vstack([prompt_features(t) for t in texts]) if texts else np.zeros((0, len(PROMPT_FEATURES)))
-        return np.hstack((self.heads.row(self.features.transform(texts)), hand))
+        if isinstance(self.features, HashedTfidf):
+            heads = self.heads.row_of_product(self.features.dot(texts, self.heads.weights))
+        else:
+            heads = self.heads.row(self.features.transform(texts))
+        return np.hstack((heads, hand))
 
     def score(self, texts: list[str]) -> np.ndarray:
         p = self.trees.predict_proba(self.dense(texts))

@@ -31,15 +31,16 @@ def _rows() -> list[dict[str, str]]:
 
 @pytest.fixture(params=["compiled", "numpy"])
 def rows_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Each test runs once through the compiled kernel and once through the numpy formulation."""
+    """Each test runs once through the compiled kernels and once through the numpy formulation."""
     if request.param == "numpy":
         monkeypatch.setattr(rm, "_compiled_rows", lambda: None)
+        monkeypatch.setattr(rm, "_compiled_walk", lambda: None)
     return str(request.param)
 
 
 def test_the_compiled_kernel_is_what_serves_when_numba_is_installed() -> None:
     # numba is a dependency of the `ml` extra: a kernel that failed to import would fall back to numpy silently
-    assert rm._compiled_rows() is not None
+    assert rm._compiled_rows() is not None and rm._compiled_walk() is not None
 
 
 @pytest.fixture(scope="module")
