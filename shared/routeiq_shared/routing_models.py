@@ -168,6 +168,25 @@ def _compiled_rows() -> Any:
 
 
 @functools.cache
+def _compiled_dot() -> Any:
+    """ngram_kernel.tfidf_dot, or None where numba is not installed (then rows, then scipy's CSR kernel)."""
+    _numba_cache()
+    try:
+        from routeiq_shared.ngram_kernel import tfidf_dot
+    except ImportError:
+        return None
+    return tfidf_dot
+
+
+def _packed(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The kernels' input: every text lower-cased and UTF-8 encoded, concatenated, and where each starts."""
+    encoded = [t.lower().encode("utf-8", "surrogatepass") for t in texts]
+    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)), out=offsets[1:])
+    return np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets
+
+
+@functools.cache
 def _compiled_walk() -> Any:
     """tree_kernel.leaf_values, or None where numba is not installed (then BoostedTrees walks with numpy)."""
     _numba_cache()
@@ -301,11 +320,9 @@ class HashedTfidf:
             return self._rows_one_by_one(texts)
         compiled = _compiled_rows()
         if compiled is not None and texts:
-            encoded = [t.lower().encode("utf-8", "surrogatepass") for t in texts]
-            offsets = np.zeros(len(texts) + 1, dtype=np.int64)
-            np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)), out=offsets[1:])
-            raw = np.frombuffer(b"".join(encoded), dtype=np.uint8)
-            return compiled(raw, offsets, self.columns, self.idf, self.buckets, split)  # type: ignore[no-any-return]
+            raw, offsets = _packed(texts)
+            bits, base = self._column_index()
+            return compiled(raw, offsets, bits, base, self.idf, self.buckets, split)  # type: ignore[no-any-return]
         if len(texts) > 1:
             parts = [_batch_rows(self, texts[i : i + BATCH_CHUNK], split) for i in range(0, len(texts), BATCH_CHUNK)]
             if len(parts) == 1:
@@ -334,8 +351,16 @@ class HashedTfidf:
         )
 
     def dot(self, texts: list[str], dense: np.ndarray) -> np.ndarray:
-        """transform(texts) @ dense, the same float32 numbers, computed without building the sparse matrix."""
-        return _csr_dot(*self.rows(texts), dense)
+        """transform(texts) @ dense, the same float32 numbers, computed without building the sparse matrix (and,
+        compiled, without the CSR arrays either: the weights' rows are read as each n-gram's value is known)."""
+        compiled = _compiled_dot() if texts and dense.dtype == np.float32 and dense.ndim == 2 else None
+        split = self._word_start()
+        if compiled is None or split is None or not self._ordered() or self.buckets & (self.buckets - 1) != 0:
+            return _csr_dot(*self.rows(texts), dense)
+        raw, offsets = _packed(texts)
+        bits, base = self._column_index()
+        out = compiled(raw, offsets, bits, base, self.idf, self.buckets, split, np.ascontiguousarray(dense))
+        return out  # type: ignore[no-any-return]
 
     def row(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         cols = self.columns[hashed_buckets(text, self.buckets)]
@@ -362,6 +387,16 @@ class HashedTfidf:
             first = int(np.argmax(self.is_word)) if self.is_word.any() else int(self.is_word.size)
             cached = first if not self.is_word[:first].any() and self.is_word[first:].all() else None
             object.__setattr__(self, "_word_start_cache", cached)
+        return cached  # type: ignore[no-any-return]
+
+    def _column_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """ngram_kernel.column_index(columns), built on first use and kept like _word_start."""
+        cached = self.__dict__.get("_column_index_cache")
+        if cached is None:
+            from routeiq_shared.ngram_kernel import column_index
+
+            cached = column_index(self.columns)
+            object.__setattr__(self, "_column_index_cache", cached)
         return cached  # type: ignore[no-any-return]
 
     def _ordered(self) -> bool:
@@ -580,15 +615,25 @@ class SubjectGainScorer:
     def score(self, texts: list[str]) -> np.ndarray:
         feats, subj, itm = self.features, self.subject_classifier, self.item_classifier
         if isinstance(feats, HashedTfidf) and isinstance(subj, LinearHead) and isinstance(itm, LinearHead):
-            indptr, indices, data = feats.rows(texts)  # hashed once for both heads
-            subject = subj.proba_of_decision(subj.decision_of_product(_csr_dot(indptr, indices, data, subj.weights)))
-            item_proba = itm.proba_of_decision(itm.decision_of_product(_csr_dot(indptr, indices, data, itm.weights)))
+            # hashed once for both heads: one product with their weights side by side (each output column is its
+            # own sum, so the numbers are each head's own)
+            joint = self.__dict__.get("_joint_cache")
+            if joint is None:
+                joint = np.ascontiguousarray(np.hstack((subj.weights, itm.weights)))
+                object.__setattr__(self, "_joint_cache", joint)
+            product = feats.dot(texts, joint)
+            cut = subj.weights.shape[1]
+            subject = subj.proba_of_decision(subj.decision_of_product(product[:, :cut]))
+            item_proba = itm.proba_of_decision(itm.decision_of_product(product[:, cut:]))
         else:
             x = self.features.transform(texts)
             subject, item_proba = self.subject_classifier.predict_proba(x), self.item_classifier.predict_proba(x)
         prior = subject @ self.subject_gains
         item = expected_gain(item_proba, self.item_classifier.classes_)
         return gain_to_unit((1.0 - self.item_weight) * prior + self.item_weight * item)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if not k.endswith("_cache")}
 
 
 _OPTION = re.compile(r"^\s*([A-J])[.)]\s*(.*)$", re.M)

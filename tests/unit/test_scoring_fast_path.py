@@ -2,7 +2,7 @@
 published with: per-prompt Python-free hashing, np.unique, a scipy CSR matrix times the weights, scikit-learn's
 own predict. Small artifacts of every kind are trained on real MMLU prompts (synthetic ones when the file is not
 here) and scored both ways, one prompt at a time and in batches, through the compiled TF-IDF rows (numba,
-ngram_kernel.py) and through the numpy formulation used where numba is not installed."""
+ngram_kernel.py, tree_kernel.py) and through the numpy formulation used where numba is not installed."""
 
 from __future__ import annotations
 
@@ -33,14 +33,14 @@ def _rows() -> list[dict[str, str]]:
 def rows_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Each test runs once through the compiled kernels and once through the numpy formulation."""
     if request.param == "numpy":
-        monkeypatch.setattr(rm, "_compiled_rows", lambda: None)
-        monkeypatch.setattr(rm, "_compiled_walk", lambda: None)
+        for kernel in ("_compiled_rows", "_compiled_dot", "_compiled_walk"):
+            monkeypatch.setattr(rm, kernel, lambda: None)
     return str(request.param)
 
 
 def test_the_compiled_kernel_is_what_serves_when_numba_is_installed() -> None:
     # numba is a dependency of the `ml` extra: a kernel that failed to import would fall back to numpy silently
-    assert rm._compiled_rows() is not None and rm._compiled_walk() is not None
+    assert None not in (rm._compiled_rows(), rm._compiled_dot(), rm._compiled_walk())
 
 
 @pytest.fixture(scope="module")
