@@ -73,6 +73,12 @@ def _litellm_provider(policy: EgressPolicy) -> Any:
     return LiteLLMProvider(policy)
 
 
+def _translated_provider(pool: Pool, litellm: Any) -> Any:
+    from routeiq_gateway.providers.translated import TranslatedProvider
+
+    return TranslatedProvider(pool, litellm)
+
+
 async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = None) -> int:
     try:  # process settings first: they do not depend on config
         upstream = UpstreamSettings.from_env()
@@ -105,11 +111,13 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
     native = NativeProvider(pool)
     litellm = await asyncio.to_thread(_litellm_provider, policy) if state.uses_litellm else None
     runtime = RuntimeState()  # the process's: outlives every reload (routing/runtime.py)
-    dispatcher = Dispatcher(native, litellm, metrics, runtime)
+    translated = _translated_provider(pool, litellm) if litellm is not None else None
+    dispatcher = Dispatcher(native, litellm, metrics, runtime, translated)
 
     def prepare(new: GatewayState) -> None:
         if new.uses_litellm and dispatcher.litellm is None:
             dispatcher.litellm = _litellm_provider(pool.policy)  # after_swap sets the new one
+            dispatcher.translated = _translated_provider(pool, dispatcher.litellm)
 
     ref = StateRef(state)
     models = ModelsRef()
@@ -119,6 +127,8 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
 
     async def after_swap() -> None:
         upstream_side_reloaded(ref.current, pool, native, dispatcher.litellm)
+        if dispatcher.translated is not None:
+            dispatcher.translated.reloaded()
         runtime.forget_except(ref.current.deployment_ids)
         await watcher.load_wanted()
 

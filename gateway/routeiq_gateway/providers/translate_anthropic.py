@@ -1,0 +1,131 @@
+"""anthropic/ deployments on the translation path: OpenAI chat ⇄ Anthropic Messages with LiteLLM's AnthropicConfig
+and its stream chunk parser, called step by step as LiteLLM's anthropic handler calls them (handler.completion).
+
+The steps follow litellm/llms/anthropic/chat/handler.py of the pinned LiteLLM (1.97): the parameters mapped by
+get_optional_params; `stream`, `json_mode` and `is_vertex_request` taken out of them; validate_environment for the
+headers; transform_request for the body; update_request_with_filtered_beta; `stream: true` set for a stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from routeiq_gateway.providers.translate_litellm import (
+    NO_LOGGING,
+    Prepared,
+    copy_messages,
+    model_response_json,
+    optional_params,
+)
+from routeiq_gateway.routing.deployments import Deployment
+
+DEFAULT_URL = "https://api.anthropic.com/v1/messages"
+
+
+def messages_url(api_base: str | None) -> str:
+    """As LiteLLM's anthropic route builds it (main._complete_anthropic): `/v1/messages` appended unless there."""
+    base = api_base or DEFAULT_URL
+    return base if base.endswith("/v1/messages") else base + "/v1/messages"
+
+
+class AnthropicTranslation:
+    provider = "anthropic"
+
+    def __init__(self) -> None:
+        from litellm.anthropic_beta_headers_manager import update_request_with_filtered_beta
+        from litellm.llms.anthropic.chat.handler import ModelResponseIterator
+        from litellm.llms.anthropic.chat.transformation import ANTHROPIC_TOOL_NAME_REVERSE_MAP_KEY, AnthropicConfig
+
+        self._config = AnthropicConfig()
+        self._filtered_beta = update_request_with_filtered_beta
+        self._iterator = ModelResponseIterator
+        self._reverse_map_key = ANTHROPIC_TOOL_NAME_REVERSE_MAP_KEY
+
+    def prepare(
+        self,
+        dep: Deployment,
+        messages: list[Any],
+        params: dict[str, Any],
+        stream: bool,
+        extra_headers: dict[str, str],
+        drop_params: bool | None,
+    ) -> Prepared:
+        model = dep.upstream_model
+        url = messages_url(dep.api_base)
+        optional = optional_params("anthropic", model, messages, params, stream, drop_params)
+        optional.pop("stream", None)
+        json_mode = bool(optional.pop("json_mode", False))
+        optional.pop("is_vertex_request", None)
+        optional.pop("vertex_count_tokens_location", None)
+        msgs = copy_messages(messages)
+        litellm_params: dict[str, Any] = {}
+        headers = self._config.validate_environment(
+            api_key=dep.api_key,
+            headers=dict(extra_headers),
+            model=model,
+            messages=msgs,
+            optional_params={**optional, "is_vertex_request": False},
+            litellm_params=litellm_params,
+            api_base=url,
+        )
+        data = self._config.transform_request(
+            model=model,
+            messages=msgs,
+            optional_params={**optional, "is_vertex_request": False},
+            litellm_params=litellm_params,
+            headers=headers,
+        )
+        headers, data = self._filtered_beta(headers=headers, request_data=data, provider="anthropic")
+        if stream:
+            data["stream"] = True
+        return Prepared(
+            url=url,
+            headers=headers,
+            payload=orjson.dumps(data),
+            messages=msgs,
+            optional_params=optional,
+            litellm_params=litellm_params,
+            request_data=data,
+            json_mode=json_mode,
+        )
+
+    def answer(
+        self, dep: Deployment, prepared: Prepared, raw: bytes, headers: tuple[tuple[bytes, bytes], ...]
+    ) -> tuple[bytes, dict[str, Any] | None]:
+        import httpx
+        from litellm.types.utils import ModelResponse
+
+        response = httpx.Response(
+            200,
+            content=raw,
+            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers],
+            request=httpx.Request("POST", prepared.url),
+        )
+        result = self._config.transform_response(
+            model=dep.upstream_model,
+            raw_response=response,
+            model_response=ModelResponse(),
+            logging_obj=NO_LOGGING,
+            request_data=prepared.request_data,
+            messages=prepared.messages,
+            optional_params=prepared.optional_params,
+            litellm_params=prepared.litellm_params,
+            encoding=None,
+            api_key=dep.api_key,
+            json_mode=prepared.json_mode,
+        )
+        return model_response_json(result)
+
+    def chunk_parser(self, prepared: Prepared) -> Callable[[dict[str, Any]], Any]:
+        reverse = prepared.litellm_params.get(self._reverse_map_key)
+        iterator = self._iterator(
+            streaming_response=None,
+            sync_stream=False,
+            json_mode=prepared.json_mode,
+            speed=prepared.optional_params.get("speed"),
+            tool_name_reverse_map=reverse if isinstance(reverse, dict) else None,
+        )
+        return iterator.chunk_parser  # type: ignore[no-any-return]
