@@ -525,8 +525,31 @@ def _models_body(models: tuple[str, ...]) -> dict[str, Any]:
 # -- Anthropic Messages ------------------------------------------------------------------------------
 
 
+TOOL_INPUT = {"city": "Paris", "days": 3}  # what the fake "model" passes to a tool it is made to call
+
+
+def _forced_tool(body: dict[str, Any]) -> str | None:
+    """The tool Anthropic's tool_choice forces ({"type": "tool", "name": …}, or "any": the first tool), if any."""
+    choice, tools = body.get("tool_choice"), body.get("tools")
+    if not isinstance(choice, dict) or not isinstance(tools, list) or not tools:
+        return None
+    if choice.get("type") == "tool" and isinstance(choice.get("name"), str):
+        return str(choice["name"])
+    first = tools[0]
+    return str(first.get("name")) if choice.get("type") == "any" and isinstance(first, dict) else None
+
+
+def _anthropic_stop(body: dict[str, Any], text: str) -> tuple[str, str, str | None]:
+    """(text, stop_reason, stop_sequence): the text cut before the first of `stop_sequences` it holds."""
+    for seq in body.get("stop_sequences") or ():
+        if isinstance(seq, str) and seq and seq in text:
+            return text[: text.index(seq)], "stop_sequence", seq
+    return text, "end_turn", None
+
+
 def _anthropic_stream(body: dict[str, Any], reply: Reply, mid: str, prompt: int) -> StreamEvents:
     output = _count_words(reply.text)
+    tool = _forced_tool(body)
     start = {
         "type": "message_start",
         "message": {
@@ -540,29 +563,49 @@ def _anthropic_stream(body: dict[str, Any], reply: Reply, mid: str, prompt: int)
             "usage": {"input_tokens": prompt, "output_tokens": 1},
         },
     }
-    return StreamEvents(
-        head=[
-            _sse_event("message_start", start),
+    if tool is not None:
+        args = _dumps(TOOL_INPUT).decode()
+        third = len(args) // 3
+        block = {"type": "tool_use", "id": f"toolu_{mid}", "name": tool, "input": {}}
+        first_event = _sse_event(
+            "content_block_start", {"type": "content_block_start", "index": 0, "content_block": block}
+        )
+        deltas = [
             _sse_event(
-                "content_block_start",
-                {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-            ),
-            _sse_event("ping", {"type": "ping"}),
-        ],
-        deltas=[
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "input_json_delta", "partial_json": part},
+                },
+            )
+            for part in (args[:third], args[third : 2 * third], args[2 * third :])
+        ]
+        stop_reason, stop_sequence = "tool_use", None
+    else:
+        text, stop_reason, stop_sequence = _anthropic_stop(body, reply.text)
+        pieces = reply.pieces if text == reply.text else _split_pieces(text)
+        first_event = _sse_event(
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        )
+        deltas = [
             _sse_event(
                 "content_block_delta",
                 {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}},
             )
-            for piece in reply.pieces
-        ],
+            for piece in pieces
+        ]
+    return StreamEvents(
+        head=[_sse_event("message_start", start), first_event, _sse_event("ping", {"type": "ping"})],
+        deltas=deltas,
         tail=[
             _sse_event("content_block_stop", {"type": "content_block_stop", "index": 0}),
             _sse_event(
                 "message_delta",
                 {
                     "type": "message_delta",
-                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                    "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
                     "usage": {"output_tokens": output},
                 },
             ),
@@ -572,6 +615,7 @@ def _anthropic_stream(body: dict[str, Any], reply: Reply, mid: str, prompt: int)
 
 
 async def anthropic_messages(request: web.Request, body: dict[str, Any], reply: Reply) -> web.StreamResponse:
+    """Text (cut at the first of `stop_sequences` it holds), or a tool_use block when tool_choice forces a tool."""
     state = request.app[STATE]
     if not isinstance(body.get("messages"), list):
         return _error_response(request.path, 400, "messages: field required")
@@ -580,17 +624,24 @@ async def anthropic_messages(request: web.Request, body: dict[str, Any], reply: 
     if body.get("stream") is True:
         return await _send_stream(request, _anthropic_stream(body, reply, mid, prompt), reply)
     await _pace_non_stream(reply)
-    text = reply.text
+    tool = _forced_tool(body)
+    content: list[dict[str, Any]]
+    if tool is not None:
+        content = [{"type": "tool_use", "id": f"toolu_{mid}", "name": tool, "input": TOOL_INPUT}]
+        stop_reason, stop_sequence, output = "tool_use", None, len(TOOL_INPUT)
+    else:
+        text, stop_reason, stop_sequence = _anthropic_stop(body, reply.text)
+        content, output = [{"type": "text", "text": text}], _count_words(text)
     return _json_response(
         {
             "id": mid,
             "type": "message",
             "role": "assistant",
             "model": body["model"],
-            "content": [{"type": "text", "text": text}],
-            "stop_reason": "end_turn",
-            "stop_sequence": None,
-            "usage": {"input_tokens": prompt, "output_tokens": _count_words(text)},
+            "content": content,
+            "stop_reason": stop_reason,
+            "stop_sequence": stop_sequence,
+            "usage": {"input_tokens": prompt, "output_tokens": output},
         }
     )
 

@@ -26,7 +26,7 @@ import orjson
 class NoLogging:
     """What transform_response logs into (`post_call`): nothing; our own logs and spans tell the story."""
 
-    model_call_details: dict[str, Any] = {}  # noqa: RUF012 — read-only, never written
+    model_call_details: dict[str, Any] = {}
 
     def post_call(self, *args: Any, **kwargs: Any) -> None:
         return None

@@ -3,7 +3,8 @@
 What LiteLLM's CustomStreamWrapper does to the parser's chunks before a client sees them (streaming_handler.py of
 the pinned LiteLLM), done here without its per-chunk logging and cost machinery; tests/integration/
 test_translation_identity.py holds the two side by side:
-  - chunks with nothing to say (empty content, no tool call, no finish) are dropped;
+  - chunks with nothing to say (empty content, no tool call, no finish) are dropped (a tool call's chunk keeps
+    its empty content, as LiteLLM's does);
   - the first chunk that says something carries `role: assistant`, later ones no role;
   - every chunk carries the request's model;
   - the finish reason travels in a chunk of its own with an empty delta; chunks after it are dropped;
@@ -69,8 +70,6 @@ class StreamFinisher:
         delta = choice.get("delta") or {}
         finish = choice.get("finish_reason")
         if _says_something(delta):
-            if isinstance(delta.get("content"), str) and not delta["content"]:
-                del delta["content"]
             if not self._sent_first:
                 delta["role"] = "assistant"
                 self._sent_first = True
