@@ -400,7 +400,7 @@ def test_server_span_continues_client_trace_and_reaches_upstream(
     assert span.parent_span_id == parent
     assert span.name == "POST /v1/chat/completions"
     assert span.resource_attributes["service.name"] == "litellm-gateway"
-    assert span.attributes["routeiq.provider_path"] == "litellm"
+    assert span.attributes["routeiq.provider_path"] == "translated"  # anthropic/: the translation path (issue 12)
     assert span.attributes["routeiq.deployment"] == "anthropic/claude-3-haiku-20240307"
     assert span.attributes["http.response.status_code"] == 200
     upstream_tp = fresh_upstream.requests()[0]["headers"]["traceparent"]
