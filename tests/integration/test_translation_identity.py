@@ -177,8 +177,10 @@ def _sent(upstream: FakeUpstream) -> dict[str, Any]:
 
 def both(
     upstream: FakeUpstream, litellm_provider: LiteLLMProvider, body: dict[str, Any], stream: bool, **params: Any
-) -> Iterator[tuple[str, dict[str, Any], Any, Any]]:
-    """(path, what reached the upstream, the client's answer, the usage counted) for each path in turn."""
+) -> list[tuple[str, dict[str, Any], Any, Any]]:
+    """(path, what reached the upstream, the client's answer, the usage counted): litellm.acompletion, then the
+    translation path twice on one provider (the first call of a shape is judged by LiteLLM's own steps, the
+    second is served by whichever mapping that judgement chose)."""
     dep = deployment(upstream, **params)
     assert dep.path_name == "translated"
     request = {"model": "claude", **body, **({"stream": True} if stream else {})}
@@ -186,41 +188,61 @@ def both(
     async def run(provider: Any) -> tuple[Any, Any]:
         return await _answer(await provider.call(dep, "chat/completions", request, stream, None))
 
-    async def translated() -> tuple[Any, Any]:
-        pool = Pool(EgressPolicy.from_env({"ROUTEIQ_EGRESS_ALLOWED_NETWORKS": "127.0.0.0/8"}, []))
-        try:
-            return await run(TranslatedProvider(pool, litellm_provider))
-        finally:
-            pool.close()
-
+    results = []
     upstream.clear_requests()
     answer, usage = asyncio.run(run(litellm_provider))
-    yield "litellm", _sent(upstream), answer, usage
-    answer, usage = asyncio.run(translated())
-    yield "translated", _sent(upstream), answer, usage
+    results.append(("litellm", _sent(upstream), answer, usage))
+
+    async def translated() -> list[tuple[Any, Any, Any]]:
+        pool = Pool(EgressPolicy.from_env({"ROUTEIQ_EGRESS_ALLOWED_NETWORKS": "127.0.0.0/8"}, []))
+        provider = TranslatedProvider(pool, litellm_provider)
+        out = []
+        try:
+            for _ in range(2):
+                answer, usage = await run(provider)
+                out.append((_sent(upstream), answer, usage))
+        finally:
+            pool.close()
+        LAST_SHAPES.clear()
+        for translation in provider._translations.values():
+            LAST_SHAPES.update(getattr(translation, "_request_shapes", {}))
+            LAST_SHAPES.update(getattr(translation, "_answer_shapes", {}))
+        return out
+
+    for name, (sent, answer, usage) in zip(("translated-judged", "translated"), asyncio.run(translated()), strict=True):
+        results.append((name, sent, answer, usage))
+    return results
+
+
+LAST_SHAPES: dict[Any, Any] = {}  # the last translated run's verdicts on the own mapping, by shape
+# Cases whose request and answer the own mapping (anthropic_fast.py) must carry: else the speed is gone unnoticed.
+FAST_CASES = {"plain", "system", "conversation", "max_tokens", "max_completion_tokens"}
 
 
 def assert_identical(results: list[tuple[str, dict[str, Any], Any, Any]]) -> None:
-    (_, sent_l, answer_l, usage_l), (_, sent_t, answer_t, usage_t) = results
-    assert sent_t == sent_l
-    assert normalised(answer_t) == normalised(answer_l)
-    # The usage counted for metrics (not sent to the client): LiteLLM's stream sometimes loses it (JSON mode);
-    # where it has one, both agree.
-    assert usage_t is not None
-    assert usage_l is None or usage_t == usage_l
+    (_, sent_l, answer_l, usage_l), *translated = results
+    for _, sent_t, answer_t, usage_t in translated:
+        assert sent_t == sent_l
+        assert normalised(answer_t) == normalised(answer_l)
+        # The usage counted for metrics (not sent to the client): LiteLLM's stream sometimes loses it (JSON
+        # mode); where it has one, both agree.
+        assert usage_t is not None
+        assert usage_l is None or usage_t == usage_l
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_same_request_and_answer(fresh_upstream: FakeUpstream, litellm_provider: LiteLLMProvider, case: str) -> None:
-    results = list(both(fresh_upstream, litellm_provider, CASES[case], stream=False))
+    results = both(fresh_upstream, litellm_provider, CASES[case], stream=False)
     assert_identical(results)
+    if case in FAST_CASES:
+        assert LAST_SHAPES and all(v not in (None, False) for v in LAST_SHAPES.values()), LAST_SHAPES
     answer = results[1][2]
     assert answer["object"] == "chat.completion" and answer["choices"][0]["message"]["role"] == "assistant"
 
 
 @pytest.mark.parametrize("case", sorted(STREAM_CASES))
 def test_same_stream(fresh_upstream: FakeUpstream, litellm_provider: LiteLLMProvider, case: str) -> None:
-    results = list(both(fresh_upstream, litellm_provider, STREAM_CASES[case], stream=True))
+    results = both(fresh_upstream, litellm_provider, STREAM_CASES[case], stream=True)
     assert_identical(results)
     chunks = results[1][2]
     assert chunks and all(c["object"] == "chat.completion.chunk" for c in chunks)
@@ -240,7 +262,7 @@ def test_deployment_settings_reach_the_upstream_alike(
     fresh_upstream: FakeUpstream, litellm_provider: LiteLLMProvider
 ) -> None:
     settings = {"temperature": 0.2, "max_tokens": 33, "extra_headers": {"x-team": "blue"}, "drop_params": True}
-    results = list(both(fresh_upstream, litellm_provider, {**CASES["plain"], "seed": 7}, False, **settings))
+    results = both(fresh_upstream, litellm_provider, {**CASES["plain"], "seed": 7}, False, **settings)
     assert_identical(results)
     sent = results[1][1]
     assert sent["headers"]["x-team"] == "blue" and sent["headers"]["x-api-key"] == KEY

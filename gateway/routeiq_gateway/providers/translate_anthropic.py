@@ -4,6 +4,13 @@ and its stream chunk parser, called step by step as LiteLLM's anthropic handler 
 The steps follow litellm/llms/anthropic/chat/handler.py of the pinned LiteLLM (1.97): the parameters mapped by
 get_optional_params; `stream`, `json_mode` and `is_vertex_request` taken out of them; validate_environment for the
 headers; transform_request for the body; update_request_with_filtered_beta; `stream: true` set for a stream.
+
+Those LiteLLM steps cost about 1 ms of CPU per request (profile in bench/README.md), three times the budget of a
+3,000 req/s path. So the commonest shapes (text messages, a few sampling parameters; a text answer; text deltas)
+also have RouteIQ's own mapping (anthropic_fast.py), and LiteLLM stays the judge of it: the first request and the
+first answer of each shape, per deployment, go through both, and the own mapping is used for that shape only if
+it gave exactly what LiteLLM gave (ids and timestamps aside); otherwise LiteLLM's steps serve that shape for good.
+tests/integration/test_translation_identity.py holds both against litellm.acompletion.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from routeiq_gateway.providers import anthropic_fast as fast
 from routeiq_gateway.providers.translate_litellm import (
     NO_LOGGING,
     Prepared,
@@ -43,8 +51,47 @@ class AnthropicTranslation:
         self._filtered_beta = update_request_with_filtered_beta
         self._iterator = ModelResponseIterator
         self._reverse_map_key = ANTHROPIC_TOOL_NAME_REVERSE_MAP_KEY
+        # shape → the headers LiteLLM sent for it (the own mapping agreed), or None (it did not: LiteLLM's steps)
+        self._request_shapes: dict[tuple[Any, ...], dict[str, str] | None] = {}
+        self._answer_shapes: dict[tuple[Any, ...], bool] = {}
+        self._default_max_tokens: dict[str, int] = {}
 
     def prepare(
+        self,
+        dep: Deployment,
+        messages: list[Any],
+        params: dict[str, Any],
+        stream: bool,
+        extra_headers: dict[str, str],
+        drop_params: bool | None,
+    ) -> Prepared:
+        split = fast.split_messages(messages) if fast.FAST_PARAMS.issuperset(params) else None
+        if split is None:
+            return self._prepare(dep, messages, params, stream, extra_headers, drop_params)
+        system, turns = split
+        shape = (dep.id, frozenset(params), bool(system), stream)
+        model = dep.upstream_model
+        default = self._default_max_tokens.get(model)
+        if default is None:
+            default = self._default_max_tokens[model] = int(self._config.get_max_tokens_for_model(model))
+        data = fast.request_body(model, system, turns, params, stream, default)
+        if shape not in self._request_shapes:
+            judged = self._prepare(dep, messages, params, stream, extra_headers, drop_params)
+            self._request_shapes[shape] = judged.headers if judged.request_data == data else None
+            return judged
+        headers = self._request_shapes[shape]
+        if headers is None:
+            return self._prepare(dep, messages, params, stream, extra_headers, drop_params)
+        return Prepared(
+            url=messages_url(dep.api_base),
+            headers=headers,
+            payload=orjson.dumps(data),
+            messages=messages,
+            optional_params={},
+            request_data=data,
+        )
+
+    def _prepare(
         self,
         dep: Deployment,
         messages: list[Any],
@@ -95,6 +142,25 @@ class AnthropicTranslation:
     def answer(
         self, dep: Deployment, prepared: Prepared, raw: bytes, headers: tuple[tuple[bytes, bytes], ...]
     ) -> tuple[bytes, dict[str, Any] | None]:
+        data = orjson.loads(raw)
+        shape = fast.answer_shape(data) if not prepared.json_mode else None
+        if shape is None:
+            return self._answer(dep, prepared, raw, headers)
+        key = (dep.id, *shape)
+        verdict = self._answer_shapes.get(key)
+        if verdict is None:
+            body, usage = self._answer(dep, prepared, raw, headers)
+            mine = fast.answer(data)
+            self._answer_shapes[key] = fast.same_answer(orjson.loads(body), mine)
+            return body, usage
+        if not verdict:
+            return self._answer(dep, prepared, raw, headers)
+        mine = fast.answer(data)
+        return orjson.dumps(mine), mine["usage"]
+
+    def _answer(
+        self, dep: Deployment, prepared: Prepared, raw: bytes, headers: tuple[tuple[bytes, bytes], ...]
+    ) -> tuple[bytes, dict[str, Any] | None]:
         import httpx
         from litellm.types.utils import ModelResponse
 
@@ -128,4 +194,16 @@ class AnthropicTranslation:
             speed=prepared.optional_params.get("speed"),
             tool_name_reverse_map=reverse if isinstance(reverse, dict) else None,
         )
-        return iterator.chunk_parser  # type: ignore[no-any-return]
+        parse: Callable[[dict[str, Any]], Any] = iterator.chunk_parser
+        if prepared.json_mode:
+            return parse
+
+        def parse_text_fast(chunk: dict[str, Any]) -> Any:
+            # A text delta inside a text block: what the parser makes of it, without its pydantic objects.
+            if iterator.current_content_block_type == "text":
+                delta = fast.text_delta(chunk)
+                if delta is not None:
+                    return {"id": iterator.response_id, "choices": [{"index": 0, "delta": {"content": delta}}]}
+            return parse(chunk)
+
+        return parse_text_fast

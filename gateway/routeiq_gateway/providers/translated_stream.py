@@ -180,7 +180,7 @@ class TranslatedStream:
             raise
         except Exception as exc:  # noqa: BLE001 — the parser raises many classes; all are an unreadable event
             raise invalid_response(f"a stream event could not be read ({type(exc).__name__})") from None
-        dumped = parsed.model_dump(exclude_none=True) if hasattr(parsed, "model_dump") else dict(parsed)
+        dumped = parsed if type(parsed) is dict else parsed.model_dump(exclude_none=True)
         out = self._finisher.feed(dumped)
         return json_event(out) if out is not None else None
 

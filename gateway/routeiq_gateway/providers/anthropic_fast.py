@@ -1,0 +1,134 @@
+"""RouteIQ's own OpenAI ⇄ Anthropic mapping for the commonest shapes, used only where LiteLLM agreed with it.
+
+translate_anthropic.py judges every shape by LiteLLM's own output first (see its docstring); this module only
+proposes. Everything outside these shapes is LiteLLM's alone.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+# The client's parameters the own request mapping knows (besides model, messages, stream).
+FAST_PARAMS = frozenset({"max_tokens", "max_completion_tokens", "temperature", "top_p", "stream_options"})
+_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
+_PLAIN_USAGE = frozenset({"input_tokens", "output_tokens"})
+
+
+def split_messages(messages: Any) -> tuple[list[dict[str, str]], list[dict[str, Any]]] | None:
+    """(system blocks, turns) for leading system messages, then user and assistant turns by turns ending with
+    the user's, every one plain non-empty text; None for anything else."""
+    if not isinstance(messages, list):
+        return None
+    system: list[dict[str, str]] = []
+    turns: list[dict[str, Any]] = []
+    expect = "user"
+    for message in messages:
+        if type(message) is not dict or len(message) != 2:
+            return None
+        role, content = message.get("role"), message.get("content")
+        if type(content) is not str or not content:
+            return None
+        if role == "system" and not turns:
+            system.append({"type": "text", "text": content})
+            continue
+        if role != expect:
+            return None
+        turns.append({"role": role, "content": [{"type": "text", "text": content}]})
+        expect = "assistant" if role == "user" else "user"
+    if not turns or expect != "assistant":
+        return None
+    return system, turns
+
+
+def request_body(
+    model: str,
+    system: list[dict[str, str]],
+    turns: list[dict[str, Any]],
+    params: dict[str, Any],
+    stream: bool,
+    default_max_tokens: int,
+) -> dict[str, Any]:
+    data: dict[str, Any] = {"model": model, "messages": turns}
+    for name in ("temperature", "top_p"):
+        if name in params:
+            data[name] = params[name]
+    max_tokens = params.get("max_tokens", params.get("max_completion_tokens"))
+    data["max_tokens"] = max_tokens if max_tokens is not None else default_max_tokens
+    if system:
+        data["system"] = system
+    if stream:
+        data["stream"] = True
+    return data
+
+
+def answer_shape(data: Any) -> tuple[Any, ...] | None:
+    """What the own answer mapping depends on, or None when it cannot map the answer at all."""
+    if not isinstance(data, dict):
+        return None
+    content, usage = data.get("content"), data.get("usage")
+    if not isinstance(content, list) or len(content) != 1 or not isinstance(usage, dict):
+        return None
+    block = content[0]
+    if not isinstance(block, dict) or block.get("type") != "text" or not isinstance(block.get("text"), str):
+        return None
+    if data.get("stop_reason") not in _FINISH or not isinstance(data.get("model"), str):
+        return None
+    if not _PLAIN_USAGE.issuperset(usage) or not all(isinstance(usage.get(k), int) for k in _PLAIN_USAGE):
+        return None
+    return (data["stop_reason"], tuple(sorted(block)), tuple(sorted(data)))
+
+
+def answer(data: dict[str, Any]) -> dict[str, Any]:
+    """An answer of a shape answer_shape accepted, as LiteLLM's transform_response dumps it."""
+    usage = data["usage"]
+    prompt, completion = usage["input_tokens"], usage["output_tokens"]
+    return {
+        "id": f"chatcmpl-{uuid.uuid4()}",
+        "created": int(time.time()),
+        "model": data["model"],
+        "object": "chat.completion",
+        "choices": [
+            {
+                "finish_reason": _FINISH[data["stop_reason"]],
+                "index": 0,
+                "message": {
+                    "content": data["content"][0]["text"],
+                    "role": "assistant",
+                    "provider_specific_fields": {"citations": None, "thinking_blocks": None},
+                },
+            }
+        ],
+        "usage": {
+            "completion_tokens": completion,
+            "prompt_tokens": prompt,
+            "total_tokens": prompt + completion,
+            "completion_tokens_details": {"reasoning_tokens": 0, "text_tokens": completion},
+            "prompt_tokens_details": {
+                "cache_write_tokens": 0,
+                "cached_tokens": 0,
+                "text_tokens": prompt,
+                "cache_creation_tokens": 0,
+            },
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+        },
+    }
+
+
+def same_answer(litellm: dict[str, Any], mine: dict[str, Any]) -> bool:
+    """Equal but for what differs between any two calls (the generated id, the clock)."""
+    ignore = ("id", "created")
+    return {k: v for k, v in litellm.items() if k not in ignore} == {k: v for k, v in mine.items() if k not in ignore}
+
+
+def text_delta(chunk: dict[str, Any]) -> str | None:
+    """The text of a plain content_block_delta text_delta event, else None."""
+    if chunk.get("type") != "content_block_delta":
+        return None
+    delta = chunk.get("delta")
+    if type(delta) is not dict or delta.get("type") != "text_delta" or len(delta) != 2:
+        return None
+    text = delta.get("text")
+    return text if type(text) is str else None
