@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import orjson

@@ -40,10 +40,19 @@ INTERFACES = [
         "AnthropicConfig",
         "transform_response",
         {
-            "model", "raw_response", "model_response", "logging_obj", "request_data", "messages",
-            "optional_params", "litellm_params", "encoding", "api_key", "json_mode",
+            "model",
+            "raw_response",
+            "model_response",
+            "logging_obj",
+            "request_data",
+            "messages",
+            "optional_params",
+            "litellm_params",
+            "encoding",
+            "api_key",
+            "json_mode",
         },
-    ),  # fmt: skip
+    ),
     (
         "litellm.llms.anthropic.chat.handler",
         "ModelResponseIterator",

@@ -127,8 +127,9 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
 
     async def after_swap() -> None:
         upstream_side_reloaded(ref.current, pool, native, dispatcher.litellm)
-        if dispatcher.translated is not None:
-            dispatcher.translated.reloaded()
+        reloaded = getattr(dispatcher.translated, "reloaded", None)
+        if reloaded is not None:  # the translation path's prepared heads hold API keys of deployments maybe gone
+            reloaded()
         runtime.forget_except(ref.current.deployment_ids)
         await watcher.load_wanted()
 

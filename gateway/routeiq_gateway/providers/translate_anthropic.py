@@ -174,7 +174,7 @@ class AnthropicTranslation:
             model=dep.upstream_model,
             raw_response=response,
             model_response=ModelResponse(),
-            logging_obj=NO_LOGGING,
+            logging_obj=NO_LOGGING,  # type: ignore[arg-type]  # only its post_call is called
             request_data=prepared.request_data,
             messages=prepared.messages,
             optional_params=prepared.optional_params,
