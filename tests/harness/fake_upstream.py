@@ -1,6 +1,7 @@
 """A fast fake LLM provider: OpenAI-compatible (/v1/chat/completions, /v1/completions, /v1/embeddings,
 /v1/models, /v1/responses (stream too), /v1/moderations, /v1/images/generations, /v1/audio/speech (audio bytes),
-/v1/audio/transcriptions (multipart), /v1/rerank (Cohere's shape)) plus Anthropic's /v1/messages, with
+/v1/audio/transcriptions (multipart), /v1/rerank (Cohere's shape)) plus Anthropic's /v1/messages and Gemini's
+/models/{model}:generateContent and :streamGenerateContent (also under /v1beta), with
 test-controlled misbehaviour. The OpenAI endpoints also answer under Azure's paths (/openai/deployments/{name}/…)
 for LiteLLM's azure/ provider, and rerank under /v2/ for its cohere/ provider.
 
@@ -646,6 +647,77 @@ async def anthropic_messages(request: web.Request, body: dict[str, Any], reply: 
     )
 
 
+# -- Gemini generateContent (Google AI Studio, API key) -------------------------------------------------
+
+
+def _gemini_forced_tool(body: dict[str, Any]) -> str | None:
+    """The function toolConfig forces (mode ANY: the first allowed name, else the first declared), if any."""
+    config = (body.get("toolConfig") or body.get("tool_config") or {}).get("functionCallingConfig") or {}
+    if not isinstance(config, dict) or config.get("mode") != "ANY":
+        return None
+    allowed = config.get("allowedFunctionNames") or config.get("allowed_function_names")
+    if isinstance(allowed, list) and allowed:
+        return str(allowed[0])
+    for tool in body.get("tools") or ():
+        declarations = (
+            tool.get("functionDeclarations") or tool.get("function_declarations") if isinstance(tool, dict) else None
+        )
+        if declarations:
+            return str(declarations[0].get("name"))
+    return None
+
+
+def _gemini_stop(body: dict[str, Any], text: str) -> str:
+    config = body.get("generationConfig") or body.get("generation_config") or {}
+    for seq in config.get("stop_sequences") or config.get("stopSequences") or ():
+        if isinstance(seq, str) and seq and seq in text:
+            return text[: text.index(seq)]
+    return text
+
+
+def _gemini_chunk(
+    parts: list[dict[str, Any]], model: str, finish: str | None, usage: dict[str, int] | None
+) -> dict[str, Any]:
+    candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}, "index": 0}
+    if finish is not None:
+        candidate["finishReason"] = finish
+    out: dict[str, Any] = {"candidates": [candidate], "modelVersion": model, "responseId": "fake-gemini-response"}
+    if usage is not None:
+        out["usageMetadata"] = usage
+    return out
+
+
+async def gemini_generate(request: web.Request, body: dict[str, Any], reply: Reply) -> web.StreamResponse:
+    """POST …/models/{model}:generateContent and :streamGenerateContent?alt=sse: text (cut at the first stop
+    sequence), or a functionCall when toolConfig forces one."""
+    model, _, method = body["model"].partition(":")
+    if not isinstance(body.get("contents"), list):
+        return _error_response(request.path, 400, "contents: field required")
+    prompt = sum(_count_words(p.get("parts")) for p in body["contents"] if isinstance(p, dict))
+    tool = _gemini_forced_tool(body)
+    if tool is not None:
+        parts: list[dict[str, Any]] = [{"functionCall": {"name": tool, "args": TOOL_INPUT}}]
+        text, output = "", len(TOOL_INPUT)
+    else:
+        text = _gemini_stop(body, reply.text)
+        parts, output = [{"text": text}], _count_words(text)
+    usage = {"promptTokenCount": prompt, "candidatesTokenCount": output, "totalTokenCount": prompt + output}
+    if method == "streamGenerateContent":
+        pieces = _split_pieces(text) if text else ()
+        events = [_gemini_chunk([{"text": piece}], model, None, None) for piece in pieces[:-1]]
+        last_parts = [{"text": pieces[-1]}] if pieces else parts
+        events.append(_gemini_chunk(last_parts, model, "STOP", usage))
+        return await _send_stream(
+            request,
+            StreamEvents(head=[], deltas=[b"data: " + _dumps(e) + b"\r\n\r\n" for e in events], tail=[]),
+            reply,
+        )
+    if method != "generateContent":
+        return _error_response(request.path, 404, f"unknown method {method!r}")
+    await _pace_non_stream(reply)
+    return _json_response(_gemini_chunk(parts, model, "STOP", usage))
+
+
 # -- Responses API, moderations, images, audio, rerank ----------------------------------------------
 
 
@@ -1005,6 +1077,9 @@ def create_app(latency_ms: int = 0, models: tuple[str, ...] = DEFAULT_MODELS) ->
     app.router.add_post("/v1/completions", _with_rules(completions))
     app.router.add_post("/v1/embeddings", _with_rules(embeddings))
     app.router.add_post("/v1/messages", _with_rules(anthropic_messages))
+    # Gemini's API under an api_base (LiteLLM's gemini/ provider: {api_base}/models/{model}:{method}).
+    app.router.add_post("/models/{deployment}", _with_rules(gemini_generate))
+    app.router.add_post("/v1beta/models/{deployment}", _with_rules(gemini_generate))
     app.router.add_get("/v1/models", _with_rules(None))
     # The same OpenAI endpoints under Azure's paths (/openai/deployments/{name}/…, /openai/…): LiteLLM's azure/
     # provider calls those, which is how tests reach them on the LiteLLM path. Cohere's rerank is /v1/rerank too.

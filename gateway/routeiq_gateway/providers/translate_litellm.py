@@ -24,9 +24,13 @@ import orjson
 
 
 class NoLogging:
-    """What transform_response logs into (`post_call`): nothing; our own logs and spans tell the story."""
+    """What transform_response logs into (`post_call`): nothing; our own logs and spans tell the story. Some
+    transformations also read the call's parameters off it (`optional_params`, Gemini's), as off LiteLLM's."""
 
-    model_call_details: dict[str, Any] = {}
+    model_call_details: dict[str, Any] = {}  # read, never written
+
+    def __init__(self, optional_params: dict[str, Any] | None = None) -> None:
+        self.optional_params = optional_params if optional_params is not None else {}
 
     def post_call(self, *args: Any, **kwargs: Any) -> None:
         return None

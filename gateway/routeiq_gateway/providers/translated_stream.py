@@ -7,9 +7,12 @@ test_translation_identity.py holds the two side by side:
     its empty content, as LiteLLM's does);
   - the first chunk that says something carries `role: assistant`, later ones no role;
   - every chunk carries the request's model;
-  - the finish reason travels in a chunk of its own with an empty delta; chunks after it are dropped;
-  - the usage: prompt tokens as last reported non-zero, completion tokens and the token details as last reported,
-    in a last chunk of its own (LiteLLMStream then tells it as OpenAI does, only when include_usage was asked).
+  - a chunk's finish reason is held, not sent with its content: it travels in a chunk of its own with an empty
+    delta, at the first chunk with nothing else to say or at the stream's end (then `stop`, or `tool_calls`
+    after a tool call, when none was reported); chunks after it are dropped;
+  - the usage: prompt tokens as last reported non-zero, completion tokens and the token details as last reported
+    (reasoning_tokens 0 when not reported and the stream had text), in a last chunk of its own (LiteLLMStream then tells it as OpenAI
+    does, only when include_usage was asked).
 """
 
 from __future__ import annotations
@@ -40,19 +43,34 @@ def _says_something(delta: dict[str, Any]) -> bool:
 class StreamFinisher:
     """The parser's chunk dicts in, the chunks a client sees out (see the module's docstring)."""
 
-    __slots__ = ("_completion", "_details", "_finished", "_model", "_prompt", "_sent_first", "_template", "usage")
+    __slots__ = (
+        "_completion",
+        "_details",
+        "_finished",
+        "_model",
+        "_prompt",
+        "_received",
+        "_sent_first",
+        "_template",
+        "_text",
+        "_tool_call",
+        "usage",
+    )
 
     def __init__(self, model: str) -> None:
         self._model = model
         self._sent_first = False
         self._finished = False
+        self._received: str | None = None  # the last finish reason the parser reported
+        self._tool_call = False
+        self._text = False
         self._prompt = 0
         self._completion = 0
         self._details: dict[str, Any] = {}
         self._template: dict[str, Any] | None = None
         self.usage: dict[str, Any] | None = None
 
-    def feed(self, chunk: dict[str, Any]) -> dict[str, Any] | None:
+    def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
         usage = chunk.pop("usage", None)
         if isinstance(usage, dict):
             self._take_usage(usage)
@@ -63,23 +81,42 @@ class StreamFinisher:
                 "model": self._model,
                 "object": "chat.completion.chunk",
             }
-        choices = chunk.get("choices")
+        choices = chunk.pop("choices", None)
         if not choices or self._finished:
-            return None
+            return []
         choice = choices[0]
         delta = choice.get("delta") or {}
-        finish = choice.get("finish_reason")
+        if choice.get("finish_reason"):
+            self._received = choice["finish_reason"]
+        out = []
         if _says_something(delta):
+            if delta.get("tool_calls"):
+                self._tool_call = True
+            if delta.get("content"):
+                self._text = True
             if not self._sent_first:
                 delta["role"] = "assistant"
                 self._sent_first = True
             else:
                 delta.pop("role", None)
-            return {**self._template, "choices": [{"index": choice.get("index", 0), "delta": delta}]}
-        if finish:
-            self._finished = True
-            return {**self._template, "choices": [{"finish_reason": finish, "index": 0, "delta": {}}]}
-        return None
+            # The parser's other top-level fields (Gemini's vertex_ai_* metadata) travel on, as LiteLLM's do.
+            top = {**self._template, **chunk, "model": self._model, "object": "chat.completion.chunk"}
+            out.append({**top, "choices": [{"index": choice.get("index", 0), "delta": delta}]})
+        elif self._received is not None:
+            out.append(self._finish(self._received))
+        return out
+
+    def end(self) -> list[dict[str, Any]]:
+        """At the stream's end: the finish chunk, if none was sent (the last reason received, else stop)."""
+        if self._finished or self._template is None:
+            return []
+        reason = self._received or "stop"
+        return [self._finish("tool_calls" if reason == "stop" and self._tool_call else reason)]
+
+    def _finish(self, reason: str) -> dict[str, Any]:
+        self._finished = True
+        assert self._template is not None
+        return {**self._template, "choices": [{"finish_reason": reason, "index": 0, "delta": {}}]}
 
     def _take_usage(self, usage: dict[str, Any]) -> None:
         prompt = usage.get("prompt_tokens")
@@ -101,6 +138,10 @@ class StreamFinisher:
     def last(self) -> dict[str, Any] | None:
         if self.usage is None or self._template is None:
             return None
+        details = self.usage.get("completion_tokens_details")
+        if self._text and isinstance(details, dict) and "reasoning_tokens" not in details:
+            # LiteLLM's stream_chunk_builder, rebuilding a stream with text, names the reasoning tokens (0).
+            self.usage["completion_tokens_details"] = {**details, "reasoning_tokens": 0}
         return {**self._template, "choices": [], "usage": self.usage}
 
 
@@ -154,6 +195,8 @@ class TranslatedStream:
             event = self._line(held)
             if event is not None:
                 yield event
+        for final in self._finisher.end():
+            yield json_event(final)
         last = self._finisher.last()
         if last is not None and self._include_usage:
             yield json_event(last)
@@ -182,7 +225,9 @@ class TranslatedStream:
             raise invalid_response(f"a stream event could not be read ({type(exc).__name__})") from None
         dumped = parsed if type(parsed) is dict else parsed.model_dump(exclude_none=True)
         out = self._finisher.feed(dumped)
-        return json_event(out) if out is not None else None
+        if not out:
+            return None
+        return b"".join(json_event(o) for o in out)
 
     async def aclose(self) -> None:
         self._resp.release()

@@ -1,0 +1,132 @@
+"""gemini/ deployments (Google AI Studio, API key) on the translation path: OpenAI chat ⇄ generateContent with
+LiteLLM's VertexGeminiConfig and its Gemini stream chunk parser, called step by step as LiteLLM's VertexLLM calls
+them for `custom_llm_provider="gemini"` (vertex_and_google_ai_studio_gemini.py: async_completion /
+async_streaming of the pinned LiteLLM 1.97): the parameters mapped by get_optional_params; `stream` taken out;
+_get_token_and_url for the URL and the key header; validate_environment for the headers; the request body by
+transformation._transform_request_body; transform_response / ModelResponseIterator.chunk_parser for the answer.
+
+One LiteLLM step is left out: its context caching (for messages marked `cache_control` it first creates a
+cachedContent upstream, a call of its own). Here such messages are sent as they are, without that call; the
+identity suite does not cover them. Vertex AI (vertex_ai/: OAuth tokens) is not here: it stays on
+litellm.acompletion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from routeiq_gateway.providers.translate_litellm import (
+    NoLogging,
+    Prepared,
+    copy_messages,
+    model_response_json,
+    optional_params,
+)
+from routeiq_gateway.routing.deployments import Deployment
+
+
+class GeminiTranslation:
+    provider = "gemini"
+
+    def __init__(self) -> None:
+        from litellm.llms.vertex_ai.gemini.transformation import _transform_request_body
+        from litellm.llms.vertex_ai.gemini.vertex_and_google_ai_studio_gemini import (
+            ModelResponseIterator,
+            VertexGeminiConfig,
+            VertexLLM,
+        )
+
+        self._config = VertexGeminiConfig()
+        self._llm = VertexLLM()
+        self._body = _transform_request_body
+        self._iterator = ModelResponseIterator
+
+    def prepare(
+        self,
+        dep: Deployment,
+        messages: list[Any],
+        params: dict[str, Any],
+        stream: bool,
+        extra_headers: dict[str, str],
+        drop_params: bool | None,
+    ) -> Prepared:
+        model = dep.upstream_model
+        optional = optional_params("gemini", model, messages, params, stream, drop_params)
+        optional.pop("stream", None)
+        auth_header, url = self._llm._get_token_and_url(
+            model=model,
+            auth_header=None,
+            gemini_api_key=dep.api_key,
+            vertex_project=None,
+            vertex_location=None,
+            vertex_credentials=None,
+            stream=stream,
+            custom_llm_provider="gemini",
+            api_base=dep.api_base,
+            should_use_v1beta1_features=self._llm.is_using_v1beta1_features(optional_params=optional),
+            use_psc_endpoint_format=bool(optional.get("use_psc_endpoint_format", False)),
+        )
+        msgs = copy_messages(messages)
+        litellm_params: dict[str, Any] = {}
+        headers = self._config.validate_environment(
+            api_key=auth_header,
+            headers=dict(extra_headers) or None,
+            model=model,
+            messages=msgs,
+            optional_params=optional,
+            litellm_params=litellm_params,
+        )
+        data = dict(
+            self._body(
+                messages=msgs,
+                model=model,
+                optional_params=optional,
+                custom_llm_provider="gemini",
+                litellm_params=litellm_params,
+                cached_content=None,
+            )
+        )
+        return Prepared(
+            url=url,
+            headers={str(k): str(v) for k, v in headers.items()},
+            payload=orjson.dumps(data),
+            messages=msgs,
+            optional_params=optional,
+            litellm_params=litellm_params,
+            request_data=data,
+        )
+
+    def answer(
+        self, dep: Deployment, prepared: Prepared, raw: bytes, headers: tuple[tuple[bytes, bytes], ...]
+    ) -> tuple[bytes, dict[str, Any] | None]:
+        import httpx
+        from litellm.types.utils import ModelResponse
+
+        response = httpx.Response(
+            200,
+            content=raw,
+            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers],
+            request=httpx.Request("POST", prepared.url),
+        )
+        result = self._config.transform_response(
+            model=dep.upstream_model,
+            raw_response=response,
+            model_response=ModelResponse(),
+            logging_obj=NoLogging(prepared.optional_params),  # type: ignore[arg-type]  # post_call, optional_params
+            api_key="",
+            request_data=prepared.request_data,
+            messages=prepared.messages,
+            optional_params=prepared.optional_params,
+            litellm_params=prepared.litellm_params,
+            encoding=None,
+        )
+        return model_response_json(result)
+
+    def chunk_parser(self, prepared: Prepared) -> Callable[[dict[str, Any]], Any]:
+        logging = NoLogging(prepared.optional_params)
+        iterator = self._iterator(streaming_response=None, sync_stream=False, logging_obj=logging)  # type: ignore[arg-type]
+        parse: Callable[[dict[str, Any]], Any] = iterator.chunk_parser
+        return parse
