@@ -11,8 +11,8 @@ test_translation_identity.py holds the two side by side:
     delta, at the first chunk with nothing else to say or at the stream's end (then `stop`, or `tool_calls`
     after a tool call, when none was reported); chunks after it are dropped;
   - the usage: prompt tokens as last reported non-zero, completion tokens and the token details as last reported
-    (reasoning_tokens 0 when not reported and the stream had text), in a last chunk of its own (LiteLLMStream then tells it as OpenAI
-    does, only when include_usage was asked).
+    (reasoning_tokens 0 when not reported and the stream had text), in a last chunk of its own (LiteLLMStream
+    then tells it as OpenAI does, only when include_usage was asked).
 """
 
 from __future__ import annotations
