@@ -67,6 +67,72 @@ INTERFACES = [
         {"headers", "request_data", "provider"},
     ),
     ("litellm.types.utils", "ModelResponse", None, set()),
+    # gemini/ (translate_gemini.py)
+    (
+        "litellm.llms.vertex_ai.gemini.vertex_and_google_ai_studio_gemini",
+        "VertexLLM",
+        "_get_token_and_url",
+        {
+            "model",
+            "auth_header",
+            "gemini_api_key",
+            "vertex_project",
+            "vertex_location",
+            "vertex_credentials",
+            "stream",
+            "custom_llm_provider",
+            "api_base",
+            "should_use_v1beta1_features",
+            "use_psc_endpoint_format",
+        },
+    ),
+    (
+        "litellm.llms.vertex_ai.gemini.vertex_and_google_ai_studio_gemini",
+        "VertexLLM",
+        "is_using_v1beta1_features",
+        {"optional_params"},
+    ),
+    (
+        "litellm.llms.vertex_ai.gemini.vertex_and_google_ai_studio_gemini",
+        "VertexGeminiConfig",
+        "validate_environment",
+        {"headers", "model", "messages", "optional_params", "litellm_params", "api_key"},
+    ),
+    (
+        "litellm.llms.vertex_ai.gemini.vertex_and_google_ai_studio_gemini",
+        "VertexGeminiConfig",
+        "transform_response",
+        {
+            "model",
+            "raw_response",
+            "model_response",
+            "logging_obj",
+            "request_data",
+            "messages",
+            "optional_params",
+            "litellm_params",
+            "encoding",
+            "api_key",
+        },
+    ),
+    (
+        "litellm.llms.vertex_ai.gemini.transformation",
+        "_transform_request_body",
+        None,
+        {"messages", "model", "optional_params", "custom_llm_provider", "litellm_params", "cached_content"},
+    ),
+    (
+        "litellm.llms.vertex_ai.gemini.vertex_and_google_ai_studio_gemini",
+        "ModelResponseIterator",
+        "__init__",
+        {"streaming_response", "sync_stream", "logging_obj"},
+    ),
+    (
+        "litellm.llms.vertex_ai.gemini.vertex_and_google_ai_studio_gemini",
+        "ModelResponseIterator",
+        "chunk_parser",
+        {"chunk"},
+    ),
 ]
 
 

@@ -10,6 +10,10 @@ loudly when an upgrade changes them; gateway/pyproject.toml pins litellm to the 
   <ProviderConfig>.transform_response(model, raw_response, model_response, logging_obj, request_data, messages,
                                       optional_params, litellm_params, encoding, api_key, json_mode)
   <provider>'s ModelResponseIterator(streaming_response, sync_stream, json_mode, ...).chunk_parser(chunk)
+  anthropic/: AnthropicConfig, anthropic.chat.handler.ModelResponseIterator, update_request_with_filtered_beta
+  gemini/: VertexLLM._get_token_and_url / is_using_v1beta1_features, VertexGeminiConfig,
+           vertex_ai.gemini.transformation._transform_request_body, its ModelResponseIterator (which reads
+           `optional_params` off the logging object it is given)
 
 LiteLLM is imported only when the first translated deployment is called (it costs seconds at start-up).
 """
