@@ -22,6 +22,11 @@ NATIVE_PROVIDERS = frozenset({"openai", "hosted_vllm", "custom_openai", "openai_
 # Not here, on purpose: providers whose requests need signing (bedrock/ SigV4, vertex_ai/ OAuth), which stay on
 # litellm.acompletion.
 TRANSLATED_PROVIDERS = frozenset({"anthropic", "gemini"})
+# Where a translated deployment without api_base is served (as LiteLLM's transformations build the URL).
+TRANSLATED_DEFAULT_BASES = {
+    "anthropic": "https://api.anthropic.com",
+    "gemini": "https://generativelanguage.googleapis.com",
+}
 # litellm_params (beyond request parameters) the translation path carries out as LiteLLM would; a deployment with
 # any other (a custom_llm_provider, vertex settings, …) stays on litellm.acompletion.
 TRANSLATED_SETTINGS = frozenset({"drop_params", "headers", "extra_headers", "ssl_verify"})
@@ -64,6 +69,12 @@ class Deployment:
 
     def url(self, endpoint: str) -> str:
         return f"{(self.api_base or OPENAI_DEFAULT_BASE).rstrip('/')}/{endpoint}"
+
+    def origin_url(self) -> str:
+        """A URL on the origin (scheme, host, port) RouteIQ's own client reaches this deployment at."""
+        if self.translated and not self.api_base:
+            return TRANSLATED_DEFAULT_BASES.get(self.provider, OPENAI_DEFAULT_BASE)
+        return self.url("chat/completions")
 
 
 def split_provider(model: str) -> tuple[str, str]:
