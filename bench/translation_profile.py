@@ -1,6 +1,7 @@
 """CPU per request of the translation path's own work (request built, answer read), without the network.
 
-    PYTHONPATH=shared:gateway python bench/translation_profile.py [--requests 3000] [--profile]
+    PYTHONPATH=shared:gateway python bench/translation_profile.py [--provider anthropic|gemini] [--requests 3000]
+        [--profile]
 
 Two rows: `litellm steps` (every shape judged wrong, so LiteLLM's transformation serves every request: the
 path before its own mapping) and `own mapping` (the bench's request and answer shapes, which LiteLLM agreed
@@ -34,6 +35,11 @@ BODY = {
     "max_tokens": 64,
     "temperature": 0,
 }
+GEMINI_ANSWER = (
+    b'{"candidates":[{"content":{"parts":[{"text":"Hello! The capital of France is Paris. Is there anything else '
+    b'you would like to know?"}],"role":"model"},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount"'
+    b':24,"candidatesTokenCount":19,"totalTokenCount":43},"modelVersion":"bench-model","responseId":"bench-gemini"}'
+)
 ANSWER = (
     b'{"id":"msg_bench000000000000000000","type":"message","role":"assistant","model":"bench-model",'
     b'"content":[{"type":"text","text":"Hello! The capital of France is Paris. Is there anything else you would '
@@ -43,26 +49,26 @@ ANSWER = (
 
 def one(provider: TranslatedProvider, dep: Any) -> None:
     prepared = provider.prepare(dep, BODY, False)
-    provider._for(dep).answer(dep, prepared, ANSWER, ())
+    provider._for(dep).answer(dep, prepared, GEMINI_ANSWER if dep.provider == "gemini" else ANSWER, ())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--provider", choices=("anthropic", "gemini"), default="anthropic")
     args = parser.parse_args()
-    entry = ModelEntry.model_validate(
-        {
-            "model_name": "bench-model",
-            "litellm_params": {"model": "anthropic/bench-model", "api_base": "http://x", "api_key": "k"},
-        }
-    )
+    params = {"model": f"{args.provider}/bench-model", "api_base": "http://x", "api_key": "k"}
+    entry = ModelEntry.model_validate({"model_name": "bench-model", "litellm_params": params})
     dep = build_deployment(entry, RouterSettings())
     for name, own in (("litellm steps", False), ("own mapping", True)):
         provider = TranslatedProvider(Pool(), LiteLLMProvider())
         one(provider, dep)  # the first of each shape is judged
         translation: Any = provider._for(dep)
-        if not own:
+        if not hasattr(translation, "_request_shapes"):
+            if own:
+                continue  # no own mapping for this provider
+        elif not own:
             translation._request_shapes = dict.fromkeys(translation._request_shapes)
             translation._answer_shapes = dict.fromkeys(translation._answer_shapes, False)
         for _ in range(200):

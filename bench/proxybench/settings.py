@@ -30,9 +30,11 @@ TARGETS = (
     "routeiq-anthropic",
     "routeiq-stream",
     "routeiq-anthropic-stream",
+    "routeiq-gemini",
+    "routeiq-gemini-stream",
     "litellm-anthropic",
 )
-STREAM_TARGETS = frozenset({"routeiq-stream", "routeiq-anthropic-stream"})
+STREAM_TARGETS = frozenset({"routeiq-stream", "routeiq-anthropic-stream", "routeiq-gemini-stream"})
 STREAM_CHUNKS = 100
 
 # The goal from the issue, checked on the RouteIQ row (native path, one core, 32 connections).

@@ -134,6 +134,16 @@ def anthropic_stream() -> str:
     return "".join(f"event: {name}\ndata: {data}\n\n" for name, data in events)
 
 
+def gemini_stream() -> str:
+    """The same answer as Gemini's streamGenerateContent (alt=sse) sends it: STREAM_CHUNKS responses of one part."""
+    head = '{"candidates":[{"content":{"parts":[{"text":"word "}],"role":"model"},"index":0'
+    tail = '],"modelVersion":"bench-model","responseId":"bench-gemini"}'
+    chunks = [head + "}" + tail] * (STREAM_CHUNKS - 1)
+    usage = '"usageMetadata":{"promptTokenCount":24,"candidatesTokenCount":100,"totalTokenCount":124}'
+    chunks.append(head + ',"finishReason":"STOP"}' + tail[:1] + "," + usage + tail[1:])
+    return "".join(f"data: {c}\r\n\r\n" for c in chunks)
+
+
 def check_chat_completion(url: str, stream: bool = False) -> None:
     """One real request before measuring: a 401 or a 502 answered fast must not pass for throughput."""
     body = json.loads(chat_request_body())
@@ -175,7 +185,8 @@ def run_nginx(settings: Settings, workdir: Path) -> Iterator[Upstream]:
     prefix.mkdir()
     upstream = Upstream(port=free_port())
     conf = NGINX_CONF.read_text().replace("@PREFIX@", str(prefix)).replace("@PORT@", str(upstream.port))
-    for name, text in (("openai.sse", openai_stream()), ("anthropic.sse", anthropic_stream())):
+    streams = (("openai.sse", openai_stream()), ("anthropic.sse", anthropic_stream()), ("gemini.sse", gemini_stream()))
+    for name, text in streams:
         (prefix / name).write_text(text)
         (prefix / name).chmod(0o644)
     # nginx's workers (another user when the master runs as root) read those files through the temp dir.
@@ -199,7 +210,8 @@ def gateway_config(upstream: Upstream, provider: str = "openai", stream: bool = 
     # `anthropic/` on its translation path. JSON strings are valid YAML scalars: no YAML library needed.
     q = json.dumps
     root = f"http://127.0.0.1:{upstream.port}" + ("/stream" if stream else "")
-    api_base = root + "/v1" if provider == "openai" else root  # LiteLLM appends /v1/messages to anthropic's
+    # LiteLLM appends /v1/messages to anthropic's api_base, /models/{model}:… to gemini's.
+    api_base = root + "/v1" if provider == "openai" else root
     return (
         "model_list:\n"
         f"  - model_name: {q(MODEL)}\n"
@@ -340,6 +352,20 @@ def target_routeiq_anthropic_stream(settings: Settings, upstream: Upstream, work
 
 
 @contextlib.contextmanager
+def target_routeiq_gemini(settings: Settings, upstream: Upstream, workdir: Path) -> Iterator[Running]:
+    config = gateway_config(upstream, "gemini")
+    with _routeiq("routeiq-gemini", settings, upstream, workdir, {}, config) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def target_routeiq_gemini_stream(settings: Settings, upstream: Upstream, workdir: Path) -> Iterator[Running]:
+    config = gateway_config(upstream, "gemini", stream=True)
+    with _routeiq("routeiq-gemini-stream", settings, upstream, workdir, {}, config) as running:
+        yield running
+
+
+@contextlib.contextmanager
 def target_litellm_anthropic(settings: Settings, upstream: Upstream, workdir: Path) -> Iterator[Running]:
     with _litellm("litellm-anthropic", settings, workdir, gateway_config(upstream, "anthropic")) as running:
         yield running
@@ -375,6 +401,8 @@ STARTERS: dict[str, TargetStarter] = {
     "routeiq-anthropic": target_routeiq_anthropic,
     "routeiq-stream": target_routeiq_stream,
     "routeiq-anthropic-stream": target_routeiq_anthropic_stream,
+    "routeiq-gemini": target_routeiq_gemini,
+    "routeiq-gemini-stream": target_routeiq_gemini_stream,
     "litellm-anthropic": target_litellm_anthropic,
 }
 
