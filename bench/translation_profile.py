@@ -65,12 +65,13 @@ def main() -> None:
         provider = TranslatedProvider(Pool(), LiteLLMProvider())
         one(provider, dep)  # the first of each shape is judged
         translation: Any = provider._for(dep)
-        if not hasattr(translation, "_request_shapes"):
+        judge = getattr(translation, "judge", None)
+        if judge is None:
             if own:
                 continue  # no own mapping for this provider
-        elif not own:
-            translation._request_shapes = dict.fromkeys(translation._request_shapes)
-            translation._answer_shapes = dict.fromkeys(translation._answer_shapes, False)
+        elif not own:  # every shape judged wrong: LiteLLM's steps serve every request
+            judge.requests = dict.fromkeys(judge.requests)
+            judge.answers = dict.fromkeys(judge.answers, False)
         for _ in range(200):
             one(provider, dep)
         started = time.process_time()

@@ -216,8 +216,11 @@ def both(
             pool.close()
         LAST_SHAPES.clear()
         for translation in translated._translations.values():
-            LAST_SHAPES.update(getattr(translation, "_request_shapes", {}))
-            LAST_SHAPES.update(getattr(translation, "_answer_shapes", {}))
+            judge = getattr(translation, "judge", None)
+            if judge is not None:
+                LAST_SHAPES.update(judge.requests)
+                LAST_SHAPES.update(judge.answers)
+                LAST_SHAPES.update(judge.chunks)
         return out
 
     for name, (sent, answer, usage) in zip(("translated-judged", "translated"), asyncio.run(translated()), strict=True):
@@ -227,7 +230,7 @@ def both(
 
 LAST_SHAPES: dict[Any, Any] = {}  # the last translated run's verdicts on the own mapping, by shape
 # Cases whose request and answer the own mapping (anthropic_fast.py) must carry: else the speed is gone unnoticed.
-FAST_CASES = {"plain", "system", "conversation", "max_tokens", "max_completion_tokens"}
+FAST_CASES = {"plain", "system", "conversation", "max_tokens", "max_completion_tokens", "usage"}
 
 
 def assert_identical(results: list[tuple[str, dict[str, Any], Any, Any]]) -> None:
@@ -248,7 +251,7 @@ def test_same_request_and_answer(
 ) -> None:
     results = both(fresh_upstream, litellm_provider, CASES[case], False, provider)
     assert_identical(results)
-    if case in FAST_CASES and provider == "anthropic":
+    if case in FAST_CASES:
         assert LAST_SHAPES and all(v not in (None, False) for v in LAST_SHAPES.values()), LAST_SHAPES
     answer = results[1][2]
     assert answer["object"] == "chat.completion" and answer["choices"][0]["message"]["role"] == "assistant"
@@ -259,6 +262,8 @@ def test_same_request_and_answer(
 def test_same_stream(fresh_upstream: FakeUpstream, litellm_provider: LiteLLMProvider, case: str, provider: str) -> None:
     results = both(fresh_upstream, litellm_provider, STREAM_CASES[case], True, provider)
     assert_identical(results)
+    if case in FAST_CASES:
+        assert LAST_SHAPES and all(v not in (None, False) for v in LAST_SHAPES.values()), LAST_SHAPES
     chunks = results[1][2]
     assert chunks and all(c["object"] == "chat.completion.chunk" for c in chunks)
     if "tools" in case:

@@ -1,7 +1,7 @@
 """RouteIQ's own OpenAI ⇄ Anthropic mapping for the commonest shapes, used only where LiteLLM agreed with it.
 
-translate_anthropic.py judges every shape by LiteLLM's own output first (see its docstring); this module only
-proposes. Everything outside these shapes is LiteLLM's alone.
+translate_litellm.Judge holds every shape against LiteLLM's own output first; this module only proposes.
+Everything outside these shapes is LiteLLM's alone.
 """
 
 from __future__ import annotations
@@ -10,54 +10,26 @@ import time
 import uuid
 from typing import Any
 
+from routeiq_gateway.providers.plain_chat import PlainChat
+
 # The client's parameters the own request mapping knows (besides model, messages, stream).
 FAST_PARAMS = frozenset({"max_tokens", "max_completion_tokens", "temperature", "top_p", "stream_options"})
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
 _PLAIN_USAGE = frozenset({"input_tokens", "output_tokens"})
 
 
-def split_messages(messages: Any) -> tuple[list[dict[str, str]], list[dict[str, Any]]] | None:
-    """(system blocks, turns) for leading system messages, then user and assistant turns by turns ending with
-    the user's, every one plain non-empty text; None for anything else."""
-    if not isinstance(messages, list):
-        return None
-    system: list[dict[str, str]] = []
-    turns: list[dict[str, Any]] = []
-    expect = "user"
-    for message in messages:
-        if type(message) is not dict or len(message) != 2:
-            return None
-        role, content = message.get("role"), message.get("content")
-        if type(content) is not str or not content:
-            return None
-        if role == "system" and not turns:
-            system.append({"type": "text", "text": content})
-            continue
-        if role != expect:
-            return None
-        turns.append({"role": role, "content": [{"type": "text", "text": content}]})
-        expect = "assistant" if role == "user" else "user"
-    if not turns or expect != "assistant":
-        return None
-    return system, turns
-
-
 def request_body(
-    model: str,
-    system: list[dict[str, str]],
-    turns: list[dict[str, Any]],
-    params: dict[str, Any],
-    stream: bool,
-    default_max_tokens: int,
+    model: str, chat: PlainChat, params: dict[str, Any], stream: bool, default_max_tokens: int
 ) -> dict[str, Any]:
+    turns = [{"role": role, "content": [{"type": "text", "text": text}]} for role, text in chat.turns]
     data: dict[str, Any] = {"model": model, "messages": turns}
     for name in ("temperature", "top_p"):
         if name in params:
             data[name] = params[name]
     max_tokens = params.get("max_tokens", params.get("max_completion_tokens"))
     data["max_tokens"] = max_tokens if max_tokens is not None else default_max_tokens
-    if system:
-        data["system"] = system
+    if chat.system:
+        data["system"] = [{"type": "text", "text": text} for text in chat.system]
     if stream:
         data["stream"] = True
     return data
@@ -115,12 +87,6 @@ def answer(data: dict[str, Any]) -> dict[str, Any]:
             "cache_read_input_tokens": 0,
         },
     }
-
-
-def same_answer(litellm: dict[str, Any], mine: dict[str, Any]) -> bool:
-    """Equal but for what differs between any two calls (the generated id, the clock)."""
-    ignore = ("id", "created")
-    return {k: v for k, v in litellm.items() if k not in ignore} == {k: v for k, v in mine.items() if k not in ignore}
 
 
 def text_delta(chunk: dict[str, Any]) -> str | None:

@@ -7,9 +7,9 @@ headers; transform_request for the body; update_request_with_filtered_beta; `str
 
 Those LiteLLM steps cost about 1 ms of CPU per request (profile in bench/README.md), three times the budget of a
 3,000 req/s path. So the commonest shapes (text messages, a few sampling parameters; a text answer; text deltas)
-also have RouteIQ's own mapping (anthropic_fast.py), and LiteLLM stays the judge of it: the first request and the
-first answer of each shape, per deployment, go through both, and the own mapping is used for that shape only if
-it gave exactly what LiteLLM gave (ids and timestamps aside); otherwise LiteLLM's steps serve that shape for good.
+also have RouteIQ's own mapping (anthropic_fast.py), and LiteLLM stays the judge of it (translate_litellm.Judge:
+the own mapping serves a shape only after it gave, for that shape's first request, exactly what LiteLLM's steps
+gave).
 tests/integration/test_translation_identity.py holds both against litellm.acompletion.
 """
 
@@ -21,8 +21,10 @@ from typing import Any
 import orjson
 
 from routeiq_gateway.providers import anthropic_fast as fast
+from routeiq_gateway.providers.plain_chat import plain_chat
 from routeiq_gateway.providers.translate_litellm import (
     NO_LOGGING,
+    Judge,
     Prepared,
     copy_messages,
     model_response_json,
@@ -51,9 +53,7 @@ class AnthropicTranslation:
         self._filtered_beta = update_request_with_filtered_beta
         self._iterator = ModelResponseIterator
         self._reverse_map_key = ANTHROPIC_TOOL_NAME_REVERSE_MAP_KEY
-        # shape → the headers LiteLLM sent for it (the own mapping agreed), or None (it did not: LiteLLM's steps)
-        self._request_shapes: dict[tuple[Any, ...], dict[str, str] | None] = {}
-        self._answer_shapes: dict[tuple[Any, ...], bool] = {}
+        self.judge = Judge()
         self._default_max_tokens: dict[str, int] = {}
 
     def prepare(
@@ -65,30 +65,17 @@ class AnthropicTranslation:
         extra_headers: dict[str, str],
         drop_params: bool | None,
     ) -> Prepared:
-        split = fast.split_messages(messages) if fast.FAST_PARAMS.issuperset(params) else None
-        if split is None:
+        chat = plain_chat(messages) if fast.FAST_PARAMS.issuperset(params) else None
+        if chat is None:
             return self._prepare(dep, messages, params, stream, extra_headers, drop_params)
-        system, turns = split
-        shape = (dep.id, frozenset(params), bool(system), stream)
+        shape = (dep.id, frozenset(params), len(chat.system), stream)
         model = dep.upstream_model
         default = self._default_max_tokens.get(model)
         if default is None:
             default = self._default_max_tokens[model] = int(self._config.get_max_tokens_for_model(model))
-        data = fast.request_body(model, system, turns, params, stream, default)
-        if shape not in self._request_shapes:
-            judged = self._prepare(dep, messages, params, stream, extra_headers, drop_params)
-            self._request_shapes[shape] = judged.headers if judged.request_data == data else None
-            return judged
-        headers = self._request_shapes[shape]
-        if headers is None:
-            return self._prepare(dep, messages, params, stream, extra_headers, drop_params)
-        return Prepared(
-            url=messages_url(dep.api_base),
-            headers=headers,
-            payload=orjson.dumps(data),
-            messages=messages,
-            optional_params={},
-            request_data=data,
+        data = fast.request_body(model, chat, params, stream, default)
+        return self.judge.request(
+            shape, data, messages, lambda: self._prepare(dep, messages, params, stream, extra_headers, drop_params)
         )
 
     def _prepare(
@@ -146,17 +133,9 @@ class AnthropicTranslation:
         shape = fast.answer_shape(data) if not prepared.json_mode else None
         if shape is None:
             return self._answer(dep, prepared, raw, headers)
-        key = (dep.id, *shape)
-        verdict = self._answer_shapes.get(key)
-        if verdict is None:
-            body, usage = self._answer(dep, prepared, raw, headers)
-            mine = fast.answer(data)
-            self._answer_shapes[key] = fast.same_answer(orjson.loads(body), mine)
-            return body, usage
-        if not verdict:
-            return self._answer(dep, prepared, raw, headers)
-        mine = fast.answer(data)
-        return orjson.dumps(mine), mine["usage"]
+        return self.judge.answer(
+            (dep.id, *shape), lambda: fast.answer(data), lambda: self._answer(dep, prepared, raw, headers)
+        )
 
     def _answer(
         self, dep: Deployment, prepared: Prepared, raw: bytes, headers: tuple[tuple[bytes, bytes], ...]

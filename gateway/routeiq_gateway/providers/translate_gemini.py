@@ -5,6 +5,10 @@ async_streaming of the pinned LiteLLM 1.97): the parameters mapped by get_option
 _get_token_and_url for the URL and the key header; validate_environment for the headers; the request body by
 transformation._transform_request_body; transform_response / ModelResponseIterator.chunk_parser for the answer.
 
+The commonest shapes (plain text turns, a few sampling parameters; a text answer; text events) also have
+RouteIQ's own mapping (gemini_fast.py), used shape by shape only where LiteLLM's steps gave the same
+(translate_litellm.Judge), as for anthropic/.
+
 One LiteLLM step is left out: its context caching (for messages marked `cache_control` it first creates a
 cachedContent upstream, a call of its own). Here such messages are sent as they are, without that call; the
 identity suite does not cover them. Vertex AI (vertex_ai/: OAuth tokens) is not here: it stays on
@@ -18,7 +22,10 @@ from typing import Any
 
 import orjson
 
+from routeiq_gateway.providers import gemini_fast as fast
+from routeiq_gateway.providers.plain_chat import plain_chat
 from routeiq_gateway.providers.translate_litellm import (
+    Judge,
     NoLogging,
     Prepared,
     copy_messages,
@@ -43,8 +50,27 @@ class GeminiTranslation:
         self._llm = VertexLLM()
         self._body = _transform_request_body
         self._iterator = ModelResponseIterator
+        self.judge = Judge()
 
     def prepare(
+        self,
+        dep: Deployment,
+        messages: list[Any],
+        params: dict[str, Any],
+        stream: bool,
+        extra_headers: dict[str, str],
+        drop_params: bool | None,
+    ) -> Prepared:
+        chat = plain_chat(messages) if fast.FAST_PARAMS.issuperset(params) else None
+        if chat is None:
+            return self._prepare(dep, messages, params, stream, extra_headers, drop_params)
+        shape = (dep.id, frozenset(params), len(chat.system), stream)
+        data = fast.request_body(chat, params)
+        return self.judge.request(
+            shape, data, messages, lambda: self._prepare(dep, messages, params, stream, extra_headers, drop_params)
+        )
+
+    def _prepare(
         self,
         dep: Deployment,
         messages: list[Any],
@@ -102,6 +128,18 @@ class GeminiTranslation:
     def answer(
         self, dep: Deployment, prepared: Prepared, raw: bytes, headers: tuple[tuple[bytes, bytes], ...]
     ) -> tuple[bytes, dict[str, Any] | None]:
+        data = orjson.loads(raw)
+        shape = fast.answer_shape(data)
+        if shape is None:
+            return self._answer(dep, prepared, raw, headers)
+        model = dep.upstream_model
+        return self.judge.answer(
+            (dep.id, *shape), lambda: fast.answer(data, model), lambda: self._answer(dep, prepared, raw, headers)
+        )
+
+    def _answer(
+        self, dep: Deployment, prepared: Prepared, raw: bytes, headers: tuple[tuple[bytes, bytes], ...]
+    ) -> tuple[bytes, dict[str, Any] | None]:
         import httpx
         from litellm.types.utils import ModelResponse
 
@@ -129,4 +167,14 @@ class GeminiTranslation:
         logging = NoLogging(prepared.optional_params)
         iterator = self._iterator(streaming_response=None, sync_stream=False, logging_obj=logging)  # type: ignore[arg-type]
         parse: Callable[[dict[str, Any]], Any] = iterator.chunk_parser
-        return parse
+        judge, key = self.judge, prepared.url
+
+        def parse_judged(event: dict[str, Any]) -> Any:
+            shape = fast.chunk_shape(event)
+            if shape is None:
+                return parse(event)
+            return judge.chunk(
+                (key, *shape), lambda: fast.chunk(event), lambda: parse(event).model_dump(exclude_none=True)
+            )
+
+        return parse_judged

@@ -21,6 +21,7 @@ LiteLLM is imported only when the first translated deployment is called (it cost
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,3 +88,66 @@ def model_response_json(response: Any) -> tuple[bytes, dict[str, Any] | None]:
 def copy_messages(messages: list[Any]) -> list[Any]:
     # LiteLLM's transformations edit the messages they are given (acompletion hands them a deep copy too).
     return copy.deepcopy(messages)
+
+
+def same_answer(litellm: dict[str, Any], mine: dict[str, Any]) -> bool:
+    """Equal but for what differs between any two calls (the generated id, the clock)."""
+    ignore = ("id", "created")
+    return {k: v for k, v in litellm.items() if k not in ignore} == {k: v for k, v in mine.items() if k not in ignore}
+
+
+class Judge:
+    """LiteLLM's steps judging RouteIQ's own mapping of a provider, shape by shape, per deployment.
+
+    The first request (and the first answer) of a shape goes through both; the own mapping serves that shape
+    from then on only if it gave exactly what LiteLLM's steps gave (ids and timestamps aside), else LiteLLM's
+    steps serve it for good. A shape is what the own mapping's output depends on besides the values it copies.
+    """
+
+    __slots__ = ("answers", "chunks", "requests")
+
+    def __init__(self) -> None:
+        self.chunks: dict[tuple[Any, ...], bool] = {}
+        # shape → (url, headers) LiteLLM sent for it when the bodies agreed, or None (they did not)
+        self.requests: dict[tuple[Any, ...], tuple[str, dict[str, str]] | None] = {}
+        self.answers: dict[tuple[Any, ...], bool] = {}
+
+    def request(
+        self, shape: tuple[Any, ...], data: dict[str, Any], messages: list[Any], litellm: Callable[[], Prepared]
+    ) -> Prepared:
+        if shape not in self.requests:
+            judged = litellm()
+            self.requests[shape] = (judged.url, judged.headers) if judged.request_data == data else None
+            return judged
+        verdict = self.requests[shape]
+        if verdict is None:
+            return litellm()
+        url, headers = verdict
+        return Prepared(url, headers, orjson.dumps(data), messages, {}, request_data=data)
+
+    def answer(
+        self,
+        shape: tuple[Any, ...],
+        mine: Callable[[], dict[str, Any]],
+        litellm: Callable[[], tuple[bytes, dict[str, Any] | None]],
+    ) -> tuple[bytes, dict[str, Any] | None]:
+        verdict = self.answers.get(shape)
+        if verdict is None:
+            body, usage = litellm()
+            self.answers[shape] = same_answer(orjson.loads(body), mine())
+            return body, usage
+        if not verdict:
+            return litellm()
+        own = mine()
+        return orjson.dumps(own), own.get("usage")
+
+    def chunk(
+        self, shape: tuple[Any, ...], mine: Callable[[], dict[str, Any]], litellm: Callable[[], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """One stream event read as the chunk parser reads it (its dict, None left out)."""
+        verdict = self.chunks.get(shape)
+        if verdict is None:
+            theirs = litellm()
+            self.chunks[shape] = same_answer(theirs, mine())
+            return theirs
+        return mine() if verdict else litellm()
