@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -70,7 +71,12 @@ class _Server(uvicorn.Server):
 def _litellm_provider(policy: EgressPolicy) -> Any:
     from routeiq_gateway.providers.litellm_client import LiteLLMProvider
 
-    return LiteLLMProvider(policy)
+    provider = LiteLLMProvider(policy)
+    # LiteLLM's modules add ~280,000 objects that live as long as the process; every full collection walked
+    # them all (135 ms measured, a p99 of 60-80 ms on the translation path). Frozen, collections skip them.
+    gc.collect()
+    gc.freeze()
+    return provider
 
 
 def _translated_provider(pool: Pool, litellm: Any) -> Any:

@@ -182,7 +182,7 @@ class AnthropicTranslation:
             if iterator.current_content_block_type == "text":
                 delta = fast.text_delta(chunk)
                 if delta is not None:
-                    return {"id": iterator.response_id, "choices": [{"index": 0, "delta": {"content": delta}}]}
+                    return delta  # TranslatedStream: a plain text delta (StreamFinisher.text)
             return parse(chunk)
 
         return parse_text_fast

@@ -53,6 +53,7 @@ class StreamFinisher:
         "_sent_first",
         "_template",
         "_text",
+        "_text_prefix",
         "_tool_call",
         "usage",
     )
@@ -68,6 +69,7 @@ class StreamFinisher:
         self._completion = 0
         self._details: dict[str, Any] = {}
         self._template: dict[str, Any] | None = None
+        self._text_prefix: bytes | None = None  # a text delta's event up to its text (text())
         self.usage: dict[str, Any] | None = None
 
     def feed(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
@@ -105,6 +107,20 @@ class StreamFinisher:
         elif self._received is not None:
             out.append(self._finish(self._received))
         return out
+
+    def text(self, text: str) -> bytes | None:
+        """A plain text delta, for a parser that says just that (the translations' own mappings of a text event):
+        the same event feed() makes of {"id", "choices": [{"index": 0, "delta": {"content": text}}]}, written
+        once the first chunk has gone (its prefix is the same for every later one)."""
+        if self._finished or not self._sent_first or self._text_prefix is None or not text:
+            chunk = {"id": (self._template or {}).get("id"), "choices": [{"index": 0, "delta": {"content": text}}]}
+            out = self.feed(chunk)
+            if self._template is not None and self._text_prefix is None:
+                head = orjson.dumps({**self._template, "choices": None})[: -len(b"null}")]
+                self._text_prefix = b"data: " + head + b'[{"index":0,"delta":{"content":'
+            return b"".join(json_event(o) for o in out) or None
+        self._text = True
+        return self._text_prefix + orjson.dumps(text) + b"}}]}\n\n"
 
     def end(self) -> list[dict[str, Any]]:
         """At the stream's end: the finish chunk, if none was sent (the last reason received, else stop)."""
@@ -223,6 +239,8 @@ class TranslatedStream:
             raise
         except Exception as exc:  # noqa: BLE001 — the parser raises many classes; all are an unreadable event
             raise invalid_response(f"a stream event could not be read ({type(exc).__name__})") from None
+        if type(parsed) is str:  # a plain text delta (the parser's own chunk for it: see StreamFinisher.text)
+            return self._finisher.text(parsed)
         dumped = parsed if type(parsed) is dict else parsed.model_dump(exclude_none=True)
         out = self._finisher.feed(dumped)
         if not out:
