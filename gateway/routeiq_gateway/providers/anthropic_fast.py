@@ -98,3 +98,9 @@ def text_delta(chunk: dict[str, Any]) -> str | None:
         return None
     text = delta.get("text")
     return text if type(text) is str else None
+
+
+def empty_text_block(chunk: dict[str, Any]) -> bool:
+    """A content_block_start opening an empty text block (what Anthropic's streams open with)."""
+    block = chunk.get("content_block")
+    return type(block) is dict and block.get("type") == "text" and block.get("text") == "" and len(block) == 2

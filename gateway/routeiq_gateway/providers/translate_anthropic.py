@@ -178,11 +178,26 @@ class AnthropicTranslation:
             return parse
 
         def parse_text_fast(chunk: dict[str, Any]) -> Any:
-            # A text delta inside a text block: what the parser makes of it, without its pydantic objects.
-            if iterator.current_content_block_type == "text":
-                delta = fast.text_delta(chunk)
-                if delta is not None:
-                    return delta  # TranslatedStream: a plain text delta (StreamFinisher.text)
+            # The events of a text block, and those that say nothing: what the parser makes of them (a text delta,
+            # or "" for nothing to say: StreamFinisher.text), without its pydantic objects. Its state is kept as
+            # its own handling of the event would leave it (handler.py, chunk_parser); every other event is its.
+            kind = chunk.get("type")
+            if kind == "content_block_delta":
+                if iterator.current_content_block_type == "text":
+                    delta = fast.text_delta(chunk)
+                    if delta is not None:
+                        return delta
+            elif kind in ("ping", "message_stop"):
+                return ""
+            elif kind == "content_block_start":
+                if fast.empty_text_block(chunk):
+                    iterator.content_blocks = []
+                    iterator.current_content_block_type = "text"
+                    return ""
+            elif kind == "content_block_stop" and iterator.current_content_block_type == "text":
+                iterator.is_response_format_tool = False
+                iterator.current_content_block_type = None
+                return ""
             return parse(chunk)
 
         return parse_text_fast
