@@ -72,21 +72,62 @@ def answer(data: dict[str, Any]) -> dict[str, Any]:
                 },
             }
         ],
-        "usage": {
-            "completion_tokens": completion,
-            "prompt_tokens": prompt,
-            "total_tokens": prompt + completion,
-            "completion_tokens_details": {"reasoning_tokens": 0, "text_tokens": completion},
-            "prompt_tokens_details": {
-                "cache_write_tokens": 0,
-                "cached_tokens": 0,
-                "text_tokens": prompt,
-                "cache_creation_tokens": 0,
-            },
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
-        },
+        "usage": usage_of(prompt, completion),
     }
+
+
+def usage_of(prompt: int, completion: int) -> dict[str, Any]:
+    """Anthropic's plain usage (input_tokens, output_tokens) as LiteLLM's AnthropicConfig.calculate_usage tells it."""
+    return {
+        "completion_tokens": completion,
+        "prompt_tokens": prompt,
+        "total_tokens": prompt + completion,
+        "completion_tokens_details": {"reasoning_tokens": 0, "text_tokens": completion},
+        "prompt_tokens_details": {
+            "cache_write_tokens": 0,
+            "cached_tokens": 0,
+            "text_tokens": prompt,
+            "cache_creation_tokens": 0,
+        },
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+    }
+
+
+_STREAM_FINISH = {**_FINISH, "tool_use": "tool_calls"}
+
+
+def message_event(chunk: dict[str, Any], response_id: str) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+    """(shape, the parser's chunk) for a message_start or message_delta with plain usage, else None."""
+    kind = chunk.get("type")
+    if kind == "message_start":
+        message = chunk.get("message")
+        usage = message.get("usage") if type(message) is dict else None
+        finish = None
+    elif kind == "message_delta":
+        delta, usage = chunk.get("delta"), chunk.get("usage")
+        if type(delta) is not dict or not {"stop_reason", "stop_sequence"}.issuperset(delta):
+            return None
+        finish = _STREAM_FINISH.get(delta.get("stop_reason"))  # type: ignore[arg-type]
+        if finish is None:
+            return None
+    else:
+        return None
+    if type(usage) is not dict or not usage or not _PLAIN_USAGE.issuperset(usage):
+        return None
+    if not all(type(v) is int for v in usage.values()):
+        return None
+    choice: dict[str, Any] = {"index": 0, "delta": {"content": ""}}
+    if finish is not None:
+        choice = {"finish_reason": finish, **choice}
+    out = {
+        "id": response_id,
+        "created": int(time.time()),
+        "object": "chat.completion.chunk",
+        "choices": [choice],
+        "usage": usage_of(usage.get("input_tokens", 0), usage.get("output_tokens", 0)),
+    }
+    return (kind, tuple(sorted(usage)), finish), out
 
 
 def text_delta(chunk: dict[str, Any]) -> str | None:

@@ -176,6 +176,7 @@ class AnthropicTranslation:
         parse: Callable[[dict[str, Any]], Any] = iterator.chunk_parser
         if prepared.json_mode:
             return parse
+        judge, key = self.judge, prepared.url
 
         def parse_text_fast(chunk: dict[str, Any]) -> Any:
             # The events of a text block, and those that say nothing: what the parser makes of them (a text delta,
@@ -198,6 +199,11 @@ class AnthropicTranslation:
                 iterator.is_response_format_tool = False
                 iterator.current_content_block_type = None
                 return ""
+            elif kind in ("message_start", "message_delta") and not iterator.reasoning_content_chunks:
+                own = fast.message_event(chunk, iterator.response_id)
+                if own is not None:  # judged: the parser's own chunk the first time, per shape
+                    shape, mine = own
+                    return judge.chunk((key, *shape), lambda: mine, lambda: parse(chunk).model_dump(exclude_none=True))
             return parse(chunk)
 
         return parse_text_fast
