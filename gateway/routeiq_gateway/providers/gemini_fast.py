@@ -108,17 +108,16 @@ def answer(data: dict[str, Any], model: str) -> dict[str, Any]:
     }
 
 
-def chunk_shape(data: Any) -> tuple[Any, ...] | None:
-    """A stream event that is one text part and nothing else (no finish, no usage), else None."""
+def chunk_shape(data: Any) -> tuple[tuple[Any, ...], str] | None:
+    """(shape, text) of a stream event that is one text part and nothing else (no finish, no usage), else None."""
     found = _text_candidate(data)
     if found is None or "finishReason" in found[0] or "usageMetadata" in data:
         return None
-    return (tuple(sorted(data)), tuple(sorted(found[0])))
+    return (len(data), len(found[0])), found[1]  # _text_candidate allowed only known keys: their count says which
 
 
-def chunk(data: dict[str, Any]) -> dict[str, Any]:
+def chunk(data: dict[str, Any], text: str) -> dict[str, Any]:
     """A stream event chunk_shape accepted, as LiteLLM's chunk parser makes it (before its stream wrapper)."""
-    _, text = _text_candidate(data)  # type: ignore[misc]  # chunk_shape accepted it
     return {
         "id": data["responseId"],
         "created": int(time.time()),

@@ -170,11 +170,12 @@ class GeminiTranslation:
         judge, key = self.judge, prepared.url
 
         def parse_judged(event: dict[str, Any]) -> Any:
-            shape = fast.chunk_shape(event)
-            if shape is None:
+            found = fast.chunk_shape(event)
+            if found is None:
                 return parse(event)
+            shape, text = found
             return judge.chunk(
-                (key, *shape), lambda: fast.chunk(event), lambda: parse(event).model_dump(exclude_none=True)
+                (key, *shape), lambda: fast.chunk(event, text), lambda: parse(event).model_dump(exclude_none=True)
             )
 
         return parse_judged
