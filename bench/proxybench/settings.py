@@ -10,6 +10,7 @@ REPO_DIR = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
 
 MODEL = "bench-model"
+GEMINI_MODEL = "gemini-2.0-flash"  # the upstream model of the gemini rows: one LiteLLM knows
 MASTER_KEY = "sk-bench-master"  # what clients (wrk, the check request) send to every target
 UPSTREAM_KEY = "sk-bench-upstream"  # what the gateways send to nginx, which ignores it
 CHAT_PATH = "/v1/chat/completions"

@@ -16,6 +16,7 @@ from .processes import BenchError, child_env, child_process, free_port, log_tail
 from .settings import (
     BENCH_DIR,
     CHAT_PATH,
+    GEMINI_MODEL,
     MASTER_KEY,
     MMLU_CSV,
     MODEL,
@@ -216,7 +217,7 @@ def gateway_config(upstream: Upstream, provider: str = "openai", stream: bool = 
         "model_list:\n"
         f"  - model_name: {q(MODEL)}\n"
         "    litellm_params:\n"
-        f"      model: {q(provider + '/' + MODEL)}\n"
+        f"      model: {q(provider + '/' + (GEMINI_MODEL if provider == 'gemini' else MODEL))}\n"
         f"      api_base: {q(api_base)}\n"
         f"      api_key: {q(UPSTREAM_KEY)}\n"
         "general_settings:\n"
