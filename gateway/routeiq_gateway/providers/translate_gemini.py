@@ -31,6 +31,7 @@ from routeiq_gateway.providers.translate_litellm import (
     copy_messages,
     model_response_json,
     optional_params,
+    raw_response,
 )
 from routeiq_gateway.routing.deployments import Deployment
 
@@ -140,18 +141,11 @@ class GeminiTranslation:
     def _answer(
         self, dep: Deployment, prepared: Prepared, raw: bytes, headers: tuple[tuple[bytes, bytes], ...]
     ) -> tuple[bytes, dict[str, Any] | None]:
-        import httpx
         from litellm.types.utils import ModelResponse
 
-        response = httpx.Response(
-            200,
-            content=raw,
-            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers],
-            request=httpx.Request("POST", prepared.url),
-        )
         result = self._config.transform_response(
             model=dep.upstream_model,
-            raw_response=response,
+            raw_response=raw_response(prepared, raw, headers),
             model_response=ModelResponse(),
             logging_obj=NoLogging(prepared.optional_params),  # type: ignore[arg-type]  # post_call, optional_params
             api_key="",

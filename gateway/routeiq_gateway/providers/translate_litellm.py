@@ -85,6 +85,18 @@ def model_response_json(response: Any) -> tuple[bytes, dict[str, Any] | None]:
     return orjson.dumps(data), data.get("usage")
 
 
+def raw_response(prepared: Prepared, raw: bytes, headers: tuple[tuple[bytes, bytes], ...]) -> Any:
+    """The upstream's 200 answer as the httpx.Response LiteLLM's transform_response reads."""
+    import httpx
+
+    return httpx.Response(
+        200,
+        content=raw,
+        headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers],
+        request=httpx.Request("POST", prepared.url),
+    )
+
+
 def copy_messages(messages: list[Any]) -> list[Any]:
     # LiteLLM's transformations edit the messages they are given (acompletion hands them a deep copy too).
     return copy.deepcopy(messages)
