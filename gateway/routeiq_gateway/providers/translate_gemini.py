@@ -65,7 +65,17 @@ class GeminiTranslation:
         chat = plain_chat(messages) if fast.FAST_PARAMS.issuperset(params) else None
         if chat is None:
             return self._prepare(dep, messages, params, stream, extra_headers, drop_params)
-        shape = (dep.id, frozenset(params), len(chat.system), stream)
+        # Everything LiteLLM's request depends on but the copied values: the judged heads hold the deployment's
+        # key and headers, so a reload that changes them (same deployment id) is judged anew.
+        shape = (
+            dep.id,
+            dep.api_key,
+            tuple(extra_headers.items()),
+            drop_params,
+            frozenset(params),
+            len(chat.system),
+            stream,
+        )
         data = fast.request_body(chat, params)
         return self.judge.request(
             shape, data, messages, lambda: self._prepare(dep, messages, params, stream, extra_headers, drop_params)

@@ -45,6 +45,7 @@ class NoLogging:
 
 
 NO_LOGGING = NoLogging()
+MAX_SHAPES = 4096  # verdicts a Judge keeps per kind
 
 
 @dataclass(slots=True)
@@ -124,10 +125,16 @@ class Judge:
         self.requests: dict[tuple[Any, ...], tuple[str, dict[str, str]] | None] = {}
         self.answers: dict[tuple[Any, ...], bool] = {}
 
+    def forget_requests(self) -> None:
+        """After a reload: the judged heads hold API keys of deployments that may be gone."""
+        self.requests = {}
+
     def request(
         self, shape: tuple[Any, ...], data: dict[str, Any], messages: list[Any], litellm: Callable[[], Prepared]
     ) -> Prepared:
         if shape not in self.requests:
+            if len(self.requests) >= MAX_SHAPES:
+                self.requests = {}  # bounded: a client varying its shapes only costs re-judging
             judged = litellm()
             self.requests[shape] = (judged.url, judged.headers) if judged.request_data == data else None
             return judged
@@ -145,6 +152,8 @@ class Judge:
     ) -> tuple[bytes, dict[str, Any] | None]:
         verdict = self.answers.get(shape)
         if verdict is None:
+            if len(self.answers) >= MAX_SHAPES:
+                self.answers = {}
             body, usage = litellm()
             self.answers[shape] = same_answer(orjson.loads(body), mine())
             return body, usage
@@ -159,6 +168,8 @@ class Judge:
         """One stream event read as the chunk parser reads it (its dict, None left out)."""
         verdict = self.chunks.get(shape)
         if verdict is None:
+            if len(self.chunks) >= MAX_SHAPES:
+                self.chunks = {}
             theirs = litellm()
             self.chunks[shape] = same_answer(theirs, mine())
             return theirs

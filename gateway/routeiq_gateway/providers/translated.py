@@ -111,6 +111,10 @@ class TranslatedProvider:
     def reloaded(self) -> None:
         """After a reload: forget prepared request heads (they hold API keys of deployments that may be gone)."""
         self._targets = {}
+        for translation in self._translations.values():
+            judge = getattr(translation, "judge", None)
+            if judge is not None:
+                judge.forget_requests()
 
     def prepare(self, dep: Deployment, body: dict[str, Any], stream: bool) -> Prepared:
         own = self._own_args
