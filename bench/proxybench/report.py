@@ -116,8 +116,55 @@ def markdown_report(settings: Settings, results: list[TargetResult], env: dict[s
             *(table_row(r, direct) for r in results),
             *(["", *notes] if notes else []),
             *goal_lines(results),
+            *translation_lines(results),
         ]
     )
+
+
+# Each translation-path row beside the row it is compared with (issue 12): its native counterpart, and LiteLLM's
+# proxy on the same deployment.
+TRANSLATION_PAIRS = (
+    ("routeiq-anthropic", "routeiq"),
+    ("routeiq-gemini", "routeiq"),
+    ("routeiq-anthropic-stream", "routeiq-stream"),
+    ("routeiq-gemini-stream", "routeiq-stream"),
+    ("routeiq-anthropic", "litellm-anthropic"),
+)
+TRANSLATION_GOAL_RPS = 3000.0  # anthropic chat, with p99 <= GOAL_P99_MS and >= 0.25x the native row
+TRANSLATION_GOAL_RATIO = 0.25
+
+
+def translation_lines(results: list[TargetResult]) -> list[str]:
+    wrk = {r.name: r.wrk for r in results if r.wrk}
+    lines = [
+        f"- {name} / {base}: {wrk[name].requests_per_s / wrk[base].requests_per_s:.2f}x"
+        for name, base in TRANSLATION_PAIRS
+        if name in wrk and base in wrk
+    ]
+    if not lines:
+        return []
+    out = ["", "Translation path, ratios in this run:", *lines]
+    chat, native = wrk.get("routeiq-anthropic"), wrk.get("routeiq")
+    if chat is not None and native is not None:
+        met = (
+            chat.requests_per_s >= TRANSLATION_GOAL_RPS
+            and chat.p99_ms <= GOAL_P99_MS
+            and chat.requests_per_s >= TRANSLATION_GOAL_RATIO * native.requests_per_s
+        )
+        out += [
+            "",
+            f"Goal (anthropic chat >= {TRANSLATION_GOAL_RPS:,.0f} req/s, >= {TRANSLATION_GOAL_RATIO}x native, p99 <= "
+            f"{GOAL_P99_MS:.0f} ms): {'met' if met else 'NOT met'} ({chat.requests_per_s:,.0f} req/s, "
+            f"{chat.requests_per_s / native.requests_per_s:.2f}x, p99 {chat.p99_ms:.2f} ms).",
+        ]
+    streams, native_streams = wrk.get("routeiq-anthropic-stream"), wrk.get("routeiq-stream")
+    if streams is not None and native_streams is not None:
+        ratio = streams.requests_per_s / native_streams.requests_per_s
+        out.append(
+            f"Goal (anthropic streams >= {TRANSLATION_GOAL_RATIO}x native streams): "
+            f"{'met' if ratio >= TRANSLATION_GOAL_RATIO else 'NOT met'} ({ratio:.2f}x)."
+        )
+    return out
 
 
 def summary(note: str) -> str:

@@ -10,6 +10,7 @@ REPO_DIR = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
 
 MODEL = "bench-model"
+GEMINI_MODEL = "gemini-2.0-flash"  # the upstream model of the gemini rows: one LiteLLM knows
 MASTER_KEY = "sk-bench-master"  # what clients (wrk, the check request) send to every target
 UPSTREAM_KEY = "sk-bench-upstream"  # what the gateways send to nginx, which ignores it
 CHAT_PATH = "/v1/chat/completions"
@@ -18,7 +19,24 @@ READINESS_PATH = "/health/readiness"
 # In run order; direct is the baseline of every ratio, so it always runs, and first.
 MMLU_CSV = REPO_DIR.parent / "shared" / "data" / "routellm-mmlu" / "train.csv"
 
-TARGETS = ("direct", "bare-python", "routeiq", "routeiq-traced", "routeiq-auto", "litellm")
+TARGETS = (
+    "direct",
+    "bare-python",
+    "routeiq",
+    "routeiq-traced",
+    "routeiq-auto",
+    "litellm",
+    # The translation path (issue 12): an anthropic/ deployment, and streams of STREAM_CHUNKS deltas beside
+    # the native path's.
+    "routeiq-anthropic",
+    "routeiq-stream",
+    "routeiq-anthropic-stream",
+    "routeiq-gemini",
+    "routeiq-gemini-stream",
+    "litellm-anthropic",
+)
+STREAM_TARGETS = frozenset({"routeiq-stream", "routeiq-anthropic-stream", "routeiq-gemini-stream"})
+STREAM_CHUNKS = 100
 
 # The goal from the issue, checked on the RouteIQ row (native path, one core, 32 connections).
 GOAL_RPS = 5000.0

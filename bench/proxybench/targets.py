@@ -13,7 +13,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .processes import BenchError, child_env, child_process, free_port, log_tail, pinned, port_open, wait_until
-from .settings import BENCH_DIR, CHAT_PATH, MASTER_KEY, MMLU_CSV, MODEL, READINESS_PATH, UPSTREAM_KEY, Settings
+from .settings import (
+    BENCH_DIR,
+    CHAT_PATH,
+    GEMINI_MODEL,
+    MASTER_KEY,
+    MMLU_CSV,
+    MODEL,
+    READINESS_PATH,
+    STREAM_CHUNKS,
+    STREAM_TARGETS,
+    UPSTREAM_KEY,
+    Settings,
+)
 
 NGINX_CONF = BENCH_DIR / "upstream" / "nginx.conf"
 BARE_PASSTHROUGH = BENCH_DIR / "baselines" / "bare_passthrough.py"
@@ -39,6 +51,7 @@ class Running:
 
     url: str
     pgid: int | None
+    stream: bool = False  # wrk asks for a stream (bench/wrk/chat.lua, BENCH_STREAM)
 
 
 # The standard library's client, with no proxy handler: every hop stays on loopback.
@@ -88,11 +101,56 @@ def write_bodies(prompts_csv: Path, workdir: Path) -> Path:
     return path
 
 
-def check_chat_completion(url: str) -> None:
+def _sse(lines: list[str]) -> str:
+    return "".join(line + "\n\n" for line in lines)
+
+
+def openai_stream() -> str:
+    """STREAM_CHUNKS content chunks of a chat completion, a finish chunk and [DONE], as OpenAI streams them."""
+    head = '{"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"bench-model",'
+    chunks = [head + '"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}']
+    chunks += [head + '"choices":[{"index":0,"delta":{"content":"word "},"finish_reason":null}]}'] * STREAM_CHUNKS
+    chunks += [head + '"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}']
+    return _sse([f"data: {c}" for c in chunks] + ["data: [DONE]"])
+
+
+def anthropic_stream() -> str:
+    """The same answer as Anthropic's Messages API streams it: STREAM_CHUNKS text deltas between its events."""
+    start = (
+        '{"type":"message_start","message":{"id":"msg_bench","type":"message","role":"assistant",'
+        '"model":"bench-model","content":[],"stop_reason":null,"stop_sequence":null,'
+        '"usage":{"input_tokens":24,"output_tokens":1}}}'
+    )
+    events = [("message_start", start)]
+    events.append(
+        ("content_block_start", '{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}')
+    )
+    delta = '{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"word "}}'
+    events += [("content_block_delta", delta)] * STREAM_CHUNKS
+    events.append(("content_block_stop", '{"type":"content_block_stop","index":0}'))
+    end = (
+        '{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":100}}'
+    )
+    events += [("message_delta", end), ("message_stop", '{"type":"message_stop"}')]
+    return "".join(f"event: {name}\ndata: {data}\n\n" for name, data in events)
+
+
+def gemini_stream() -> str:
+    """The same answer as Gemini's streamGenerateContent (alt=sse) sends it: STREAM_CHUNKS responses of one part."""
+    head = '{"candidates":[{"content":{"parts":[{"text":"word "}],"role":"model"},"index":0'
+    tail = '],"modelVersion":"bench-model","responseId":"bench-gemini"}'
+    chunks = [head + "}" + tail] * (STREAM_CHUNKS - 1)
+    usage = '"usageMetadata":{"promptTokenCount":24,"candidatesTokenCount":100,"totalTokenCount":124}'
+    chunks.append(head + ',"finishReason":"STOP"}' + tail[:1] + "," + usage + tail[1:])
+    return "".join(f"data: {c}\r\n\r\n" for c in chunks)
+
+
+def check_chat_completion(url: str, stream: bool = False) -> None:
     """One real request before measuring: a 401 or a 502 answered fast must not pass for throughput."""
+    body = json.loads(chat_request_body())
     request = urllib.request.Request(
         url,
-        data=chat_request_body(),
+        data=json.dumps({**body, "stream": True}).encode() if stream else chat_request_body(),
         method="POST",
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {MASTER_KEY}"},
     )
@@ -105,6 +163,11 @@ def check_chat_completion(url: str) -> None:
         raise BenchError(f"check request failed: {exc}") from exc
     if status != 200:
         raise BenchError(f"check request got HTTP {status}: {raw[:500]!r}")
+    if stream:
+        deltas = raw.count(b'"content":"word "')
+        if deltas != STREAM_CHUNKS or not raw.rstrip().endswith(b"data: [DONE]"):
+            raise BenchError(f"check request: {deltas} content chunks, not {STREAM_CHUNKS}: {raw[-500:]!r}")
+        return
     try:
         body = json.loads(raw)
         content = body["choices"][0]["message"]["content"]
@@ -123,6 +186,13 @@ def run_nginx(settings: Settings, workdir: Path) -> Iterator[Upstream]:
     prefix.mkdir()
     upstream = Upstream(port=free_port())
     conf = NGINX_CONF.read_text().replace("@PREFIX@", str(prefix)).replace("@PORT@", str(upstream.port))
+    streams = (("openai.sse", openai_stream()), ("anthropic.sse", anthropic_stream()), ("gemini.sse", gemini_stream()))
+    for name, text in streams:
+        (prefix / name).write_text(text)
+        (prefix / name).chmod(0o644)
+    # nginx's workers (another user when the master runs as root) read those files through the temp dir.
+    workdir.chmod(0o755)
+    prefix.chmod(0o755)
     (prefix / "nginx.conf").write_text(conf)
     # -e: the error log before the config is read, so nginx never opens /var/log/nginx.
     argv = ["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e", str(prefix / "error.log")]
@@ -136,16 +206,19 @@ def run_nginx(settings: Settings, workdir: Path) -> Iterator[Upstream]:
         yield upstream
 
 
-def gateway_config(upstream: Upstream) -> str:
-    # LiteLLM-compatible and the same file for RouteIQ and LiteLLM; `openai/` puts RouteIQ on its native path.
-    # JSON strings are valid YAML scalars, which keeps this free of a YAML library.
+def gateway_config(upstream: Upstream, provider: str = "openai", stream: bool = False) -> str:
+    # LiteLLM-compatible and the same file for RouteIQ and LiteLLM; `openai/` puts RouteIQ on its native path,
+    # `anthropic/` on its translation path. JSON strings are valid YAML scalars: no YAML library needed.
     q = json.dumps
+    root = f"http://127.0.0.1:{upstream.port}" + ("/stream" if stream else "")
+    # LiteLLM appends /v1/messages to anthropic's api_base, /models/{model}:… to gemini's.
+    api_base = root + "/v1" if provider == "openai" else root
     return (
         "model_list:\n"
         f"  - model_name: {q(MODEL)}\n"
         "    litellm_params:\n"
-        f"      model: {q('openai/' + MODEL)}\n"
-        f"      api_base: {q(upstream.api_base)}\n"
+        f"      model: {q(provider + '/' + (GEMINI_MODEL if provider == 'gemini' else MODEL))}\n"
+        f"      api_base: {q(api_base)}\n"
         f"      api_key: {q(UPSTREAM_KEY)}\n"
         "general_settings:\n"
         f"  master_key: {q(MASTER_KEY)}\n"
@@ -162,14 +235,15 @@ def run_gateway(
     env: dict[str, str] | None = None,
 ) -> Iterator[Running]:
     log_path = workdir / f"{name}.log"
+    stream = name in STREAM_TARGETS
     with child_process(pinned(settings.gateway_cpu, argv), log_path, child_env(env)) as proc:
         base = f"http://127.0.0.1:{port}"
         wait_until(lambda: http_status(base + READINESS_PATH) == 200, proc, log_path, settings.ready_timeout_s)
         try:
-            check_chat_completion(base + CHAT_PATH)
+            check_chat_completion(base + CHAT_PATH, stream)
         except BenchError as exc:
             raise BenchError(f"{exc}\n{log_tail(log_path)}") from exc
-        yield Running(base + CHAT_PATH, proc.pid)
+        yield Running(base + CHAT_PATH, proc.pid, stream)
         if proc.poll() is not None:
             raise BenchError(f"exited with code {proc.returncode} during the run:\n{log_tail(log_path)}")
 
@@ -258,15 +332,62 @@ def target_routeiq_auto(settings: Settings, upstream: Upstream, workdir: Path) -
 
 
 @contextlib.contextmanager
+def target_routeiq_anthropic(settings: Settings, upstream: Upstream, workdir: Path) -> Iterator[Running]:
+    config = gateway_config(upstream, "anthropic")
+    with _routeiq("routeiq-anthropic", settings, upstream, workdir, {}, config) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def target_routeiq_stream(settings: Settings, upstream: Upstream, workdir: Path) -> Iterator[Running]:
+    config = gateway_config(upstream, "openai", stream=True)
+    with _routeiq("routeiq-stream", settings, upstream, workdir, {}, config) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def target_routeiq_anthropic_stream(settings: Settings, upstream: Upstream, workdir: Path) -> Iterator[Running]:
+    config = gateway_config(upstream, "anthropic", stream=True)
+    with _routeiq("routeiq-anthropic-stream", settings, upstream, workdir, {}, config) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def target_routeiq_gemini(settings: Settings, upstream: Upstream, workdir: Path) -> Iterator[Running]:
+    config = gateway_config(upstream, "gemini")
+    with _routeiq("routeiq-gemini", settings, upstream, workdir, {}, config) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def target_routeiq_gemini_stream(settings: Settings, upstream: Upstream, workdir: Path) -> Iterator[Running]:
+    config = gateway_config(upstream, "gemini", stream=True)
+    with _routeiq("routeiq-gemini-stream", settings, upstream, workdir, {}, config) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def target_litellm_anthropic(settings: Settings, upstream: Upstream, workdir: Path) -> Iterator[Running]:
+    with _litellm("litellm-anthropic", settings, workdir, gateway_config(upstream, "anthropic")) as running:
+        yield running
+
+
+@contextlib.contextmanager
 def target_litellm(settings: Settings, upstream: Upstream, workdir: Path) -> Iterator[Running]:
+    with _litellm("litellm", settings, workdir, gateway_config(upstream)) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def _litellm(name: str, settings: Settings, workdir: Path, config_text: str) -> Iterator[Running]:
     port = free_port()
-    config = workdir / "litellm-config.yaml"
-    config.write_text(gateway_config(upstream))
+    config = workdir / f"{name}-config.yaml"
+    config.write_text(config_text)
     argv = [str(settings.litellm_bin), "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
     argv += ["--num_workers", "1"]
     # Its bundled model cost map instead of a fetch from the internet (with retries) at every start.
     env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    with run_gateway("litellm", argv, port, settings, workdir, env) as running:
+    with run_gateway(name, argv, port, settings, workdir, env) as running:
         yield running
 
 
@@ -278,6 +399,12 @@ STARTERS: dict[str, TargetStarter] = {
     "routeiq-traced": target_routeiq_traced,
     "routeiq-auto": target_routeiq_auto,
     "litellm": target_litellm,
+    "routeiq-anthropic": target_routeiq_anthropic,
+    "routeiq-stream": target_routeiq_stream,
+    "routeiq-anthropic-stream": target_routeiq_anthropic_stream,
+    "routeiq-gemini": target_routeiq_gemini,
+    "routeiq-gemini-stream": target_routeiq_gemini_stream,
+    "litellm-anthropic": target_litellm_anthropic,
 }
 
 
@@ -289,6 +416,6 @@ def missing_install(name: str, settings: Settings) -> str | None:
             return f"{settings.python} cannot import uvicorn and aiohttp"
     if name.startswith("routeiq") and not os.access(settings.routeiq_bin, os.X_OK):
         return f"{settings.routeiq_bin} not found (make setup installs it)"
-    if name == "litellm" and not os.access(settings.litellm_bin, os.X_OK):
+    if name.startswith("litellm") and not os.access(settings.litellm_bin, os.X_OK):
         return f"{settings.litellm_bin} not found (run: bash bench/setup_litellm.sh)"
     return None

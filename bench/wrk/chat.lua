@@ -5,6 +5,7 @@
 
 local model = os.getenv("BENCH_MODEL") or "bench-model"
 local api_key = os.getenv("BENCH_API_KEY") or "sk-bench-master"
+local stream = os.getenv("BENCH_STREAM") == "1"  -- the stream rows: the same request with "stream": true
 
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -12,4 +13,4 @@ wrk.headers["Authorization"] = "Bearer " .. api_key
 wrk.body = '{"model":"' .. model .. '","messages":['
   .. '{"role":"system","content":"You are a helpful assistant."},'
   .. '{"role":"user","content":"What is the capital of France?"}'
-  .. '],"max_tokens":64,"temperature":0}'
+  .. '],"max_tokens":64,"temperature":0' .. (stream and ',"stream":true' or '') .. '}'

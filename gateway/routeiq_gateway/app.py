@@ -307,7 +307,7 @@ class GatewayApp:
         finally:
             scope.pop(CANCEL_ON_DISCONNECT, None)
         dep = outcome.deployment
-        path = dep.path_name if provider is None else served_path(dep, endpoint)
+        path = dep.path_name if provider is None and not dep.translated else served_path(dep, endpoint)
         self.metrics.observe_upstream(model, path, time.perf_counter() - t0)
         if span.is_recording():  # spare the attribute work when nobody exports spans
             span.set_attributes(

@@ -1,6 +1,7 @@
 """A fast fake LLM provider: OpenAI-compatible (/v1/chat/completions, /v1/completions, /v1/embeddings,
 /v1/models, /v1/responses (stream too), /v1/moderations, /v1/images/generations, /v1/audio/speech (audio bytes),
-/v1/audio/transcriptions (multipart), /v1/rerank (Cohere's shape)) plus Anthropic's /v1/messages, with
+/v1/audio/transcriptions (multipart), /v1/rerank (Cohere's shape)) plus Anthropic's /v1/messages and Gemini's
+/models/{model}:generateContent and :streamGenerateContent (also under /v1beta), with
 test-controlled misbehaviour. The OpenAI endpoints also answer under Azure's paths (/openai/deployments/{name}/…)
 for LiteLLM's azure/ provider, and rerank under /v2/ for its cohere/ provider.
 
@@ -525,8 +526,31 @@ def _models_body(models: tuple[str, ...]) -> dict[str, Any]:
 # -- Anthropic Messages ------------------------------------------------------------------------------
 
 
+TOOL_INPUT = {"city": "Paris", "days": 3}  # what the fake "model" passes to a tool it is made to call
+
+
+def _forced_tool(body: dict[str, Any]) -> str | None:
+    """The tool Anthropic's tool_choice forces ({"type": "tool", "name": …}, or "any": the first tool), if any."""
+    choice, tools = body.get("tool_choice"), body.get("tools")
+    if not isinstance(choice, dict) or not isinstance(tools, list) or not tools:
+        return None
+    if choice.get("type") == "tool" and isinstance(choice.get("name"), str):
+        return str(choice["name"])
+    first = tools[0]
+    return str(first.get("name")) if choice.get("type") == "any" and isinstance(first, dict) else None
+
+
+def _anthropic_stop(body: dict[str, Any], text: str) -> tuple[str, str, str | None]:
+    """(text, stop_reason, stop_sequence): the text cut before the first of `stop_sequences` it holds."""
+    for seq in body.get("stop_sequences") or ():
+        if isinstance(seq, str) and seq and seq in text:
+            return text[: text.index(seq)], "stop_sequence", seq
+    return text, "end_turn", None
+
+
 def _anthropic_stream(body: dict[str, Any], reply: Reply, mid: str, prompt: int) -> StreamEvents:
     output = _count_words(reply.text)
+    tool = _forced_tool(body)
     start = {
         "type": "message_start",
         "message": {
@@ -540,29 +564,49 @@ def _anthropic_stream(body: dict[str, Any], reply: Reply, mid: str, prompt: int)
             "usage": {"input_tokens": prompt, "output_tokens": 1},
         },
     }
-    return StreamEvents(
-        head=[
-            _sse_event("message_start", start),
+    if tool is not None:
+        args = _dumps(TOOL_INPUT).decode()
+        third = len(args) // 3
+        block = {"type": "tool_use", "id": f"toolu_{mid}", "name": tool, "input": {}}
+        first_event = _sse_event(
+            "content_block_start", {"type": "content_block_start", "index": 0, "content_block": block}
+        )
+        deltas = [
             _sse_event(
-                "content_block_start",
-                {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-            ),
-            _sse_event("ping", {"type": "ping"}),
-        ],
-        deltas=[
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "input_json_delta", "partial_json": part},
+                },
+            )
+            for part in (args[:third], args[third : 2 * third], args[2 * third :])
+        ]
+        stop_reason, stop_sequence = "tool_use", None
+    else:
+        text, stop_reason, stop_sequence = _anthropic_stop(body, reply.text)
+        pieces = reply.pieces if text == reply.text else _split_pieces(text)
+        first_event = _sse_event(
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        )
+        deltas = [
             _sse_event(
                 "content_block_delta",
                 {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}},
             )
-            for piece in reply.pieces
-        ],
+            for piece in pieces
+        ]
+    return StreamEvents(
+        head=[_sse_event("message_start", start), first_event, _sse_event("ping", {"type": "ping"})],
+        deltas=deltas,
         tail=[
             _sse_event("content_block_stop", {"type": "content_block_stop", "index": 0}),
             _sse_event(
                 "message_delta",
                 {
                     "type": "message_delta",
-                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                    "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
                     "usage": {"output_tokens": output},
                 },
             ),
@@ -572,6 +616,7 @@ def _anthropic_stream(body: dict[str, Any], reply: Reply, mid: str, prompt: int)
 
 
 async def anthropic_messages(request: web.Request, body: dict[str, Any], reply: Reply) -> web.StreamResponse:
+    """Text (cut at the first of `stop_sequences` it holds), or a tool_use block when tool_choice forces a tool."""
     state = request.app[STATE]
     if not isinstance(body.get("messages"), list):
         return _error_response(request.path, 400, "messages: field required")
@@ -580,19 +625,97 @@ async def anthropic_messages(request: web.Request, body: dict[str, Any], reply: 
     if body.get("stream") is True:
         return await _send_stream(request, _anthropic_stream(body, reply, mid, prompt), reply)
     await _pace_non_stream(reply)
-    text = reply.text
+    tool = _forced_tool(body)
+    content: list[dict[str, Any]]
+    if tool is not None:
+        content = [{"type": "tool_use", "id": f"toolu_{mid}", "name": tool, "input": TOOL_INPUT}]
+        stop_reason, stop_sequence, output = "tool_use", None, len(TOOL_INPUT)
+    else:
+        text, stop_reason, stop_sequence = _anthropic_stop(body, reply.text)
+        content, output = [{"type": "text", "text": text}], _count_words(text)
     return _json_response(
         {
             "id": mid,
             "type": "message",
             "role": "assistant",
             "model": body["model"],
-            "content": [{"type": "text", "text": text}],
-            "stop_reason": "end_turn",
-            "stop_sequence": None,
-            "usage": {"input_tokens": prompt, "output_tokens": _count_words(text)},
+            "content": content,
+            "stop_reason": stop_reason,
+            "stop_sequence": stop_sequence,
+            "usage": {"input_tokens": prompt, "output_tokens": output},
         }
     )
+
+
+# -- Gemini generateContent (Google AI Studio, API key) -------------------------------------------------
+
+
+def _gemini_forced_tool(body: dict[str, Any]) -> str | None:
+    """The function toolConfig forces (mode ANY: the first allowed name, else the first declared), if any."""
+    config = (body.get("toolConfig") or body.get("tool_config") or {}).get("functionCallingConfig") or {}
+    if not isinstance(config, dict) or config.get("mode") != "ANY":
+        return None
+    allowed = config.get("allowedFunctionNames") or config.get("allowed_function_names")
+    if isinstance(allowed, list) and allowed:
+        return str(allowed[0])
+    for tool in body.get("tools") or ():
+        declarations = (
+            tool.get("functionDeclarations") or tool.get("function_declarations") if isinstance(tool, dict) else None
+        )
+        if declarations:
+            return str(declarations[0].get("name"))
+    return None
+
+
+def _gemini_stop(body: dict[str, Any], text: str) -> str:
+    config = body.get("generationConfig") or body.get("generation_config") or {}
+    for seq in config.get("stop_sequences") or config.get("stopSequences") or ():
+        if isinstance(seq, str) and seq and seq in text:
+            return text[: text.index(seq)]
+    return text
+
+
+def _gemini_chunk(
+    parts: list[dict[str, Any]], model: str, finish: str | None, usage: dict[str, int] | None
+) -> dict[str, Any]:
+    candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}, "index": 0}
+    if finish is not None:
+        candidate["finishReason"] = finish
+    out: dict[str, Any] = {"candidates": [candidate], "modelVersion": model, "responseId": "fake-gemini-response"}
+    if usage is not None:
+        out["usageMetadata"] = usage
+    return out
+
+
+async def gemini_generate(request: web.Request, body: dict[str, Any], reply: Reply) -> web.StreamResponse:
+    """POST …/models/{model}:generateContent and :streamGenerateContent?alt=sse: text (cut at the first stop
+    sequence), or a functionCall when toolConfig forces one."""
+    model, _, method = body["model"].partition(":")
+    if not isinstance(body.get("contents"), list):
+        return _error_response(request.path, 400, "contents: field required")
+    prompt = sum(_count_words(p.get("parts")) for p in body["contents"] if isinstance(p, dict))
+    tool = _gemini_forced_tool(body)
+    if tool is not None:
+        parts: list[dict[str, Any]] = [{"functionCall": {"name": tool, "args": TOOL_INPUT}}]
+        text, output = "", len(TOOL_INPUT)
+    else:
+        text = _gemini_stop(body, reply.text)
+        parts, output = [{"text": text}], _count_words(text)
+    usage = {"promptTokenCount": prompt, "candidatesTokenCount": output, "totalTokenCount": prompt + output}
+    if method == "streamGenerateContent":
+        pieces = _split_pieces(text) if text else ()
+        events = [_gemini_chunk([{"text": piece}], model, None, None) for piece in pieces[:-1]]
+        last_parts = [{"text": pieces[-1]}] if pieces else parts
+        events.append(_gemini_chunk(last_parts, model, "STOP", usage))
+        return await _send_stream(
+            request,
+            StreamEvents(head=[], deltas=[b"data: " + _dumps(e) + b"\r\n\r\n" for e in events], tail=[]),
+            reply,
+        )
+    if method != "generateContent":
+        return _error_response(request.path, 404, f"unknown method {method!r}")
+    await _pace_non_stream(reply)
+    return _json_response(_gemini_chunk(parts, model, "STOP", usage))
 
 
 # -- Responses API, moderations, images, audio, rerank ----------------------------------------------
@@ -954,6 +1077,9 @@ def create_app(latency_ms: int = 0, models: tuple[str, ...] = DEFAULT_MODELS) ->
     app.router.add_post("/v1/completions", _with_rules(completions))
     app.router.add_post("/v1/embeddings", _with_rules(embeddings))
     app.router.add_post("/v1/messages", _with_rules(anthropic_messages))
+    # Gemini's API under an api_base (LiteLLM's gemini/ provider: {api_base}/models/{model}:{method}).
+    app.router.add_post("/models/{deployment}", _with_rules(gemini_generate))
+    app.router.add_post("/v1beta/models/{deployment}", _with_rules(gemini_generate))
     app.router.add_get("/v1/models", _with_rules(None))
     # The same OpenAI endpoints under Azure's paths (/openai/deployments/{name}/…, /openai/…): LiteLLM's azure/
     # provider calls those, which is how tests reach them on the LiteLLM path. Cohere's rerank is /v1/rerank too.

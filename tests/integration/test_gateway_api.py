@@ -20,7 +20,7 @@ from harness.otlp_collector import OtlpCollector
 MASTER = "sk-master-test"
 UPSTREAM_KEY = "sk-upstream-secret"
 MAX_BODY = 64 * 1024
-PATHS = {"fast": "native", "claude": "litellm"}
+PATHS = {"fast": "native", "claude": "translated"}  # anthropic/: the translation path (issue 12)
 # The upstream model name each group's requests carry (what fake-upstream rules match on).
 UPSTREAM_MODEL = {"fast": "fake-fast", "claude": "claude-3-haiku-20240307"}
 DEMO = "This is a demo response from RouteIQ's fake provider."
@@ -309,7 +309,7 @@ def test_upstream_failures_map_to_openai_errors(
     assert_openai_error(resp, status, code)
     attempts = len(fresh_upstream.requests())
     expected = 2 if status != 400 else 1  # num_retries: 1, and a 400 is not retried
-    if model == "claude" and rule.get("action") == "reset":
+    if PATHS[model] == "litellm" and rule.get("action") == "reset":
         # LiteLLM's HTTP handler itself re-sends once on a new connection after a connection error
         # (litellm/llms/custom_httpx/http_handler.py, not configurable), so each of our attempts is two.
         expected *= 2
@@ -400,7 +400,7 @@ def test_server_span_continues_client_trace_and_reaches_upstream(
     assert span.parent_span_id == parent
     assert span.name == "POST /v1/chat/completions"
     assert span.resource_attributes["service.name"] == "litellm-gateway"
-    assert span.attributes["routeiq.provider_path"] == "litellm"
+    assert span.attributes["routeiq.provider_path"] == "translated"  # anthropic/: the translation path (issue 12)
     assert span.attributes["routeiq.deployment"] == "anthropic/claude-3-haiku-20240307"
     assert span.attributes["http.response.status_code"] == 200
     upstream_tp = fresh_upstream.requests()[0]["headers"]["traceparent"]

@@ -43,7 +43,7 @@ def test_wildcards_fill_the_deployment_and_the_most_specific_wins(
     assert fresh_upstream.requests("/v1/chat/completions")[-1]["body"]["model"] == "gpt-4o-mini"
 
     raw = client.chat.completions.with_raw_response.create(model="anthropic/claude-3-haiku-20240307", messages=MESSAGES)
-    assert raw.headers["x-routeiq-provider-path"] == "litellm" and raw.parse().choices
+    assert raw.headers["x-routeiq-provider-path"] == "translated" and raw.parse().choices
     assert fresh_upstream.requests("/v1/messages")[-1]["body"]["model"] == "claude-3-haiku-20240307"
 
     client.chat.completions.create(model="openai/gpt-4o", messages=MESSAGES)  # the exact name wins

@@ -505,3 +505,20 @@ def test_litellm_log_records_are_scrubbed_tracebacks_included() -> None:
     assert _ScrubFilter().filter(record)
     text = logging.Formatter().format(record)
     assert UPSTREAM_KEY not in text and "call failed" in text and "RuntimeError" in text
+
+
+def test_retain_keeps_the_origins_of_translated_deployments() -> None:
+    """After a reload the pool keeps connections to every origin a deployment of the new state is served on by
+    RouteIQ's own client: the translation path's (anthropic/, gemini/) too, with their default hosts."""
+    entries = [
+        {"model_name": "c", "litellm_params": {"model": "anthropic/claude", "api_base": "http://10.0.0.7:9000"}},
+        {"model_name": "d", "litellm_params": {"model": "anthropic/claude"}},
+        {"model_name": "g", "litellm_params": {"model": "gemini/gemini-2.0-flash"}},
+    ]
+    state = build_state(load_config(orjson.dumps({"model_list": entries}), None, {}), created=0)
+    deps = tuple(d for group in state.groups.values() for d in group)
+    assert all(d.path_name == "translated" for d in deps)
+    provider = native()
+    provider.retain(deps)
+    kept = {(o.host, o.port) for o in provider._pool._retained or ()}  # white-box: what put_back pools again
+    assert {("10.0.0.7", 9000), ("api.anthropic.com", 443), ("generativelanguage.googleapis.com", 443)} <= kept

@@ -82,9 +82,11 @@ class Dispatcher:
         litellm: Provider | None,
         metrics: GatewayMetrics,
         runtime: RuntimeState | None = None,
+        translated: Provider | None = None,
     ) -> None:
         self.native = native
         self.litellm = litellm
+        self.translated = translated  # providers/translated.py; loaded with LiteLLM (it uses its transformations)
         self.metrics = metrics
         self.runtime = runtime if runtime is not None else RuntimeState()
         self.rng = random.Random()
@@ -92,9 +94,10 @@ class Dispatcher:
     def provider_for(self, dep: Deployment) -> Provider:
         if dep.native:
             return self.native
-        if self.litellm is None:
+        provider = self.translated if dep.translated else self.litellm
+        if provider is None:
             raise GatewayError(503, "The LiteLLM provider layer is not loaded yet.", code="provider_unavailable")
-        return self.litellm
+        return provider
 
     async def send(
         self,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -73,7 +74,18 @@ class _Server(uvicorn.Server):
 def _litellm_provider(policy: EgressPolicy) -> Any:
     from routeiq_gateway.providers.litellm_client import LiteLLMProvider
 
-    return LiteLLMProvider(policy)
+    provider = LiteLLMProvider(policy)
+    # LiteLLM's modules add ~280,000 objects that live as long as the process; every full collection walked
+    # them all (135 ms measured, a p99 of 60-80 ms on the translation path). Frozen, collections skip them.
+    gc.collect()
+    gc.freeze()
+    return provider
+
+
+def _translated_provider(pool: Pool, litellm: Any) -> Any:
+    from routeiq_gateway.providers.translated import TranslatedProvider
+
+    return TranslatedProvider(pool, litellm)
 
 
 async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = None) -> int:
@@ -108,11 +120,13 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
     native = NativeProvider(pool)
     litellm = await asyncio.to_thread(_litellm_provider, policy) if state.uses_litellm else None
     runtime = RuntimeState()  # the process's: outlives every reload (routing/runtime.py)
-    dispatcher = Dispatcher(native, litellm, metrics, runtime)
+    translated = _translated_provider(pool, litellm) if litellm is not None else None
+    dispatcher = Dispatcher(native, litellm, metrics, runtime, translated)
 
     def prepare(new: GatewayState) -> None:
         if new.uses_litellm and dispatcher.litellm is None:
             dispatcher.litellm = _litellm_provider(pool.policy)  # after_swap sets the new one
+            dispatcher.translated = _translated_provider(pool, dispatcher.litellm)
 
     ref = StateRef(state)
     audit_spool = open_spool(
@@ -140,6 +154,9 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
 
     async def after_swap() -> None:
         upstream_side_reloaded(ref.current, pool, native, dispatcher.litellm)
+        reloaded = getattr(dispatcher.translated, "reloaded", None)
+        if reloaded is not None:  # the translation path's prepared heads hold API keys of deployments maybe gone
+            reloaded()
         runtime.forget_except(ref.current.deployment_ids)
         await watcher.load_wanted()
 

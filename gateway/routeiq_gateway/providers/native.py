@@ -221,13 +221,15 @@ class NativeProvider:
     def retain(self, deployments: Iterable[Deployment]) -> None:
         """After a reload: forget Targets (their headers hold API keys) and pooled connections that no
         deployment of the new state uses any more."""
+        deployments = list(deployments)  # read twice below
         native = [d for d in deployments if d.native]
         self._live = frozenset((d.api_base, d.headers) for d in native)
         self._targets = {k: t for k, t in self._targets.items() if (k[0], k[1]) in self._live}
         origins: set[Origin] = set()
-        for dep in native:
+        # The translation path (translated.py) sends on this pool too: its origins stay as well.
+        for dep in [*native, *(d for d in deployments if d.translated)]:
             try:
-                origins.add(Target.build(dep.url("chat/completions"), (), dep.ssl_verify).origin)
+                origins.add(Target.build(dep.origin_url(), (), dep.ssl_verify).origin)
             except (ValueError, HeaderInjection):
                 continue
         self._pool.retain(frozenset(origins))

@@ -172,9 +172,12 @@ class _LiteLLMEvents:
 
 def served_path(dep: Deployment, endpoint: str) -> str:
     """Which path served `endpoint` for `dep`: Messages to an anthropic/ deployment is native pass-through, and
-    to any other deployment LiteLLM's translation; every other endpoint follows the deployment's own path."""
+    to any other deployment LiteLLM's translation; the translation path serves chat only (the rest of a translated
+    deployment's endpoints go through LiteLLM); every other endpoint follows the deployment's own path."""
     if endpoint == "messages":
         return "native" if dep.provider == "anthropic" else "litellm"
+    if dep.translated and endpoint != "chat/completions":
+        return "litellm"
     return dep.path_name
 
 

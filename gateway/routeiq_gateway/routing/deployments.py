@@ -1,7 +1,9 @@
-"""Deployments: one configured upstream each, and which path (native or LiteLLM) serves it.
+"""Deployments: one configured upstream each, and which path (native, translated or LiteLLM) serves it.
 
 Providers that speak the OpenAI protocol are served by the native pass-through (no per-request LiteLLM cost);
-every other provider goes through LiteLLM. The choice is made once, when config is loaded.
+those in TRANSLATED_PROVIDERS by the translation path (providers/translated.py: LiteLLM's transformations on our
+own transport); every other provider goes through litellm.acompletion. The choice is made once, when config is
+loaded, and shows in x-routeiq-provider-path and the span's routeiq.provider_path.
 """
 
 from __future__ import annotations
@@ -16,6 +18,18 @@ from routeiq_gateway.request_fields import DEFAULTABLE_PARAMS
 
 # LiteLLM provider prefixes whose wire protocol is OpenAI's own.
 NATIVE_PROVIDERS = frozenset({"openai", "hosted_vllm", "custom_openai", "openai_like"})
+# Providers whose request and answer are a mapping LiteLLM's transformation classes make (providers/translated.py).
+# Not here, on purpose: providers whose requests need signing (bedrock/ SigV4, vertex_ai/ OAuth), which stay on
+# litellm.acompletion.
+TRANSLATED_PROVIDERS = frozenset({"anthropic", "gemini"})
+# Where a translated deployment without api_base is served (as LiteLLM's transformations build the URL).
+TRANSLATED_DEFAULT_BASES = {
+    "anthropic": "https://api.anthropic.com",
+    "gemini": "https://generativelanguage.googleapis.com",
+}
+# litellm_params (beyond request parameters) the translation path carries out as LiteLLM would; a deployment with
+# any other (a custom_llm_provider, vertex settings, …) stays on litellm.acompletion.
+TRANSLATED_SETTINGS = frozenset({"drop_params", "headers", "extra_headers", "ssl_verify"})
 OPENAI_DEFAULT_BASE = "https://api.openai.com/v1"
 # Keys of litellm_params that describe the deployment rather than the call.
 _ROUTING_KEYS = frozenset(
@@ -47,13 +61,20 @@ class Deployment:
     output_cost: float | None = None
     max_input_tokens: int | None = None  # the context window, filled only for enable_pre_call_checks
     ssl_verify: bool | str = True  # litellm_params.ssl_verify: TLS verification on, off, or a CA bundle's path
+    translated: bool = False  # served by providers/translated.py (never together with `native`)
 
     @property
     def path_name(self) -> str:
-        return "native" if self.native else "litellm"
+        return "native" if self.native else "translated" if self.translated else "litellm"
 
     def url(self, endpoint: str) -> str:
         return f"{(self.api_base or OPENAI_DEFAULT_BASE).rstrip('/')}/{endpoint}"
+
+    def origin_url(self) -> str:
+        """A URL on the origin (scheme, host, port) RouteIQ's own client reaches this deployment at."""
+        if self.translated and not self.api_base:
+            return TRANSLATED_DEFAULT_BASES.get(self.provider, OPENAI_DEFAULT_BASE)
+        return self.url("chat/completions")
 
 
 def split_provider(model: str) -> tuple[str, str]:
@@ -108,6 +129,10 @@ def build_deployment(entry: ModelEntry, router: RouterSettings) -> Deployment:
     if weight is None:
         weight = _number(params.rpm) if params.rpm else _number(params.tpm) if params.tpm else None
     info = entry.model_info
+    extra_params = tuple((k, v) for k, v in extra.items() if k not in _ROUTING_KEYS and k != "organization")
+    translated = provider in TRANSLATED_PROVIDERS and all(
+        k in TRANSLATED_SETTINGS or k in DEFAULTABLE_PARAMS for k, _ in extra_params
+    )
     return Deployment(
         model_name=entry.model_name,
         litellm_model=params.model,
@@ -119,7 +144,7 @@ def build_deployment(entry: ModelEntry, router: RouterSettings) -> Deployment:
         timeout=timeout,
         stream_timeout=params.stream_timeout or router.stream_timeout or timeout,
         headers=_native_headers(params, extra),
-        extra_params=tuple((k, v) for k, v in extra.items() if k not in _ROUTING_KEYS and k != "organization"),
+        extra_params=extra_params,
         body_defaults=_body_defaults(extra, native),
         id=deployment_id(entry.model_name, params.model, params.api_base),
         weight=weight,
@@ -128,4 +153,5 @@ def build_deployment(entry: ModelEntry, router: RouterSettings) -> Deployment:
         ssl_verify=params.ssl_verify if params.ssl_verify is not None else True,
         input_cost=_number(info.get("input_cost_per_token")),
         output_cost=_number(info.get("output_cost_per_token")),
+        translated=translated,
     )
