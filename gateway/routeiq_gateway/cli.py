@@ -64,6 +64,10 @@ def main(argv: list[str] | None = None) -> None:
         from routeiq_gateway.check_config import main as check_config
 
         sys.exit(check_config(argv[1:]))
+    if argv[:1] == ["db"]:
+        from routeiq_gateway.tenancy.db_cli import main as db_main
+
+        sys.exit(db_main(argv[1:]))
     # Router scorers multiply small matrices for one prompt at a time: BLAS worker threads only add hand-offs
     # (6 ms instead of 0.4 ms measured for one product). Set before numpy loads; an operator's value wins.
     for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
