@@ -22,12 +22,12 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 from routeiq_shared.routing_records import finish, route_record
 
-from routeiq_gateway.admin.endpoints import AdminEndpoints
 from routeiq_gateway.admission import auth
 from routeiq_gateway.admission.endpoint_checks import SURFACE_CHECKS
 from routeiq_gateway.admission.inflight import InFlight
 from routeiq_gateway.admission.shed import admit, refuse_if_draining
 from routeiq_gateway.admission.validate import CHECKS, parse_json_object
+from routeiq_gateway.admission.virtual_keys import KeyAdmission, check_model
 from routeiq_gateway.dispatch.dispatcher import Dispatcher, Outcome
 from routeiq_gateway.http import sse
 from routeiq_gateway.http.anthropic_errors import send_anthropic_error
@@ -36,7 +36,6 @@ from routeiq_gateway.http.disconnect import BODY_TIMED_OUT, CANCEL_ON_DISCONNECT
 from routeiq_gateway.http.errors import GatewayError
 from routeiq_gateway.http.multipart import parse_form
 from routeiq_gateway.http.openapi import document as openapi_document
-from routeiq_gateway.lifecycle.reload import Reloader
 from routeiq_gateway.observability.metrics import GatewayMetrics
 from routeiq_gateway.observability.tracing import get_tracer, parent_context, traceparent_of
 from routeiq_gateway.providers import Completed, Streaming
@@ -49,6 +48,8 @@ from routeiq_gateway.routing.offloop import ScoringRunner
 from routeiq_gateway.routing.routable import routing_body
 from routeiq_gateway.routing.routers import RouterPlan, prompt_text
 from routeiq_gateway.state import GatewayState, StateRef
+from routeiq_gateway.tenancy.records import VirtualKey
+from routeiq_gateway.tenancy.service import Tenancy
 
 log = logging.getLogger("routeiq.gateway")
 
@@ -90,10 +91,12 @@ _ALIVE = b'{"status":"alive"}'
 class _Request:
     """What one request's bookkeeping needs, filled in as the request moves along."""
 
-    __slots__ = ("key", "model", "record", "started", "status", "usage")
+    __slots__ = ("group", "key", "model", "record", "started", "status", "usage", "vkey")
 
     def __init__(self) -> None:
         self.key: bytes | None = None  # the API key presented (checked)
+        self.vkey: VirtualKey | None = None  # its record when it is a virtual key (limits, budget, team)
+        self.group: str | None = None  # the model group that answered: its price makes the spend
         self.model = _UNKNOWN_MODEL
         self.status = 500
         self.started = False
@@ -107,11 +110,10 @@ class GatewayApp:
         ref: StateRef,
         dispatcher: Dispatcher,
         metrics: GatewayMetrics,
-        reloader: Reloader,
-        admin_keys: tuple[bytes, ...],
         models: ModelsRef,
         recorder: Recorder,
         scoring: ScoringRunner | None = None,
+        tenancy: Tenancy | None = None,
     ) -> None:
         self.ref = ref
         self.models = models
@@ -121,9 +123,8 @@ class GatewayApp:
         self.recorder = recorder
         self.inflight = InFlight()
         self.draining = False
-        admin = AdminEndpoints(
-            ref, models, reloader, admin_keys, lambda: {"draining": self.draining, "in_flight": self.inflight.requests}
-        )
+        self.tenancy = tenancy
+        self._keys = KeyAdmission(tenancy.cache) if tenancy is not None else None
         feedback = FeedbackEndpoint(ref, recorder, metrics)
         surface = SurfaceProvider(dispatcher)
         self._providers = {endpoint: surface for endpoint in SURFACE_ENDPOINTS}  # chat's: None (by path)
@@ -138,8 +139,6 @@ class GatewayApp:
             ("GET", "/openapi.json"): self._openapi_json,
             ("GET", "/v1/models"): self._models,
             ("GET", "/models"): self._models,
-            ("POST", "/admin/reload"): admin.reload,
-            ("GET", "/admin/config"): admin.config,
             ("POST", "/v1/feedback"): feedback,
             ("POST", "/feedback"): feedback,
         }
@@ -200,7 +199,7 @@ class GatewayApp:
         try:
             try:
                 refuse_if_draining(self.draining)
-                req.key = auth.check_key(state.master_key, authorization, x_api_key)
+                req.key, req.vkey = await self._authenticate(state, authorization, x_api_key)
                 declared = _content_length(length)
                 raw = await read_body(receive, state.max_body_bytes, declared)  # deadlines: http/protocol.py
                 # Counted only now that the body is here: a slow sender holds no slot (shed.py).
@@ -256,6 +255,8 @@ class GatewayApp:
                 )
             if req.record is not None:
                 self._write_record(state, req, elapsed)
+            if req.vkey is not None and req.usage and self.tenancy is not None and req.group is not None:
+                self.tenancy.spend.add(req.vkey, req.group, req.usage, state.prices.get(req.group))
             span.set_attribute("http.response.status_code", req.status)
             span.end()
             otel_context.detach(token)
@@ -272,6 +273,8 @@ class GatewayApp:
         receive: Receive,
     ) -> None:
         model, stream = _CHECKS[endpoint](body)
+        if req.vkey is not None:
+            check_model(req.vkey, model)  # 403 before any routing or upstream work
         headers: list[tuple[bytes, bytes]] = []
         plan = state.router_plans.get(model)
         view = body if plan is None else routing_body(endpoint, body, model)  # what a router reads (routable.py)
@@ -296,6 +299,7 @@ class GatewayApp:
         finally:
             scope.pop(CANCEL_ON_DISCONNECT, None)
         dep = outcome.deployment
+        req.group = dep.model_name
         path = dep.path_name if provider is None else served_path(dep, endpoint)
         self.metrics.observe_upstream(model, path, time.perf_counter() - t0)
         if span.is_recording():  # spare the attribute work when nobody exports spans
@@ -453,7 +457,15 @@ class GatewayApp:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             self.metrics.observe_usage(model, stream.usage)
 
-    # --- health, metrics, models, admin --------------------------------------------------------------------
+    async def _authenticate(
+        self, state: GatewayState, authorization: bytes | None, x_api_key: bytes | None
+    ) -> tuple[bytes | None, VirtualKey | None]:
+        """The master key alone without DATABASE_URL; with it, the master key or a virtual key (virtual_keys.py)."""
+        if self._keys is None:
+            return auth.check_key(state.master_key, authorization, x_api_key), None
+        return await self._keys.admit(state.master_key, authorization, x_api_key)
+
+    # --- health, metrics, models --------------------------------------------------------------------
 
     async def _liveness(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send_response(send, 200, _ALIVE)
@@ -472,15 +484,13 @@ class GatewayApp:
 
     async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = self.ref.current
-        authorization, x_api_key = auth.auth_headers(scope)
-        auth.check_key(state.master_key, authorization, x_api_key)
+        await self._authenticate(state, *auth.auth_headers(scope))
         await send_response(send, 200, state.models_payload)
 
     async def _model(self, scope: Scope, name: str, send: Send) -> None:
         """GET /v1/models/{id}: one entry of the list (a model group or a router), as OpenAI answers it."""
         state = self.ref.current
-        authorization, x_api_key = auth.auth_headers(scope)
-        auth.check_key(state.master_key, authorization, x_api_key)
+        await self._authenticate(state, *auth.auth_headers(scope))
         for entry in orjson.loads(state.models_payload)["data"]:
             if entry["id"] == name:
                 await send_response(send, 200, orjson.dumps(entry))

@@ -14,6 +14,7 @@ from routeiq_shared.telemetry import setup_tracing
 from routeiq_shared.volume import VolumePaths
 
 from routeiq_gateway.routing.router_models import VerifyPolicy
+from routeiq_gateway.tenancy.database import DatabaseSettings
 
 DEFAULT_SERVICE_NAME = "litellm-gateway"
 
@@ -37,6 +38,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=int(env.get("ROUTEIQ_PORT", env.get("PORT", "4000"))),
         help="env ROUTEIQ_PORT (default 4000)",
+    )
+    p.add_argument(
+        "--admin-port",
+        type=int,
+        default=int(env.get("ROUTEIQ_ADMIN_PORT", "4001")),
+        help="the admin API's own port (env ROUTEIQ_ADMIN_PORT; default 4001; 0: no admin listener)",
     )
     p.add_argument("--log-level", default=env.get("LOG_LEVEL", "INFO"), help="env LOG_LEVEL")
     args = p.parse_args(argv)
@@ -77,6 +84,10 @@ def main(argv: list[str] | None = None) -> None:
     with startup_errors_logged("routeiq-gateway"):
         tracer_provider = setup_tracing(DEFAULT_SERVICE_NAME)
         verify = verify_policy(os.environ)
+        try:
+            database = DatabaseSettings.from_env()
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None
     keys = tuple(k.strip().encode() for k in os.environ.get("ADMIN_API_KEYS", "").split(",") if k.strip())
 
     import uvloop
@@ -92,5 +103,8 @@ def main(argv: list[str] | None = None) -> None:
         models_dir=args.models_dir,
         admin_keys=keys,
         verify=verify,
+        admin_port=args.admin_port,
+        database=database,
+        redis_url=os.environ.get("REDIS_URL", "").strip() or None,
     )
     sys.exit(uvloop.run(serve(opts, tracer_provider)))

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from routeiq_shared.config_schema import (
     ConfigError,
+    KeysSettings,
     LoadedConfig,
     RecordsSettings,
     RouterSpec,
@@ -52,6 +53,7 @@ class GatewayState:
     measure: bool = False
     router_plans: dict[str, RouterPlan] = field(default_factory=dict)  # virtual model name → its plan
     records: RecordsSettings = field(default_factory=RecordsSettings)
+    keys: KeysSettings = field(default_factory=KeysSettings)  # virtual keys' cache and spend (tenancy/)
     request_ids: RequestIds = field(default_factory=lambda: RequestIds.for_master_key(None))
     prices: dict[str, tuple[float, float]] = field(default_factory=dict)  # group → llm_candidates.json prices
     allowed_fails: int = 3  # router_settings.allowed_fails: failures in a minute before a deployment cools down
@@ -145,6 +147,7 @@ def build_state(loaded: LoadedConfig, created: int) -> GatewayState:
         ),
         router_plans={name: build_plan(spec, loaded.candidates) for name, spec in routers.items()},
         records=cfg.routeiq.records,
+        keys=cfg.routeiq.keys,
         request_ids=RequestIds.for_master_key(key.encode() if key else None),
         prices={name: (c.input_price, c.output_price) for name, c in loaded.candidates.items()},
         allowed_fails=cfg.router_settings.allowed_fails,
