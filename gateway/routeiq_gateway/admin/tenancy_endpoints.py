@@ -83,7 +83,10 @@ class TenancyEndpoints:
 
     async def create_team(self, scope: Scope, receive: Receive, send: Send) -> None:
         t = self._t()
-        values = fields.parse(await _body(receive), fields.TEAM_FIELDS)
+        body = await _body(receive)
+        if "team_id" in body and "id" not in body:  # LiteLLM's name for it
+            body["id"] = body.pop("team_id")
+        values = fields.parse(body, fields.TEAM_FIELDS)
         row = await _db(store.create_team(t.db, values))
         await _json(send, 201 if scope["path"].startswith("/v1/") else 200, team_out(row))
 
