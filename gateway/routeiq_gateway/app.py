@@ -125,7 +125,7 @@ class GatewayApp:
         self.draining = False
         self.tenancy = tenancy
         self._keys = KeyAdmission(tenancy.cache) if tenancy is not None else None
-        feedback = FeedbackEndpoint(ref, recorder, metrics)
+        feedback = FeedbackEndpoint(ref, recorder, metrics, self._authenticate)
         surface = SurfaceProvider(dispatcher)
         self._providers = {endpoint: surface for endpoint in SURFACE_ENDPOINTS}  # chat's: None (by path)
         self.tracer = get_tracer()

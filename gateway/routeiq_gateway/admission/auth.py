@@ -27,18 +27,6 @@ def check_key(expected: bytes | None, authorization: bytes | None, x_api_key: by
     return key
 
 
-def check_any_key(allowed: tuple[bytes, ...], authorization: bytes | None, x_api_key: bytes | None) -> None:
-    """Admin API: closed when no keys are configured; every key is compared so timing reveals nothing."""
-    key = presented_key(authorization, x_api_key)
-    if not allowed:
-        raise GatewayError(403, "The admin API is closed: set ADMIN_API_KEYS to open it.", code="admin_closed")
-    matched = False
-    for candidate in allowed:
-        matched |= key is not None and hmac.compare_digest(key, candidate)
-    if not matched:
-        raise GatewayError(401, _UNAUTHORIZED, code="invalid_api_key")
-
-
 def auth_headers(scope: Scope) -> tuple[bytes | None, bytes | None]:
     authorization = x_api_key = None
     for key, value in scope["headers"]:
