@@ -31,7 +31,17 @@ from routeiq_gateway.admission.virtual_keys import KeyAdmission, check_model
 from routeiq_gateway.dispatch.dispatcher import Dispatcher, Outcome
 from routeiq_gateway.http import sse
 from routeiq_gateway.http.anthropic_errors import send_anthropic_error
-from routeiq_gateway.http.asgi import TEXT, ClientGone, Receive, Scope, Send, read_body, send_error, send_response
+from routeiq_gateway.http.asgi import (
+    TEXT,
+    ClientGone,
+    Receive,
+    Scope,
+    Send,
+    lifespan,
+    read_body,
+    send_error,
+    send_response,
+)
 from routeiq_gateway.http.disconnect import BODY_TIMED_OUT, CANCEL_ON_DISCONNECT, CLIENT_GONE
 from routeiq_gateway.http.errors import GatewayError
 from routeiq_gateway.http.multipart import parse_form
@@ -146,7 +156,7 @@ class GatewayApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             if scope["type"] == "lifespan":
-                await _lifespan(receive, send)
+                await lifespan(receive, send)
             return
         path: str = scope["path"]
         endpoint = PROXY_ROUTES.get(path)
@@ -528,14 +538,3 @@ def _content_length(raw: bytes | None) -> int | None:
         return int(raw)
     except ValueError:
         raise GatewayError(400, "Invalid Content-Length header.", code="invalid_request") from None
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    # Start-up work happens before the server binds (server.py); lifespan only has to be acknowledged.
-    while True:
-        msg = await receive()
-        if msg["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif msg["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return

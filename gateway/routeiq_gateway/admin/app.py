@@ -19,7 +19,7 @@ from typing import Any
 from routeiq_gateway.admin.endpoints import AdminEndpoints
 from routeiq_gateway.admin.principals import AdminAuth, Role, require
 from routeiq_gateway.admin.tenancy_endpoints import TenancyEndpoints
-from routeiq_gateway.http.asgi import ClientGone, Receive, Scope, Send, send_error, send_response
+from routeiq_gateway.http.asgi import ClientGone, Receive, Scope, Send, lifespan, send_error, send_response
 from routeiq_gateway.http.errors import GatewayError
 
 log = logging.getLogger("routeiq.gateway")
@@ -63,7 +63,7 @@ class AdminApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             if scope["type"] == "lifespan":
-                await _lifespan(receive, send)
+                await lifespan(receive, send)
             return
         try:
             await self._dispatch(scope, receive, send)
@@ -99,13 +99,3 @@ class AdminApp:
         require(principal, role)
         scope["routeiq.principal"] = principal  # for whoever records admin actions
         await handler(scope, receive, send, *args)
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        msg = await receive()
-        if msg["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif msg["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return

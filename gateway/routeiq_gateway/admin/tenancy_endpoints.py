@@ -28,11 +28,9 @@ _OFF = GatewayError(
 )
 
 
-def team_out(row: dict[str, Any]) -> dict[str, Any]:
-    r = store.jsonable(row)
+def _shared_out(r: dict[str, Any]) -> dict[str, Any]:
+    """What teams and keys both have, in LiteLLM's names."""
     return {
-        "team_id": r["id"],
-        "team_alias": r["alias"],
         "models": r["models"],
         "rpm_limit": r["rpm"],
         "tpm_limit": r["tpm"],
@@ -46,6 +44,11 @@ def team_out(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def team_out(row: dict[str, Any]) -> dict[str, Any]:
+    r = store.jsonable(row)
+    return {"team_id": r["id"], "team_alias": r["alias"], **_shared_out(r)}
+
+
 def key_out(row: dict[str, Any]) -> dict[str, Any]:
     r = store.jsonable(row)
     return {
@@ -54,19 +57,10 @@ def key_out(row: dict[str, Any]) -> dict[str, Any]:
         "key_name": f"{r['key_prefix']}…",
         "key_alias": r["alias"],
         "team_id": r["team_id"],
-        "models": r["models"],
-        "rpm_limit": r["rpm"],
-        "tpm_limit": r["tpm"],
-        "max_parallel_requests": r["max_parallel"],
-        "max_budget": r["budget"],
-        "budget_duration": r["budget_period"],
-        "budget_reset_at": r["budget_reset_at"],
-        "spend": r["spend"],
+        **_shared_out(r),
         "expires": r["expires_at"],
         "blocked": r["revoked"],
         "metadata": r["metadata"],
-        "created_at": r["created_at"],
-        "updated_at": r["updated_at"],
     }
 
 
