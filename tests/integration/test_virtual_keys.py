@@ -269,3 +269,16 @@ def test_refuses_to_start_on_an_old_schema(
     assert gw.wait_exit(timeout=30) == 2
     failure = gw.wait_for_log(lambda r: r.get("event") == "startup_failed")
     assert "routeiq-gateway db upgrade" in failure["reason"]
+
+
+def test_reads_go_to_the_replica_and_new_keys_to_the_primary(
+    start_gateway: StartGateway, fresh_upstream: FakeUpstream, postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    # Two databases stand for a primary and a replica that has not caught up: the admin's listings read the
+    # replica; a key made a moment ago is still found, because its lookup goes to the primary.
+    primary = upgraded(postgres_server.create_database())
+    replica = upgraded(postgres_server.create_database())
+    gw = start(start_gateway, fresh_upstream, primary, tmp_path, DATABASE_READ_URL=replica)
+    made = admin(gw, "POST", "/v1/admin/keys", {"key_alias": "fresh"}).json()
+    assert admin(gw, "GET", "/v1/admin/keys").json()["data"] == []  # the replica's view
+    assert chat(gw, made["key"]).status_code == 200  # the primary's

@@ -31,8 +31,12 @@ class FakeStore:
         self.down = False
         self.finds = 0
         self.find_delay = 0.0
+        self.loads: list[bool] = []  # primary? for each full load
+        self.loaded = asyncio.Event()
 
-    async def load_all(self, db: Any) -> tuple[dict[str, Team], dict[bytes, VirtualKey]]:
+    async def load_all(self, db: Any, primary: bool = False) -> tuple[dict[str, Team], dict[bytes, VirtualKey]]:
+        self.loads.append(primary)
+        self.loaded.set()
         if self.down:
             raise psycopg.OperationalError("connection refused")
         return {}, dict(self.keys)
@@ -174,5 +178,22 @@ def test_drop_refuses_a_key_at_once(fake: FakeStore) -> None:
         c.drop({"known"})
         assert c.cached(KNOWN) is None
         assert await c.resolve(KNOWN) is None  # the lookup finds it gone
+
+    asyncio.run(run())
+
+
+def test_the_reload_after_a_change_reads_the_primary(fake: FakeStore) -> None:
+    async def run() -> None:
+        c, _, _ = cache(KeysSettings(refresh_seconds=0.05))
+        stop = asyncio.Event()
+        task = asyncio.create_task(c.run(stop))
+        await asyncio.wait_for(fake.loaded.wait(), 5)  # a periodic reload: the replica
+        c.invalidate()
+        while True not in fake.loads:
+            fake.loaded.clear()
+            await asyncio.wait_for(fake.loaded.wait(), 5)
+        stop.set()
+        await task
+        assert fake.loads[0] is False
 
     asyncio.run(run())

@@ -98,11 +98,11 @@ class KeyCache:
 
     # --- background ----------------------------------------------------------------------------------------
 
-    async def refresh(self) -> bool:
-        """Reload every key and team; True when it worked."""
+    async def refresh(self, primary: bool = False) -> bool:
+        """Reload every key and team; True when it worked. `primary` after a change (see store.load_all)."""
         generation = self._generation
         try:
-            _, keys = await store.load_all(self.db)
+            _, keys = await store.load_all(self.db, primary)
         except DB_ERRORS as exc:
             self._set_degraded(True, exc)
             return False
@@ -136,8 +136,9 @@ class KeyCache:
                 w.cancel()
             if stop.is_set():
                 return
+            changed = self._wake.is_set()
             self._wake.clear()
-            await self.refresh()
+            await self.refresh(primary=changed)
 
     @property
     def size(self) -> int:

@@ -84,7 +84,8 @@ class Tenancy:
 
     async def close(self) -> None:
         """After the drain: the last spend is written (tried once more), then the pools close."""
-        await asyncio.wait(self._tasks, timeout=2) if self._tasks else None
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=2)
         if not await self.spend.flush():
             log.error(
                 "Spend could not be written before exit",

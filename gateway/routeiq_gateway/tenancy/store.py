@@ -1,4 +1,5 @@
-"""SQL for teams, keys and spend. Reads go to the replica (`db.reader()`), writes to the primary. Column names
+"""SQL for teams, keys and spend. Reads go to the replica (`db.reader()`), writes to the primary, and so do the
+reads that must see the latest write (a lookup of a new key, the reload after a change). Column names
 come only from fields.py's fixed lists, never from input, so building SET clauses by name is safe."""
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ class SpendRow:
     cost: float
 
 
-async def load_all(db: Database) -> tuple[dict[str, Team], dict[bytes, VirtualKey]]:
-    """Every team and key: what the cache holds."""
-    async with db.reader() as conn:
+async def load_all(db: Database, primary: bool = False) -> tuple[dict[str, Team], dict[bytes, VirtualKey]]:
+    """Every team and key: what the cache holds. `primary`: after a change, when a lagging replica could still
+    show what the change undid."""
+    async with db.writer() if primary else db.reader() as conn:
         teams = {
             row["id"]: Team.of_row(row)
             for row in await (await conn.execute(f"SELECT {_TEAM_COLUMNS} FROM teams")).fetchall()
@@ -52,8 +54,9 @@ async def load_all(db: Database) -> tuple[dict[str, Team], dict[bytes, VirtualKe
 
 
 async def find_key(db: Database, digest: bytes) -> VirtualKey | None:
-    """One key by its hash, with its team: a key created on another replica since the last refresh."""
-    async with db.reader() as conn:
+    """One key by its hash, with its team: a key created on another replica since the last refresh. From the
+    primary: a replica a moment behind would call a key made a moment ago unknown."""
+    async with db.writer() as conn:
         cur = await conn.execute(f"SELECT {_KEY_COLUMNS} FROM keys WHERE key_hash = %s", (digest,))
         row = await cur.fetchone()
         if row is None:
