@@ -56,8 +56,8 @@ class DatabaseSettings:
 
 
 class Database:
-    """Pools opened lazily by `open()` (never at import); a pool that cannot connect keeps retrying in the
-    background while callers get an error within `pool_timeout`."""
+    """Pools opened by `open()` (never at import); while the database is away callers get an error within
+    `pool_timeout`, and the first call after it is back connects again."""
 
     def __init__(self, settings: DatabaseSettings) -> None:
         self.settings = settings
@@ -73,7 +73,9 @@ class Database:
             kwargs=s.connect_kwargs(),
             open=False,
             timeout=s.pool_timeout,
-            reconnect_timeout=0,  # keep trying while the database is away; never give the pool up
+            # No background reconnect loop of the pool's own while the database is away: the key cache's next
+            # refresh (every second while degraded) asks for a connection, and that grows the pool again.
+            reconnect_timeout=0,
             name=f"routeiq-{name}",
             connection_class=AsyncConnection[DictRow],
         )
