@@ -382,7 +382,7 @@ class KeysSettings(_Strict):
         default=0.5, gt=0, le=10, description="a key never seen: how long its one lookup may take"
     )
     lookups_per_second: float = Field(default=20.0, gt=0, description="lookups of unknown keys, at most")
-    negative_ttl_seconds: float = Field(default=30.0, ge=0, le=3600, description="an unknown key is not looked up again")
+    negative_ttl_seconds: float = Field(default=30.0, ge=0, le=3600, description="unknown keys not looked up again")
     spend_flush_seconds: float = Field(default=10.0, gt=0, le=3600, description="spend written in batches this often")
 
 

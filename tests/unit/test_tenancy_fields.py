@@ -67,3 +67,20 @@ def test_null_clears_a_limit_and_a_team_has_no_expiry() -> None:
     assert parse({"rpm": None, "max_budget": None}, TEAM_FIELDS, now=NOW) == {"rpm": None, "budget": None}
     with pytest.raises(GatewayError):
         parse({"expires_at": "2031-01-01T00:00:00Z"}, TEAM_FIELDS, now=NOW)
+
+
+def test_database_settings_refuse_bad_urls_and_redact_passwords() -> None:
+    from routeiq_gateway.tenancy.database import DatabaseSettings
+
+    assert DatabaseSettings.from_env({}) is None
+    for bad in ("mysql://h/db", "postgresql://169.254.169.254/db", "not a url"):
+        with pytest.raises(ValueError) as refused:
+            DatabaseSettings.from_env({"DATABASE_URL": bad})
+        assert "DATABASE_URL" in str(refused.value)
+    with pytest.raises(ValueError, match="DATABASE_READ_URL"):
+        DatabaseSettings.from_env({"DATABASE_URL": "postgresql://h/db", "DATABASE_READ_URL": "http://h/"})
+    with pytest.raises(ValueError, match="ROUTEIQ_DB_STATEMENT_TIMEOUT"):
+        DatabaseSettings.from_env({"DATABASE_URL": "postgresql://h/db", "ROUTEIQ_DB_STATEMENT_TIMEOUT": "-1"})
+    s = DatabaseSettings.from_env({"DATABASE_URL": "postgresql://u:s3cr3t-pw@h/db", "ROUTEIQ_DB_POOL_MAX": "8"})
+    assert s is not None and s.pool_max == 8
+    assert s.redact('failed for "postgresql://u:s3cr3t-pw@h/db"') == 'failed for "postgresql://u:***@h/db"'

@@ -9,10 +9,12 @@ import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
+from routeiq_shared.egress import EgressError, check_setting_url
 
 from routeiq_gateway.env_numbers import positive_numbers_from_env
 
@@ -42,8 +44,23 @@ class DatabaseSettings:
         url = env.get("DATABASE_URL", "").strip()
         if not url:
             return None
+        read_url = env.get("DATABASE_READ_URL", "").strip() or None
+        for name, value in (("DATABASE_URL", url), ("DATABASE_READ_URL", read_url)):
+            if value is not None:
+                try:  # a postgresql:// URL, and never a link-local or metadata address
+                    check_setting_url(name, value, ("postgresql", "postgres"))
+                except EgressError as exc:
+                    raise ValueError(str(exc)) from None
         numbers = positive_numbers_from_env(cls, _ENV_NAMES, env)  # ValueError naming the variable
-        return cls(url=url, read_url=env.get("DATABASE_READ_URL", "").strip() or None, **numbers)
+        return cls(url=url, read_url=read_url, **numbers)
+
+    def redact(self, text: str) -> str:
+        """`text` without the URLs' passwords: for an error message that may quote what it was given."""
+        for url in (self.url, self.read_url):
+            password = urlsplit(url).password if url else None
+            if password:
+                text = text.replace(password, "***")
+        return text
 
     def connect_kwargs(self) -> dict[str, object]:
         return {

@@ -31,8 +31,7 @@ def main(argv: list[str]) -> int:
         print(f"routeiq-gateway db {args.command}: refused: {exc}", file=sys.stderr)
         return 1
     except psycopg.Error as exc:
-        # psycopg's message names host and database, never the password
-        print(f"routeiq-gateway db {args.command}: database error: {exc}", file=sys.stderr)
+        print(f"routeiq-gateway db {args.command}: database error: {settings.redact(str(exc))}", file=sys.stderr)
         return 1
     print(orjson.dumps(result).decode())
     return 0

@@ -156,7 +156,10 @@ class KeyCache:
             key = await store.find_key(self.db, digest)
         except DB_ERRORS as exc:
             self.metrics.key_lookups.labels("error").inc()
-            log.warning("Virtual key lookup failed", extra={"event": "key_lookup_failed", "reason": str(exc)})
+            log.warning(
+                "Virtual key lookup failed",
+                extra={"event": "key_lookup_failed", "reason": self.db.settings.redact(str(exc))},
+            )
         else:
             self.metrics.key_lookups.labels("found" if key is not None else "unknown").inc()
             if key is not None:
@@ -202,7 +205,7 @@ class KeyCache:
                     "degraded": True,
                     "cached_keys": len(self._keys),
                     "max_stale_seconds": self.settings().max_stale_seconds,
-                    "reason": str(exc),
+                    "reason": self.db.settings.redact(str(exc)),
                 },
             )
         else:

@@ -49,7 +49,7 @@ class Tenancy:
         except migrate.SchemaError as exc:
             raise StartupError(str(exc)) from None
         except (*DB_ERRORS, TimeoutError) as exc:
-            raise StartupError(f"PostgreSQL is unreachable: {exc}") from None
+            raise StartupError(f"PostgreSQL is unreachable: {self.db.settings.redact(str(exc))}") from None
         if version > migrate.required_version():
             log.warning(
                 "Database schema is newer than this gateway knows; serving (migrations only add)",

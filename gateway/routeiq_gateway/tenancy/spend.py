@@ -81,7 +81,11 @@ class SpendLedger:
                 self.metrics.spend_flushes.labels("error").inc()
                 log.warning(
                     "Spend not written; kept in memory for the next flush",
-                    extra={"event": "spend_flush_failed", "rows": len(rows), "reason": str(exc)},
+                    extra={
+                        "event": "spend_flush_failed",
+                        "rows": len(rows),
+                        "reason": self.db.settings.redact(str(exc)),
+                    },
                 )
                 return False
             self.metrics.spend_flushes.labels("ok").inc()
