@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import psycopg
+import pytest
 from harness.fake_upstream_control import FakeUpstream
 from harness.gateway_process import GatewayHandle, StartGateway
 from harness.postgres_server import PostgresServer
@@ -326,3 +327,50 @@ def test_reads_go_to_the_replica_and_new_keys_to_the_primary(
     made = admin(gw, "POST", "/v1/admin/keys", {"key_alias": "fresh"}).json()
     assert admin(gw, "GET", "/v1/admin/keys").json()["data"] == []  # the replica's view
     assert chat(gw, made["key"]).status_code == 200  # the primary's
+
+
+def test_spend_report_per_team_and_model(
+    start_gateway: StartGateway, fresh_upstream: FakeUpstream, fresh_database: str, tmp_path: Path
+) -> None:
+    url = upgraded(fresh_database)
+    candidates = {
+        "fast": {"input_price": 1.0, "output_price": 2.0, "model": "fast"},  # per million tokens
+        "smart": {"input_price": 10.0, "output_price": 30.0, "model": "smart"},
+    }
+    gw = start_gateway(
+        config(fresh_upstream, spend_flush_seconds=0.2),
+        env={"DATABASE_URL": url, "ADMIN_API_KEYS": ADMIN},
+        candidates=candidates,
+        root=tmp_path,
+    )
+    admin(gw, "POST", "/v1/admin/teams", {"id": "search"})
+    key = admin(gw, "POST", "/v1/admin/keys", {"team_id": "search"}).json()["key"]
+    expected = {"fast": [0, 0, 0, 0.0], "smart": [0, 0, 0, 0.0]}
+    for model in ("fast", "fast", "smart"):
+        reply = chat(gw, key, model)
+        assert reply.status_code == 200
+        usage = reply.json()["usage"]
+        price = candidates[model]
+        row = expected[model]
+        row[0] += 1
+        row[1] += usage["prompt_tokens"]
+        row[2] += usage["completion_tokens"]
+        row[3] += (
+            usage["prompt_tokens"] * price["input_price"] + usage["completion_tokens"] * price["output_price"]
+        ) / 1e6
+    assert all(row[3] > 0 for row in expected.values())  # the upstream reports usage: a real cost to add up
+    assert chat(gw, MASTER).status_code == 200  # the master key has no spend row
+
+    def report() -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = admin(gw, "GET", "/v1/admin/spend?team_id=search").json()["data"]
+        return rows
+
+    wait_until(lambda: sum(r["requests"] for r in report()) == 3, timeout=10)
+    got = {r["model"]: [r["requests"], r["prompt_tokens"], r["completion_tokens"], r["cost"]] for r in report()}
+    assert got.keys() == expected.keys()
+    for model, row in expected.items():
+        assert got[model][:3] == row[:3]
+        assert got[model][3] == pytest.approx(row[3])
+    team = admin(gw, "GET", "/v1/admin/teams/search").json()
+    assert team["spend"] == pytest.approx(sum(r[3] for r in expected.values()))
+    assert admin(gw, "GET", "/v1/admin/spend?start=yesterday").status_code == 400
