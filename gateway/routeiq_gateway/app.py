@@ -27,7 +27,7 @@ from routeiq_gateway.admission.endpoint_checks import SURFACE_CHECKS
 from routeiq_gateway.admission.inflight import InFlight
 from routeiq_gateway.admission.shed import admit, refuse_if_draining
 from routeiq_gateway.admission.validate import CHECKS, parse_json_object
-from routeiq_gateway.admission.virtual_keys import KeyAdmission, check_model
+from routeiq_gateway.admission.virtual_keys import KeyAdmission, check_model, may_use
 from routeiq_gateway.dispatch.dispatcher import Dispatcher, Outcome
 from routeiq_gateway.http import sse
 from routeiq_gateway.http.anthropic_errors import send_anthropic_error
@@ -494,15 +494,21 @@ class GatewayApp:
 
     async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = self.ref.current
-        await self._authenticate(state, *auth.auth_headers(scope))
-        await send_response(send, 200, state.models_payload)
+        _, vkey = await self._authenticate(state, *auth.auth_headers(scope))
+        if vkey is None or not (vkey.models or (vkey.team is not None and vkey.team.models)):
+            await send_response(send, 200, state.models_payload)
+            return
+        # A virtual key with model restrictions sees the models it may use, as LiteLLM's proxy answers it.
+        payload = orjson.loads(state.models_payload)
+        payload["data"] = [entry for entry in payload["data"] if may_use(vkey, entry["id"])]
+        await send_response(send, 200, orjson.dumps(payload))
 
     async def _model(self, scope: Scope, name: str, send: Send) -> None:
         """GET /v1/models/{id}: one entry of the list (a model group or a router), as OpenAI answers it."""
         state = self.ref.current
-        await self._authenticate(state, *auth.auth_headers(scope))
+        _, vkey = await self._authenticate(state, *auth.auth_headers(scope))
         for entry in orjson.loads(state.models_payload)["data"]:
-            if entry["id"] == name:
+            if entry["id"] == name and (vkey is None or may_use(vkey, name)):
                 await send_response(send, 200, orjson.dumps(entry))
                 return
         raise GatewayError(

@@ -121,6 +121,15 @@ def test_team_and_key_lifecycle(
     restricted = admin(gw, "POST", "/v1/admin/keys", {"models": ["smart"]}).json()["key"]
     assert error_code(chat(gw, restricted, "fast")) == "key_model_access_denied"
 
+    def listed(key: str) -> list[str]:
+        resp = httpx.get(gw.url("/v1/models"), headers={"Authorization": f"Bearer {key}"}, timeout=5, trust_env=False)
+        return sorted(m["id"] for m in resp.json()["data"])
+
+    assert listed(MASTER) == ["fast", "smart"]
+    assert listed(secret) == ["fast"] and listed(restricted) == ["smart"]  # what each may use, as LiteLLM lists
+    one = httpx.get(gw.url("/v1/models/smart"), headers={"Authorization": f"Bearer {secret}"}, trust_env=False)
+    assert one.status_code == 404
+
     revoked = admin(gw, "POST", "/key/update", {"key": secret, "blocked": True})
     assert revoked.status_code == 200 and revoked.json()["blocked"] is True
     refused = chat(gw, secret)

@@ -45,6 +45,14 @@ class KeyAdmission:
         return key, vkey
 
 
+def may_use(vkey: VirtualKey, model: str) -> bool:
+    """Whether the key's models (when set) and its team's (when set) include `model` (or "*")."""
+    for allowed in (vkey.models, vkey.team.models if vkey.team is not None else frozenset()):
+        if allowed and model not in allowed and "*" not in allowed:
+            return False
+    return True
+
+
 def check_model(vkey: VirtualKey, model: str) -> None:
     """403 unless the key's models (when set) and its team's (when set) include `model` (or "*")."""
     if vkey.models and model not in vkey.models and "*" not in vkey.models:
