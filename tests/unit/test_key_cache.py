@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from types import SimpleNamespace
 from typing import Any
 
 import psycopg
@@ -13,6 +14,7 @@ import pytest
 from routeiq_gateway.http.errors import GatewayError
 from routeiq_gateway.observability.metrics import GatewayMetrics
 from routeiq_gateway.tenancy import key_cache as kc
+from routeiq_gateway.tenancy.database import DatabaseSettings
 from routeiq_gateway.tenancy.records import Limits, Team, VirtualKey, key_hash
 from routeiq_shared.config_schema import KeysSettings
 
@@ -68,7 +70,8 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeStore:
 def cache(settings: KeysSettings | None = None) -> tuple[kc.KeyCache, Clock, GatewayMetrics]:
     clock, metrics = Clock(), GatewayMetrics()
     s = settings or KeysSettings()
-    return kc.KeyCache(None, lambda: s, metrics, clock), clock, metrics  # type: ignore[arg-type]
+    db = SimpleNamespace(settings=DatabaseSettings("postgresql://u:pw@h/db"))  # the store is faked: no pool
+    return kc.KeyCache(db, lambda: s, metrics, clock), clock, metrics  # type: ignore[arg-type]
 
 
 def degraded_gauge(metrics: GatewayMetrics) -> float:
