@@ -18,7 +18,7 @@ READINESS_PATH = "/health/readiness"
 # In run order; direct is the baseline of every ratio, so it always runs, and first.
 MMLU_CSV = REPO_DIR.parent / "shared" / "data" / "routellm-mmlu" / "train.csv"
 
-TARGETS = ("direct", "bare-python", "routeiq", "routeiq-traced", "routeiq-auto", "litellm")
+TARGETS = ("direct", "bare-python", "routeiq", "routeiq-traced", "routeiq-auto", "routeiq-keys", "litellm")
 
 # The goal from the issue, checked on the RouteIQ row (native path, one core, 32 connections).
 GOAL_RPS = 5000.0

@@ -30,13 +30,13 @@ class WrkResult:
         return self.non_2xx_3xx + sum(self.socket_errors.values())
 
 
-def run_wrk(settings: Settings, url: str, duration_s: int) -> WrkResult:
+def run_wrk(settings: Settings, url: str, duration_s: int, api_key: str = MASTER_KEY) -> WrkResult:
     # One thread: the load generator shares its core with nginx, and one thread is enough to saturate any
     # Python gateway. --timeout 10s: a slow answer is measured as latency instead of dropped as a timeout.
     argv = ["wrk", "-t1", f"-c{settings.connections}", f"-d{duration_s}s", "--latency", "--timeout", "10s"]
     script = WRK_SCRIPT if settings.bodies is None else PROMPTS_SCRIPT
     argv += ["-s", str(script), url]
-    env = child_env({"BENCH_MODEL": MODEL, "BENCH_API_KEY": MASTER_KEY, "BENCH_BODIES": str(settings.bodies or "")})
+    env = child_env({"BENCH_MODEL": MODEL, "BENCH_API_KEY": api_key, "BENCH_BODIES": str(settings.bodies or "")})
     done = subprocess.run(
         pinned(settings.load_cpu, argv),
         capture_output=True,
