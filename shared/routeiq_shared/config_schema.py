@@ -436,6 +436,9 @@ class AuditSettings(_Strict):
     )
     retention_mode: Literal["GOVERNANCE", "COMPLIANCE"] = "COMPLIANCE"
     spool_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024, description="past this, records drop")
+    table_flush_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="with DATABASE_URL: records reach the search table this late at most"
+    )
 
     @model_validator(mode="after")
     def _kms_key_needs_kms(self) -> AuditSettings:

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 from routeiq_gateway.admin.app import AdminApp
+from routeiq_gateway.admin.audit_endpoints import AuditEndpoints
 from routeiq_gateway.admin.endpoints import AdminEndpoints
 from routeiq_gateway.admin.principals import AdminAuth, Principal, at_least
 from routeiq_gateway.admin.tenancy_endpoints import TenancyEndpoints
@@ -36,6 +37,7 @@ ROUTES: list[tuple[str, str, AdminRole]] = [
     ("PATCH", "/v1/admin/keys/k1", "editor"),
     ("DELETE", "/v1/admin/keys/k1", "editor"),
     ("GET", "/v1/admin/spend", "viewer"),
+    ("GET", "/v1/admin/audit", "viewer"),
     ("POST", "/key/generate", "editor"),
     ("GET", "/key/info", "viewer"),
     ("POST", "/key/update", "editor"),
@@ -67,7 +69,9 @@ TOKEN_AUTH = TokenAuth()
 
 
 def app(keys: tuple[bytes, ...] = (BREAK_GLASS,), extra: Any = (TOKEN_AUTH,)) -> AdminApp:
-    a = AdminApp(AdminAuth(keys, extra), AdminEndpoints.__new__(AdminEndpoints), TenancyEndpoints(None))
+    a = AdminApp(
+        AdminAuth(keys, extra), AdminEndpoints.__new__(AdminEndpoints), TenancyEndpoints(None), AuditEndpoints(None)
+    )
     a.routes = {route: (role, served) for route, (role, _) in a.routes.items()}
     a.item_routes = {route: (role, served) for route, (role, _) in a.item_routes.items()}
     return a

@@ -4,7 +4,7 @@ calls (admin/principals.py): 401 without or with bad credentials, 403 with too l
 
 | route | role |
 | --- | --- |
-| GET /admin/config, /admin/routers, /v1/admin/spend, /key/info, /team/info | viewer |
+| GET /admin/config, /admin/routers, /v1/admin/spend, /v1/admin/audit, /key/info, /team/info | viewer |
 | GET /v1/admin/teams[/{id}], /v1/admin/keys[/{id}] | viewer |
 | POST/PATCH/DELETE on /v1/admin/teams and /v1/admin/keys; /key/generate, /key/update, /key/delete, /team/new | editor |
 | POST /admin/reload | admin |
@@ -18,6 +18,7 @@ from typing import Any
 
 from routeiq_shared.config_schema import AdminRole
 
+from routeiq_gateway.admin.audit_endpoints import AuditEndpoints
 from routeiq_gateway.admin.endpoints import AdminEndpoints
 from routeiq_gateway.admin.principals import PRINCIPAL, AdminAuth, require
 from routeiq_gateway.admin.tenancy_endpoints import TenancyEndpoints
@@ -31,7 +32,9 @@ _COLLECTIONS = {"/v1/admin/teams/": "team", "/v1/admin/keys/": "key"}
 
 
 class AdminApp:
-    def __init__(self, auth: AdminAuth, endpoints: AdminEndpoints, tenancy: TenancyEndpoints) -> None:
+    def __init__(
+        self, auth: AdminAuth, endpoints: AdminEndpoints, tenancy: TenancyEndpoints, audit: AuditEndpoints
+    ) -> None:
         self.auth = auth
         t = tenancy
         self.routes: dict[tuple[str, str], tuple[AdminRole, Handler]] = {
@@ -43,6 +46,7 @@ class AdminApp:
             ("GET", "/v1/admin/keys"): ("viewer", t.list_keys),
             ("POST", "/v1/admin/keys"): ("editor", t.create_key),
             ("GET", "/v1/admin/spend"): ("viewer", t.spend),
+            ("GET", "/v1/admin/audit"): ("viewer", audit.search),
             # LiteLLM's proxy routes, its field names
             ("POST", "/key/generate"): ("editor", t.create_key),
             ("GET", "/key/info"): ("viewer", t.key_info),

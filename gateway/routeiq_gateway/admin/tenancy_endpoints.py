@@ -109,31 +109,31 @@ class TenancyEndpoints:
         if "team_id" in body and "id" not in body:  # LiteLLM's name for it
             body["id"] = body.pop("team_id")
         values = fields.parse(body, fields.TEAM_FIELDS)
-        out = team_out(await _db(store.create_team(t.db, values)))
+        out = team_out(await db_call(store.create_team(t.db, values)))
         self._audit(scope, "team.create", f"team:{out['team_id']}", None, out)
         await _json(send, 201 if scope["path"].startswith("/v1/") else 200, out)
 
     async def list_teams(self, scope: Scope, receive: Receive, send: Send) -> None:
-        rows = await _db(store.list_teams(self._t().db))
+        rows = await db_call(store.list_teams(self._t().db))
         await _json(send, 200, {"data": [team_out(r) for r in rows]})
 
     async def get_team(self, scope: Scope, receive: Receive, send: Send, team_id: str) -> None:
-        row = await _db(store.get_team(self._t().db, team_id))
+        row = await db_call(store.get_team(self._t().db, team_id))
         await _json(send, 200, team_out(row))
 
     async def update_team(self, scope: Scope, receive: Receive, send: Send, team_id: str) -> None:
         t = self._t()
         values = fields.parse(await _body(receive), fields.TEAM_FIELDS[1:])
-        before = team_out(await _db(store.get_team(t.db, team_id)))
-        out = team_out(await _db(store.update_team(t.db, team_id, values)))
+        before = team_out(await db_call(store.get_team(t.db, team_id)))
+        out = team_out(await db_call(store.update_team(t.db, team_id, values)))
         self._audit(scope, "team.update", f"team:{team_id}", before, out)
         await t.changed()  # keys carry their team's limits and models
         await _json(send, 200, out)
 
     async def delete_team(self, scope: Scope, receive: Receive, send: Send, team_id: str) -> None:
         t = self._t()
-        before = team_out(await _db(store.get_team(t.db, team_id)))
-        await _db(store.delete_team(t.db, team_id))
+        before = team_out(await db_call(store.get_team(t.db, team_id)))
+        await db_call(store.delete_team(t.db, team_id))
         self._audit(scope, "team.delete", f"team:{team_id}", before, None)
         await t.changed()
         await _json(send, 200, {"deleted": team_id})
@@ -141,9 +141,9 @@ class TenancyEndpoints:
     async def team_info(self, scope: Scope, receive: Receive, send: Send) -> None:
         """LiteLLM: GET /team/info?team_id=…"""
         t = self._t()
-        team_id = _query(scope, "team_id")
-        row = await _db(store.get_team(t.db, team_id))
-        keys = await _db(store.list_keys(t.db, team_id))
+        team_id = query_param(scope, "team_id")
+        row = await db_call(store.get_team(t.db, team_id))
+        keys = await db_call(store.list_keys(t.db, team_id))
         await _json(send, 200, {"team_id": team_id, "team_info": team_out(row), "keys": [key_out(k) for k in keys]})
 
     # --- keys --------------------------------------------------------------------------------------------------
@@ -151,27 +151,27 @@ class TenancyEndpoints:
     async def create_key(self, scope: Scope, receive: Receive, send: Send) -> None:
         t = self._t()
         values = fields.parse(await _body(receive), fields.KEY_FIELDS)
-        row, secret = await _db(store.create_key(t.db, values))
+        row, secret = await db_call(store.create_key(t.db, values))
         out = key_out(row)
         self._audit(scope, "key.create", f"key:{out['key_id']}", None, out)
         await t.changed()
         await _json(send, 201 if scope["path"].startswith("/v1/") else 200, {**out, "key": secret})
 
     async def list_keys(self, scope: Scope, receive: Receive, send: Send) -> None:
-        team_id = _query(scope, "team_id", required=False)
-        rows = await _db(store.list_keys(self._t().db, team_id))
+        team_id = query_param(scope, "team_id", required=False)
+        rows = await db_call(store.list_keys(self._t().db, team_id))
         await _json(send, 200, {"data": [key_out(r) for r in rows]})
 
     async def get_key(self, scope: Scope, receive: Receive, send: Send, key_id: str) -> None:
-        await _json(send, 200, key_out(await _db(store.get_key(self._t().db, key_id))))
+        await _json(send, 200, key_out(await db_call(store.get_key(self._t().db, key_id))))
 
     async def update_key(self, scope: Scope, receive: Receive, send: Send, key_id: str) -> None:
         await self._update_key(scope, send, key_id, await _body(receive))
 
     async def delete_key(self, scope: Scope, receive: Receive, send: Send, key_id: str) -> None:
         t = self._t()
-        before = key_out(await _db(store.get_key(t.db, key_id)))  # 404 when there is none
-        deleted = await _db(store.delete_keys(t.db, [key_id]))
+        before = key_out(await db_call(store.get_key(t.db, key_id)))  # 404 when there is none
+        deleted = await db_call(store.delete_keys(t.db, [key_id]))
         if not deleted:
             raise GatewayError(404, f"No key '{key_id}'.", code="not_found")
         self._audit(scope, "key.delete", f"key:{key_id}", before, None)
@@ -181,8 +181,8 @@ class TenancyEndpoints:
     async def key_info(self, scope: Scope, receive: Receive, send: Send) -> None:
         """LiteLLM: GET /key/info?key=<the secret or its key id>"""
         t = self._t()
-        ref = _query(scope, "key")
-        row = await _db(store.get_key(t.db, await self._key_id(ref)))
+        ref = query_param(scope, "key")
+        row = await db_call(store.get_key(t.db, await self._key_id(ref)))
         await _json(send, 200, {"key": row["id"], "info": key_out(row)})
 
     async def litellm_update_key(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -201,8 +201,8 @@ class TenancyEndpoints:
         if not isinstance(refs, list) or not refs or not all(isinstance(k, str) and k for k in refs):
             raise bad_request("keys must be a non-empty list of keys or key ids.", "keys")
         ids = [await self._key_id(r) for r in refs]
-        before = {r["id"]: key_out(r) for r in await _db(store.list_keys(t.db)) if r["id"] in ids}
-        deleted = await _db(store.delete_keys(t.db, ids))
+        before = {r["id"]: key_out(r) for r in await db_call(store.list_keys(t.db)) if r["id"] in ids}
+        deleted = await db_call(store.delete_keys(t.db, ids))
         for key_id in deleted:
             self._audit(scope, "key.delete", f"key:{key_id}", before.get(key_id), None)
         await t.changed(set(deleted))
@@ -211,15 +211,15 @@ class TenancyEndpoints:
     async def _update_key(self, scope: Scope, send: Send, key_id: str, body: dict[str, Any]) -> None:
         t = self._t()
         values = fields.parse(body, fields.KEY_FIELDS)
-        before = key_out(await _db(store.get_key(t.db, key_id)))
-        out = key_out(await _db(store.update_key(t.db, key_id, values)))
+        before = key_out(await db_call(store.get_key(t.db, key_id)))
+        out = key_out(await db_call(store.update_key(t.db, key_id, values)))
         revoked = out["blocked"] and not before["blocked"]
         self._audit(scope, "key.revoke" if revoked else "key.update", f"key:{key_id}", before, out)
         await t.changed({key_id})
         await _json(send, 200, out)
 
     async def _key_id(self, ref: str) -> str:
-        return await _db(store.key_id_of_secret(self._t().db, ref)) if ref.startswith(KEY_PREFIX) else ref
+        return await db_call(store.key_id_of_secret(self._t().db, ref)) if ref.startswith(KEY_PREFIX) else ref
 
     # --- spend -------------------------------------------------------------------------------------------------
 
@@ -227,8 +227,8 @@ class TenancyEndpoints:
         """GET /v1/admin/spend?start=YYYY-MM-DD&end=YYYY-MM-DD&team_id=… : spend per team and model."""
         t = self._t()
         start, end = _day(scope, "start"), _day(scope, "end")
-        team_id = _query(scope, "team_id", required=False)
-        rows = await _db(store.spend_report(t.db, start, end, team_id))
+        team_id = query_param(scope, "team_id", required=False)
+        rows = await db_call(store.spend_report(t.db, start, end, team_id))
         data = [{**store.jsonable(r), "team_id": r["team_id"] or None} for r in rows]
         await _json(send, 200, {"data": data, "unflushed_rows": t.spend.pending})
 
@@ -240,7 +240,7 @@ async def _body(receive: Receive) -> dict[str, Any]:
     return parse_json_object(raw)  # 400 when not a JSON object
 
 
-async def _db(awaitable: Any) -> Any:
+async def db_call(awaitable: Any) -> Any:
     try:
         return await awaitable
     except DB_ERRORS as exc:
@@ -249,7 +249,7 @@ async def _db(awaitable: Any) -> Any:
         ) from None
 
 
-def _query(scope: Scope, name: str, required: bool = True) -> Any:
+def query_param(scope: Scope, name: str, required: bool = True) -> Any:
     values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get(name)
     if not values:
         if required:
@@ -259,7 +259,7 @@ def _query(scope: Scope, name: str, required: bool = True) -> Any:
 
 
 def _day(scope: Scope, name: str) -> date | None:
-    raw = _query(scope, name, required=False)
+    raw = query_param(scope, name, required=False)
     if raw is None:
         return None
     try:

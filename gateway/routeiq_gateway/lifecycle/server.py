@@ -25,6 +25,7 @@ from routeiq_shared.egress import EgressPolicy
 from routeiq_shared.gateway_files import IDENTITY_FILE, GatewayIdentity
 
 from routeiq_gateway.admin.app import AdminApp
+from routeiq_gateway.admin.audit_endpoints import AuditEndpoints
 from routeiq_gateway.admin.endpoints import AdminEndpoints
 from routeiq_gateway.admin.oidc import OidcAuthenticator
 from routeiq_gateway.admin.principals import AdminAuth
@@ -32,6 +33,7 @@ from routeiq_gateway.admin.tenancy_endpoints import TenancyEndpoints
 from routeiq_gateway.app import GatewayApp
 from routeiq_gateway.audit.metrics import AuditMetrics
 from routeiq_gateway.audit.shipping import AuditTarget
+from routeiq_gateway.audit.table_sink import TableSink
 from routeiq_gateway.audit.trail import AuditTrail, SpoolSink, pending_records
 from routeiq_gateway.dispatch.dispatcher import Dispatcher
 from routeiq_gateway.http.limits import EdgeLimits
@@ -163,12 +165,16 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
         pool.close()
         return 2
     app = GatewayApp(ref, dispatcher, metrics, models, Recorder(spool, metrics), tenancy=tenancy)
+    audit_table = TableSink(tenancy.db, lambda: ref.current.audit, audit_metrics) if tenancy is not None else None
+    if audit_table is not None:
+        audit.add_sink(audit_table)  # audit records searchable in PostgreSQL too
     admin_app = AdminApp(
         AdminAuth(opts.admin_keys, [OidcAuthenticator(lambda: ref.current.oidc)]),
         AdminEndpoints(
             ref, models, reloader, lambda: {"draining": app.draining, "in_flight": app.inflight.requests}, audit
         ),
         TenancyEndpoints(tenancy, audit),
+        AuditEndpoints(tenancy.db if tenancy is not None else None),
     )
     config = uvicorn.Config(
         app,
@@ -211,6 +217,7 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
     shipping_audit = asyncio.create_task(audit_shipper.run(stop_watching))
     if tenancy is not None:
         tenancy.start(stop_watching)
+    writing_audit = asyncio.create_task(audit_table.run(stop_watching)) if audit_table is not None else None
     admin_serving = asyncio.create_task(admin_server.serve()) if admin_server is not None else None
     try:
         await server.serve()
@@ -219,7 +226,11 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
             admin_server.should_exit = True
             await asyncio.wait({admin_serving}, timeout=5)
         stop_watching.set()
-        await asyncio.wait({watching, shipping, shipping_audit}, timeout=2)
+        await asyncio.wait(
+            {watching, shipping, shipping_audit} | ({writing_audit} if writing_audit else set()), timeout=2
+        )
+        if audit_table is not None:
+            await audit_table.close(RECORDS_DRAIN_SECONDS)
         if tenancy is not None:
             await tenancy.close()  # the drain is over: the last spend is written
         await audit_shipper.drain(RECORDS_DRAIN_SECONDS)
