@@ -13,6 +13,8 @@ from routeiq_gateway.admin.audit_endpoints import AuditEndpoints
 from routeiq_gateway.admin.endpoints import AdminEndpoints
 from routeiq_gateway.admin.principals import AdminAuth, Principal, at_least
 from routeiq_gateway.admin.tenancy_endpoints import TenancyEndpoints
+from routeiq_gateway.admin.ui import AdminUI
+from routeiq_gateway.admin.ui_session import Sessions
 from routeiq_gateway.admission.auth import auth_headers, presented_key
 from routeiq_gateway.http.asgi import Scope
 from routeiq_gateway.http.errors import GatewayError
@@ -44,6 +46,14 @@ ROUTES: list[tuple[str, str, AdminRole]] = [
     ("POST", "/key/delete", "editor"),
     ("POST", "/team/new", "editor"),
     ("GET", "/team/info", "viewer"),
+    # the admin page (its login form needs no credentials: not in the matrix)
+    ("GET", "/ui", "viewer"),
+    ("GET", "/ui/audit", "viewer"),
+    ("POST", "/ui/logout", "viewer"),
+    ("POST", "/ui/teams", "editor"),
+    ("POST", "/ui/keys", "editor"),
+    ("POST", "/ui/keys/revoke", "editor"),
+    ("POST", "/ui/keys/limits", "editor"),
 ]
 
 
@@ -69,9 +79,9 @@ TOKEN_AUTH = TokenAuth()
 
 
 def app(keys: tuple[bytes, ...] = (BREAK_GLASS,), extra: Any = (TOKEN_AUTH,)) -> AdminApp:
-    a = AdminApp(
-        AdminAuth(keys, extra), AdminEndpoints.__new__(AdminEndpoints), TenancyEndpoints(None), AuditEndpoints(None)
-    )
+    auth = AdminAuth(keys, extra)
+    ui = AdminUI(auth, Sessions(), TenancyEndpoints(None))
+    a = AdminApp(auth, AdminEndpoints.__new__(AdminEndpoints), TenancyEndpoints(None), AuditEndpoints(None), ui)
     a.routes = {route: (role, served) for route, (role, _) in a.routes.items()}
     a.item_routes = {route: (role, served) for route, (role, _) in a.item_routes.items()}
     return a
@@ -96,10 +106,11 @@ def call(a: AdminApp, method: str, path: str, credential: bytes | None) -> tuple
 @pytest.mark.parametrize(("method", "path", "needs"), ROUTES)
 def test_auth_matrix(method: str, path: str, needs: AdminRole) -> None:
     a = app()
+    unauthenticated = 303 if method == "GET" and path.startswith("/ui") else 401  # a browser: to the login form
     expected = {
-        None: 401,
-        b"sk-wrong": 401,
-        b"expired-token": 401,
+        None: unauthenticated,
+        b"sk-wrong": unauthenticated,
+        b"expired-token": unauthenticated,
         b"viewer-token": 204 if at_least("viewer", needs) else 403,
         b"editor-token": 204 if at_least("editor", needs) else 403,
         b"admin-token": 204,

@@ -8,6 +8,9 @@ calls (admin/principals.py): 401 without or with bad credentials, 403 with too l
 | GET /v1/admin/teams[/{id}], /v1/admin/keys[/{id}] | viewer |
 | POST/PATCH/DELETE on /v1/admin/teams and /v1/admin/keys; /key/generate, /key/update, /key/delete, /team/new | editor |
 | POST /admin/reload | admin |
+| GET /ui/login, POST /ui/login (the admin page's login form) | none |
+| GET /ui, /ui/audit; POST /ui/logout | viewer |
+| POST /ui/teams, /ui/keys, /ui/keys/revoke, /ui/keys/limits | editor |
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from routeiq_gateway.admin.audit_endpoints import AuditEndpoints
 from routeiq_gateway.admin.endpoints import AdminEndpoints
 from routeiq_gateway.admin.principals import PRINCIPAL, AdminAuth, require
 from routeiq_gateway.admin.tenancy_endpoints import TenancyEndpoints
+from routeiq_gateway.admin.ui import AdminUI
 from routeiq_gateway.http.asgi import ClientGone, Receive, Scope, Send, lifespan, send_error, send_response
 from routeiq_gateway.http.errors import GatewayError
 
@@ -33,7 +37,12 @@ _COLLECTIONS = {"/v1/admin/teams/": "team", "/v1/admin/keys/": "key"}
 
 class AdminApp:
     def __init__(
-        self, auth: AdminAuth, endpoints: AdminEndpoints, tenancy: TenancyEndpoints, audit: AuditEndpoints
+        self,
+        auth: AdminAuth,
+        endpoints: AdminEndpoints,
+        tenancy: TenancyEndpoints,
+        audit: AuditEndpoints,
+        ui: AdminUI | None = None,
     ) -> None:
         self.auth = auth
         t = tenancy
@@ -55,6 +64,18 @@ class AdminApp:
             ("POST", "/team/new"): ("editor", t.create_team),
             ("GET", "/team/info"): ("viewer", t.team_info),
         }
+        self.open_routes: dict[tuple[str, str], Handler] = {}  # no credentials needed: the page's login
+        if ui is not None:
+            self.open_routes = {("GET", "/ui/login"): ui.login_form, ("POST", "/ui/login"): ui.login}
+            self.routes |= {
+                ("GET", "/ui"): ("viewer", ui.home),
+                ("GET", "/ui/audit"): ("viewer", ui.audit),
+                ("POST", "/ui/logout"): ("viewer", ui.logout),
+                ("POST", "/ui/teams"): ("editor", ui.create_team),
+                ("POST", "/ui/keys"): ("editor", ui.create_key),
+                ("POST", "/ui/keys/revoke"): ("editor", ui.revoke_key),
+                ("POST", "/ui/keys/limits"): ("editor", ui.key_limits),
+            }
         # /v1/admin/{teams,keys}/{id}
         self.item_routes: dict[tuple[str, str], tuple[AdminRole, Handler]] = {
             ("GET", "team"): ("viewer", t.get_team),
@@ -86,6 +107,10 @@ class AdminApp:
         if path in ("/health/liveness", "/health/readiness") and method == "GET":
             await send_response(send, 200, b'{"status":"ok"}')
             return
+        open_route = self.open_routes.get((method, path))
+        if open_route is not None:
+            await open_route(scope, receive, send)
+            return
         args: tuple[Any, ...] = ()
         route = self.routes.get((method, path))
         if route is None:
@@ -101,7 +126,13 @@ class AdminApp:
                 raise GatewayError(405, f"Method {method} is not allowed on {path}.")
             raise GatewayError(404, f"No route for {path}.", code="not_found")
         role, handler = route
-        principal = await self.auth.authenticate(scope)
+        try:
+            principal = await self.auth.authenticate(scope)
+        except GatewayError as exc:
+            if exc.status == 401 and method == "GET" and path.startswith("/ui"):  # a browser: to the login form
+                await send_response(send, 303, b"", headers=[(b"location", b"/ui/login")])
+                return
+            raise
         require(principal, role)
         scope[PRINCIPAL] = principal  # the actor of the audit records the handler writes
         await handler(scope, receive, send, *args)

@@ -104,14 +104,18 @@ class TenancyEndpoints:
     # --- teams -------------------------------------------------------------------------------------------------
 
     async def create_team(self, scope: Scope, receive: Receive, send: Send) -> None:
+        out = await self.new_team(scope, await _body(receive))
+        await _json(send, 201 if scope["path"].startswith("/v1/") else 200, out)
+
+    async def new_team(self, scope: Scope, body: dict[str, Any]) -> dict[str, Any]:
+        """Create, audit; the team as the API shows it (the admin page creates through here too)."""
         t = self._t()
-        body = await _body(receive)
         if "team_id" in body and "id" not in body:  # LiteLLM's name for it
             body["id"] = body.pop("team_id")
         values = fields.parse(body, fields.TEAM_FIELDS)
         out = team_out(await db_call(store.create_team(t.db, values)))
         self._audit(scope, "team.create", f"team:{out['team_id']}", None, out)
-        await _json(send, 201 if scope["path"].startswith("/v1/") else 200, out)
+        return out
 
     async def list_teams(self, scope: Scope, receive: Receive, send: Send) -> None:
         rows = await db_call(store.list_teams(self._t().db))
@@ -149,13 +153,18 @@ class TenancyEndpoints:
     # --- keys --------------------------------------------------------------------------------------------------
 
     async def create_key(self, scope: Scope, receive: Receive, send: Send) -> None:
+        out = await self.new_key(scope, await _body(receive))
+        await _json(send, 201 if scope["path"].startswith("/v1/") else 200, out)
+
+    async def new_key(self, scope: Scope, body: dict[str, Any]) -> dict[str, Any]:
+        """Create, audit, announce; the key as the API shows it plus its secret (`key`), this once."""
         t = self._t()
-        values = fields.parse(await _body(receive), fields.KEY_FIELDS)
+        values = fields.parse(body, fields.KEY_FIELDS)
         row, secret = await db_call(store.create_key(t.db, values))
         out = key_out(row)
         self._audit(scope, "key.create", f"key:{out['key_id']}", None, out)
         await t.changed()
-        await _json(send, 201 if scope["path"].startswith("/v1/") else 200, {**out, "key": secret})
+        return {**out, "key": secret}
 
     async def list_keys(self, scope: Scope, receive: Receive, send: Send) -> None:
         team_id = query_param(scope, "team_id", required=False)
@@ -209,6 +218,10 @@ class TenancyEndpoints:
         await _json(send, 200, {"deleted_keys": refs if len(deleted) == len(ids) else deleted})
 
     async def _update_key(self, scope: Scope, send: Send, key_id: str, body: dict[str, Any]) -> None:
+        await _json(send, 200, await self.change_key(scope, key_id, body))
+
+    async def change_key(self, scope: Scope, key_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Update (a revocation is `revoked: true`), audit, announce; the key as the API shows it."""
         t = self._t()
         values = fields.parse(body, fields.KEY_FIELDS)
         before = key_out(await db_call(store.get_key(t.db, key_id)))
@@ -216,7 +229,7 @@ class TenancyEndpoints:
         revoked = out["blocked"] and not before["blocked"]
         self._audit(scope, "key.revoke" if revoked else "key.update", f"key:{key_id}", before, out)
         await t.changed({key_id})
-        await _json(send, 200, out)
+        return out
 
     async def _key_id(self, ref: str) -> str:
         return await db_call(store.key_id_of_secret(self._t().db, ref)) if ref.startswith(KEY_PREFIX) else ref

@@ -30,6 +30,8 @@ from routeiq_gateway.admin.endpoints import AdminEndpoints
 from routeiq_gateway.admin.oidc import OidcAuthenticator
 from routeiq_gateway.admin.principals import AdminAuth
 from routeiq_gateway.admin.tenancy_endpoints import TenancyEndpoints
+from routeiq_gateway.admin.ui import AdminUI
+from routeiq_gateway.admin.ui_session import SessionAuthenticator, Sessions
 from routeiq_gateway.app import GatewayApp
 from routeiq_gateway.audit.metrics import AuditMetrics
 from routeiq_gateway.audit.shipping import AuditTarget
@@ -168,13 +170,19 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
     audit_table = TableSink(tenancy.db, lambda: ref.current.audit, audit_metrics) if tenancy is not None else None
     if audit_table is not None:
         audit.add_sink(audit_table)  # audit records searchable in PostgreSQL too
+    sessions = Sessions()  # the admin page's logins
+    admin_auth = AdminAuth(
+        opts.admin_keys, [OidcAuthenticator(lambda: ref.current.oidc), SessionAuthenticator(sessions)]
+    )
+    tenancy_endpoints = TenancyEndpoints(tenancy, audit)
     admin_app = AdminApp(
-        AdminAuth(opts.admin_keys, [OidcAuthenticator(lambda: ref.current.oidc)]),
+        admin_auth,
         AdminEndpoints(
             ref, models, reloader, lambda: {"draining": app.draining, "in_flight": app.inflight.requests}, audit
         ),
-        TenancyEndpoints(tenancy, audit),
+        tenancy_endpoints,
         AuditEndpoints(tenancy.db if tenancy is not None else None),
+        AdminUI(admin_auth, sessions, tenancy_endpoints),
     )
     config = uvicorn.Config(
         app,
