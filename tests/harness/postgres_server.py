@@ -12,6 +12,7 @@ import pwd
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -121,3 +122,13 @@ class PostgresServer:
 
     def __repr__(self) -> str:
         return f"<PostgresServer {self.host}:{self.port} {self.process!r}>"
+
+
+def upgraded(url: str) -> str:
+    """The database at `url` migrated by `routeiq-gateway db upgrade` (the real command); returns `url`."""
+    script = Path(sys.executable).with_name("routeiq-gateway")
+    done = subprocess.run(
+        [str(script), "db", "upgrade"], env=child_env({"DATABASE_URL": url}), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return url

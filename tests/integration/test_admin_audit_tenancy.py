@@ -5,8 +5,6 @@ digests of the team's or key's record before and after — and no record holds a
 from __future__ import annotations
 
 import itertools
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,21 +13,13 @@ import orjson
 import pytest
 from harness.fake_upstream_control import FakeUpstream
 from harness.gateway_process import GatewayHandle, StartGateway
-from harness.processes import child_env, wait_until
+from harness.postgres_server import upgraded
+from harness.processes import wait_until
 
 pytestmark = pytest.mark.integration
 
 ADMIN = "sk-admin-audit-break-glass"
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
-
-
-def upgraded(url: str) -> str:
-    script = Path(sys.executable).with_name("routeiq-gateway")
-    done = subprocess.run(
-        [str(script), "db", "upgrade"], env=child_env({"DATABASE_URL": url}), capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    return url
 
 
 def config(upstream: FakeUpstream, store: Path) -> dict[str, Any]:

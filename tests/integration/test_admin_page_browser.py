@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,20 +19,11 @@ import pytest
 from harness.chromium import SETUP_HINT, Chromium, Page, find_chromium
 from harness.fake_upstream_control import FakeUpstream
 from harness.gateway_process import GatewayHandle, StartGateway
-from harness.processes import child_env
+from harness.postgres_server import upgraded
 
 pytestmark = pytest.mark.integration
 
 ADMIN = "sk-admin-browser-break-glass"
-
-
-def upgraded(url: str) -> str:
-    script = Path(sys.executable).with_name("routeiq-gateway")
-    done = subprocess.run(
-        [str(script), "db", "upgrade"], env=child_env({"DATABASE_URL": url}), capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    return url
 
 
 @pytest.fixture

@@ -6,8 +6,6 @@ the table catches up when it returns; a full queue or records unwritten at exit 
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,8 +15,8 @@ import orjson
 import pytest
 from harness.fake_upstream_control import FakeUpstream
 from harness.gateway_process import GatewayHandle, StartGateway
-from harness.postgres_server import PostgresServer
-from harness.processes import child_env, wait_until
+from harness.postgres_server import PostgresServer, upgraded
+from harness.processes import wait_until
 from harness.sidecar_process import parse_metrics
 from prometheus_client import CollectorRegistry
 from routeiq_gateway.audit.metrics import AuditMetrics
@@ -31,15 +29,6 @@ from routeiq_shared.config_schema import AuditSettings
 pytestmark = pytest.mark.integration
 
 ADMIN = "sk-admin-search-break-glass"
-
-
-def upgraded(url: str) -> str:
-    script = Path(sys.executable).with_name("routeiq-gateway")
-    done = subprocess.run(
-        [str(script), "db", "upgrade"], env=child_env({"DATABASE_URL": url}), capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    return url
 
 
 def config(upstream: FakeUpstream, store: Path) -> dict[str, Any]:

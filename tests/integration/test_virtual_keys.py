@@ -9,8 +9,6 @@ import asyncio
 import concurrent.futures
 import json
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,22 +19,13 @@ import psycopg
 import pytest
 from harness.fake_upstream_control import FakeUpstream
 from harness.gateway_process import GatewayHandle, StartGateway
-from harness.postgres_server import PostgresServer
-from harness.processes import child_env, wait_until
+from harness.postgres_server import PostgresServer, upgraded
+from harness.processes import wait_until
 from harness.redis_server import RedisServer
 
 MASTER = "sk-master"
 ADMIN = "sk-admin-break-glass"
 MESSAGES = [{"role": "user", "content": "hi"}]
-
-
-def upgraded(url: str) -> str:
-    script = Path(sys.executable).with_name("routeiq-gateway")
-    done = subprocess.run(
-        [str(script), "db", "upgrade"], env=child_env({"DATABASE_URL": url}), capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    return url
 
 
 def config(upstream: FakeUpstream, **keys: Any) -> dict[str, Any]:
