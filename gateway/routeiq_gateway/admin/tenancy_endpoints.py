@@ -96,7 +96,8 @@ class TenancyEndpoints:
                 trace_id=trace_id_of(scope["headers"]),
             )
 
-    def _t(self) -> Tenancy:
+    def live(self) -> Tenancy:
+        """The tenancy, or 503 while virtual keys are off (no DATABASE_URL)."""
         if self.tenancy is None:
             raise _OFF
         return self.tenancy
@@ -109,7 +110,7 @@ class TenancyEndpoints:
 
     async def new_team(self, scope: Scope, body: dict[str, Any]) -> dict[str, Any]:
         """Create, audit; the team as the API shows it (the admin page creates through here too)."""
-        t = self._t()
+        t = self.live()
         if "team_id" in body and "id" not in body:  # LiteLLM's name for it
             body["id"] = body.pop("team_id")
         values = fields.parse(body, fields.TEAM_FIELDS)
@@ -118,15 +119,15 @@ class TenancyEndpoints:
         return out
 
     async def list_teams(self, scope: Scope, receive: Receive, send: Send) -> None:
-        rows = await db_call(store.list_teams(self._t().db))
+        rows = await db_call(store.list_teams(self.live().db))
         await _json(send, 200, {"data": [team_out(r) for r in rows]})
 
     async def get_team(self, scope: Scope, receive: Receive, send: Send, team_id: str) -> None:
-        row = await db_call(store.get_team(self._t().db, team_id))
+        row = await db_call(store.get_team(self.live().db, team_id))
         await _json(send, 200, team_out(row))
 
     async def update_team(self, scope: Scope, receive: Receive, send: Send, team_id: str) -> None:
-        t = self._t()
+        t = self.live()
         values = fields.parse(await _body(receive), fields.TEAM_FIELDS[1:])
         before = team_out(await db_call(store.get_team(t.db, team_id)))
         out = team_out(await db_call(store.update_team(t.db, team_id, values)))
@@ -135,7 +136,7 @@ class TenancyEndpoints:
         await _json(send, 200, out)
 
     async def delete_team(self, scope: Scope, receive: Receive, send: Send, team_id: str) -> None:
-        t = self._t()
+        t = self.live()
         before = team_out(await db_call(store.get_team(t.db, team_id)))
         await db_call(store.delete_team(t.db, team_id))
         self._audit(scope, "team.delete", f"team:{team_id}", before, None)
@@ -144,7 +145,7 @@ class TenancyEndpoints:
 
     async def team_info(self, scope: Scope, receive: Receive, send: Send) -> None:
         """LiteLLM: GET /team/info?team_id=…"""
-        t = self._t()
+        t = self.live()
         team_id = query_param(scope, "team_id")
         row = await db_call(store.get_team(t.db, team_id))
         keys = await db_call(store.list_keys(t.db, team_id))
@@ -158,7 +159,7 @@ class TenancyEndpoints:
 
     async def new_key(self, scope: Scope, body: dict[str, Any]) -> dict[str, Any]:
         """Create, audit, announce; the key as the API shows it plus its secret (`key`), this once."""
-        t = self._t()
+        t = self.live()
         values = fields.parse(body, fields.KEY_FIELDS)
         row, secret = await db_call(store.create_key(t.db, values))
         out = key_out(row)
@@ -168,17 +169,17 @@ class TenancyEndpoints:
 
     async def list_keys(self, scope: Scope, receive: Receive, send: Send) -> None:
         team_id = query_param(scope, "team_id", required=False)
-        rows = await db_call(store.list_keys(self._t().db, team_id))
+        rows = await db_call(store.list_keys(self.live().db, team_id))
         await _json(send, 200, {"data": [key_out(r) for r in rows]})
 
     async def get_key(self, scope: Scope, receive: Receive, send: Send, key_id: str) -> None:
-        await _json(send, 200, key_out(await db_call(store.get_key(self._t().db, key_id))))
+        await _json(send, 200, key_out(await db_call(store.get_key(self.live().db, key_id))))
 
     async def update_key(self, scope: Scope, receive: Receive, send: Send, key_id: str) -> None:
         await self._update_key(scope, send, key_id, await _body(receive))
 
     async def delete_key(self, scope: Scope, receive: Receive, send: Send, key_id: str) -> None:
-        t = self._t()
+        t = self.live()
         before = key_out(await db_call(store.get_key(t.db, key_id)))  # 404 when there is none
         deleted = await db_call(store.delete_keys(t.db, [key_id]))
         if not deleted:
@@ -189,7 +190,7 @@ class TenancyEndpoints:
 
     async def key_info(self, scope: Scope, receive: Receive, send: Send) -> None:
         """LiteLLM: GET /key/info?key=<the secret or its key id>"""
-        t = self._t()
+        t = self.live()
         ref = query_param(scope, "key")
         row = await db_call(store.get_key(t.db, await self._key_id(ref)))
         await _json(send, 200, {"key": row["id"], "info": key_out(row)})
@@ -204,7 +205,7 @@ class TenancyEndpoints:
 
     async def litellm_delete_keys(self, scope: Scope, receive: Receive, send: Send) -> None:
         """LiteLLM: POST /key/delete {"keys": [...]} → {"deleted_keys": [...]}"""
-        t = self._t()
+        t = self.live()
         body = await _body(receive)
         refs = body.get("keys")
         if not isinstance(refs, list) or not refs or not all(isinstance(k, str) and k for k in refs):
@@ -222,7 +223,7 @@ class TenancyEndpoints:
 
     async def change_key(self, scope: Scope, key_id: str, body: dict[str, Any]) -> dict[str, Any]:
         """Update (a revocation is `revoked: true`), audit, announce; the key as the API shows it."""
-        t = self._t()
+        t = self.live()
         values = fields.parse(body, fields.KEY_FIELDS)
         before = key_out(await db_call(store.get_key(t.db, key_id)))
         out = key_out(await db_call(store.update_key(t.db, key_id, values)))
@@ -232,13 +233,13 @@ class TenancyEndpoints:
         return out
 
     async def _key_id(self, ref: str) -> str:
-        return await db_call(store.key_id_of_secret(self._t().db, ref)) if ref.startswith(KEY_PREFIX) else ref
+        return await db_call(store.key_id_of_secret(self.live().db, ref)) if ref.startswith(KEY_PREFIX) else ref
 
     # --- spend -------------------------------------------------------------------------------------------------
 
     async def spend(self, scope: Scope, receive: Receive, send: Send) -> None:
         """GET /v1/admin/spend?start=YYYY-MM-DD&end=YYYY-MM-DD&team_id=… : spend per team and model."""
-        t = self._t()
+        t = self.live()
         start, end = _day(scope, "start"), _day(scope, "end")
         team_id = query_param(scope, "team_id", required=False)
         rows = await db_call(store.spend_report(t.db, start, end, team_id))

@@ -95,7 +95,7 @@ class AdminUI:
 
     async def home(self, scope: Scope, receive: Receive, send: Send, notice: str = "", status: int = 200) -> None:
         csrf = self._csrf(scope)
-        t = self.tenancy._t()
+        t = self.tenancy.live()
         teams = [team_out(r) for r in await db_call(store.list_teams(t.db))]
         keys = [key_out(r) for r in await db_call(store.list_keys(t.db))]
         spend = await db_call(store.spend_report(t.db, None, None, None))
@@ -140,7 +140,7 @@ class AdminUI:
         csrf = self._csrf(scope)
         q = {k: v[0] for k, v in parse_qs(scope.get("query_string", b"").decode("latin-1")).items() if v[0]}
         query = AuditQuery(actor=q.get("actor"), action=q.get("action"), target=q.get("target"), limit=200)
-        records = await db_call(search(self.tenancy._t().db, query))
+        records = await db_call(search(self.tenancy.live().db, query))
         rows = "".join(
             f"<tr><td>{e(r['at'])}</td><td>{e(r['actor']['subject'])} ({e(r['actor']['how'])})</td>"
             f"<td>{e(r['action'])}</td><td>{e(r['target'])}</td><td>{e(r['result'])}</td>"
