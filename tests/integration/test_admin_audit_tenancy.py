@@ -13,6 +13,7 @@ import orjson
 import pytest
 from harness.fake_upstream_control import FakeUpstream
 from harness.gateway_process import GatewayHandle, StartGateway
+from harness.oidc_issuer_control import AUDIENCE, FakeIssuer
 from harness.postgres_server import upgraded
 from harness.processes import wait_until
 
@@ -91,3 +92,42 @@ def test_team_and_key_changes_are_audited_with_digests_never_secrets(
     for f in store.rglob("*.jsonl"):
         assert secret.encode() not in f.read_bytes() and ADMIN.encode() not in f.read_bytes()
     assert secret not in gw.log_text()
+
+
+def test_oidc_roles_on_tenancy_routes_and_the_token_subject_as_actor(
+    start_gateway: StartGateway, fresh_upstream: FakeUpstream, fresh_database: str, tmp_path: Path
+) -> None:
+    issuer = FakeIssuer(tmp_path / "issuer").start()
+    try:
+        store = tmp_path / "audit-store"
+        cfg = config(fresh_upstream, store)
+        cfg["routeiq"]["admin"] = {
+            "oidc": {"issuer": issuer.url, "audience": AUDIENCE, "role_map": {"ro": "viewer", "rw": "editor"}}
+        }
+        gw = start_gateway(cfg, env={"DATABASE_URL": upgraded(fresh_database)}, root=tmp_path / "gw")  # no keys
+        viewer = issuer.token(issuer.claims(["ro"], sub="val"))
+        editor = issuer.token(issuer.claims(["rw"], sub="ed"))
+        expired = issuer.token(issuer.claims(["rw"], exp=issuer.claims()["iat"] - 600))
+
+        def call(token: str, method: str, path: str, body: Any = None) -> httpx.Response:
+            return httpx.request(
+                method,
+                gw.admin(path),
+                headers={"Authorization": f"Bearer {token}"},
+                content=orjson.dumps(body) if body is not None else None,
+                timeout=10,
+                trust_env=False,
+            )
+
+        assert call(viewer, "POST", "/team/new", {"team_id": "t"}).status_code == 403
+        assert call(expired, "POST", "/team/new", {"team_id": "t"}).status_code == 401
+        assert call(editor, "POST", "/team/new", {"team_id": "t"}).status_code == 200
+        assert call(editor, "POST", "/key/generate", {"team_id": "t"}).status_code == 200
+        assert call(viewer, "GET", "/v1/admin/keys").json()["data"][0]["team_id"] == "t"
+        assert call(viewer, "POST", "/admin/reload").status_code == 403  # admin only
+        wait_until(lambda: len(shipped(store)) >= 2, timeout=10)
+        records = shipped(store)
+        assert [r["action"] for r in records] == ["team.create", "key.create"]  # refusals change nothing
+        assert all(r["actor"] == {"subject": "ed", "how": "oidc"} for r in records)
+    finally:
+        issuer.stop()
