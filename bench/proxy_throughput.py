@@ -33,11 +33,11 @@ from proxybench.wrk import WrkResult, run_wrk
 def measure(settings: Settings, target: Running) -> tuple[WrkResult, CpuUse]:
     # Warm-up: opens the connections and the gateway's upstream pool, fills caches; its numbers are dropped,
     # but an error in it already fails the target.
-    warm = run_wrk(settings, target.url, settings.warmup_s, target.stream)
+    warm = run_wrk(settings, target.url, settings.warmup_s, target.stream, target.api_key)
     if warm.failures:
         raise BenchError(f"errors during warm-up:\n{warm.output}")
     before = sample_cpu(target.pgid)
-    result = run_wrk(settings, target.url, settings.duration_s, target.stream)
+    result = run_wrk(settings, target.url, settings.duration_s, target.stream, target.api_key)
     after = sample_cpu(target.pgid)
     if result.failures:
         errors = f"{result.non_2xx_3xx} non-2xx/3xx responses, socket errors {result.socket_errors}"

@@ -4,10 +4,13 @@ Starts on loopback what a Kubernetes pod runs, and what it talks to:
   - an embedded S3 (moto's server, :4566) holding the DEMO config at s3://routeiq-local/prod/config.yaml;
   - a DEMO fake provider (:4010), so no API key and no network are needed;
   - a redis-server (:6390) for the model-sync agents' download permits, when redis-server is installed;
+  - a PostgreSQL 15 (:5433, data in .run/postgres), migrated with `routeiq-gateway db upgrade`: virtual keys on,
+    managed on the admin port (:4001, break-glass key sk-routeiq-admin-demo); without PostgreSQL installed
+    the gateway runs on the master key alone and says so;
   - a DEMO signing key (.run/keys) and a DEMO router model, published signed to s3://routeiq-local/models/;
   - the config-sync agent: `--once` first (as the pod's init container), then polling every 2 s (health :8081);
   - the model-sync agent: polling the registry every 2 s (health :8082);
-  - the gateway on :4000, serving the virtual model `auto` with the router model it swaps in live.
+  - the gateway on :4000 (admin API :4001), serving the virtual model `auto` with the router model it swaps in live.
 The pod's shared volume is `.run/` (or ROUTEIQ_LOCAL_POD_DIR). Ctrl-C (or SIGTERM) stops every process it
 started, the gateway first so that it drains.
 """
@@ -33,6 +36,10 @@ S3_PORT = int(os.environ.get("LOCAL_S3_PORT", "4566"))
 SYNC_HEALTH_PORT = int(os.environ.get("CONFIG_SYNC_HEALTH_PORT", "8081"))
 MODEL_HEALTH_PORT = int(os.environ.get("MODEL_SYNC_HEALTH_PORT", "8082"))
 REDIS_PORT = int(os.environ.get("LOCAL_REDIS_PORT", "6390"))
+PG_PORT = int(os.environ.get("LOCAL_PG_PORT", "5433"))
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+ADMIN_PORT = int(os.environ.get("ROUTEIQ_ADMIN_PORT", "4001"))
+DEMO_ADMIN_KEY = "sk-routeiq-admin-demo"
 BUCKET = "routeiq-local"
 S3_ENV = {  # moto accepts any credentials; these only keep the AWS SDKs from looking elsewhere
     "AWS_ACCESS_KEY_ID": "local",
@@ -102,6 +109,66 @@ def publish_demo_router(env: dict[str, str]) -> None:
     subprocess.run(publish, env={**os.environ, **env}, check=True)
 
 
+def _as_postgres(cmd: list[str]) -> list[str]:
+    """initdb and postgres refuse root: as root they run as the `postgres` user, which owns the data dir."""
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+_SCRATCH: list[Path] = []  # directories outside RUN this launcher made, removed when it stops
+
+
+def _postgres_home() -> Path:
+    """RUN/postgres, owned by the server's user. As root, when `postgres` cannot reach into RUN (a private
+    parent directory, such as pytest's), a directory under /var/tmp named after RUN instead, said so."""
+    home = RUN / "postgres"
+    if os.geteuid() != 0:
+        home.mkdir(parents=True, exist_ok=True)
+        return home
+    reachable = subprocess.run(_as_postgres(["test", "-x", str(RUN)]), check=False).returncode == 0
+    if not reachable:
+        import hashlib
+
+        home = Path("/var/tmp") / f"routeiq-local-pg-{hashlib.sha256(str(RUN).encode()).hexdigest()[:12]}"
+        print(f"[local-pod] the postgres user cannot enter {RUN}: PostgreSQL's data is in {home} (removed at exit)")
+        _SCRATCH.append(home)
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.chown(home, "postgres", "postgres")
+    home.chmod(0o700)
+    return home
+
+
+def start_postgres(env: dict[str, str]) -> subprocess.Popen[bytes] | None:
+    """A local PostgreSQL on PG_PORT with its data under RUN/postgres (kept across runs), or None when the
+    package is not installed."""
+    if not (PG_BIN / "postgres").exists():
+        print("[local-pod] PostgreSQL 15 not installed (make setup): virtual keys off, master key only")
+        return None
+    home = _postgres_home()
+    data = home / "data"
+    if not (data / "PG_VERSION").exists():
+        initdb = [str(PG_BIN / "initdb"), "-D", str(data), "-U", "routeiq", "--auth=trust", "-E", "UTF8"]
+        subprocess.run(_as_postgres(initdb), check=True, stdout=subprocess.DEVNULL)
+    cmd = [str(PG_BIN / "postgres"), "-D", str(data), "-p", str(PG_PORT), "-c", "listen_addresses=127.0.0.1"]
+    proc = start("postgres", _as_postgres([*cmd, "-c", f"unix_socket_directories={home}"]), env)
+    url = f"postgresql://routeiq@127.0.0.1:{PG_PORT}/postgres"
+    deadline = time.monotonic() + 30
+    import psycopg
+
+    while True:
+        try:
+            with psycopg.connect(url, autocommit=True, connect_timeout=1) as conn:
+                if conn.execute("SELECT 1 FROM pg_database WHERE datname = 'routeiq'").fetchone() is None:
+                    conn.execute("CREATE DATABASE routeiq")
+            break
+        except psycopg.OperationalError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("[local-pod] PostgreSQL did not start; see the messages above") from None
+            time.sleep(0.2)
+    env["DATABASE_URL"] = f"postgresql://routeiq@127.0.0.1:{PG_PORT}/routeiq"
+    subprocess.run([str(BIN / "routeiq-gateway"), "db", "upgrade"], env={**os.environ, **env}, check=True)
+    return proc
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM to the launcher stops the pod as Ctrl-C does
 
@@ -150,6 +217,10 @@ def main() -> None:
             env["REDIS_URL"] = f"redis://127.0.0.1:{REDIS_PORT}/0"
         else:
             print("[local-pod] redis-server not installed: model-sync runs degraded (random delay, no permits)")
+        postgres = start_postgres(env)
+        if postgres is not None:
+            procs.append(postgres)
+        env["ADMIN_API_KEYS"] = DEMO_ADMIN_KEY
         publish_demo_router(env)
         provider_cmd = [sys.executable, str(ROOT / "tests" / "harness" / "fake_upstream.py")]
         provider = start(
@@ -161,7 +232,8 @@ def main() -> None:
         if init.returncode != 0:
             raise SystemExit("[local-pod] the initial config sync failed; see the messages above")
         gateway_cmd = [str(BIN / "routeiq-gateway"), "--config", str(RUN / "config" / "config.yaml")]
-        gateway = start("gateway", [*gateway_cmd, "--host", "127.0.0.1", "--port", str(GATEWAY_PORT)], env)
+        gateway_cmd += ["--host", "127.0.0.1", "--port", str(GATEWAY_PORT), "--admin-port", str(ADMIN_PORT)]
+        gateway = start("gateway", gateway_cmd, env)
         procs.append(gateway)
         wait_ready(f"http://127.0.0.1:{GATEWAY_PORT}/health/readiness", gateway)
         agent = start("config-sync agent", [str(BIN / "routeiq-config-sync")], env)
@@ -181,6 +253,8 @@ def main() -> None:
             f"  roll config: aws --endpoint-url http://127.0.0.1:{S3_PORT} s3 cp config.yaml "
             f"s3://{BUCKET}/prod/config.yaml   (README: 'Roll config')\n"
             "  learned routing: ask for model 'auto'; publish a new router model: README 'Roll a router model'\n"
+            f"  a virtual key: curl -s http://127.0.0.1:{ADMIN_PORT}/key/generate -H 'Authorization: Bearer "
+            f"{DEMO_ADMIN_KEY}' -d '{{\"models\": [\"gpt-4o-mini\"]}}'   (README: 'Teams and virtual keys')\n"
             "  Ctrl-C stops the pod.\n",
             flush=True,
         )
@@ -192,6 +266,8 @@ def main() -> None:
         print("\n[local-pod] stopping", flush=True)
     finally:
         stop_all(procs)
+        for scratch in _SCRATCH:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Fixtures shared by every test: the real services RouteIQ talks to, started as processes on loopback.
 
-Session-scoped services (one process per test run): fake_upstream, moto_s3, redis_server.
-Per-test views that reset shared state first: fresh_upstream, fresh_redis, s3_bucket.
+Session-scoped services (one process per test run): fake_upstream, moto_s3, redis_server, postgres_server.
+Per-test views that reset shared state first: fresh_upstream, fresh_redis, s3_bucket, fresh_database.
 Per-test: otlp_collector (in-process thread), start_gateway, start_config_sync and start_model_sync (factories;
 every process stopped at teardown).
 See tests/harness/README.md.
@@ -27,6 +27,8 @@ from harness.gateway_process import GatewayHandle, StartGateway, VolumeDirs, lau
 from harness.model_sync_process import ModelSyncHandle, StartModelSync, launch_model_sync  # noqa: E402
 from harness.moto_s3 import MotoS3  # noqa: E402
 from harness.otlp_collector import OtlpCollector  # noqa: E402
+from harness.postgres_server import SETUP_HINT as PG_SETUP_HINT  # noqa: E402
+from harness.postgres_server import PostgresServer, find_postgres  # noqa: E402
 from harness.processes import ManagedProcess, stop_all  # noqa: E402
 from harness.redis_server import SETUP_HINT, RedisServer, find_redis_server  # noqa: E402
 
@@ -157,6 +159,29 @@ def fresh_redis(redis_server: RedisServer) -> RedisServer:
     """The session's redis-server after FLUSHALL."""
     redis_server.flushall()
     return redis_server
+
+
+# -- PostgreSQL --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """A real PostgreSQL 15 for the session (own data dir, free port, fsync off). .url(db), .create_database(),
+    .pause()/.resume() (stop and start it on the same port). Fails (never skips) when the binary is missing."""
+    bin_dir = find_postgres()
+    if bin_dir is None:
+        pytest.fail(PG_SETUP_HINT, pytrace=False)
+    server = PostgresServer.start(bin_dir, tmp_path_factory.mktemp("postgres"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def fresh_database(postgres_server: PostgresServer) -> str:
+    """A new, empty database on the session's server, for this test only: its DATABASE_URL."""
+    return postgres_server.create_database()
 
 
 # -- traces ------------------------------------------------------------------------------------------

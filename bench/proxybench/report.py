@@ -173,16 +173,27 @@ def summary(note: str) -> str:
     return lines[0] if len(lines) < 2 else f"{lines[0]} ... {lines[-1]}"
 
 
+KEYS_GOAL_RATIO = 0.8
+
+
 def goal_lines(results: list[TargetResult]) -> list[str]:
     routeiq = next((r.wrk for r in results if r.name == "routeiq" and r.wrk), None)
     if routeiq is None:
         return []
     met = routeiq.requests_per_s >= GOAL_RPS and routeiq.p99_ms <= GOAL_P99_MS
-    return [
+    lines = [
         "",
         f"Goal (RouteIQ >= {GOAL_RPS:,.0f} req/s with p99 <= {GOAL_P99_MS:.0f} ms): "
         f"{'met' if met else 'NOT met'} ({routeiq.requests_per_s:,.0f} req/s, p99 {routeiq.p99_ms:.2f} ms).",
     ]
+    keys = next((r.wrk for r in results if r.name == "routeiq-keys" and r.wrk), None)
+    if keys is not None:
+        ratio = keys.requests_per_s / routeiq.requests_per_s
+        lines.append(
+            f"Virtual keys (routeiq-keys >= {KEYS_GOAL_RATIO}x the master-key routeiq row): "
+            f"{'met' if ratio >= KEYS_GOAL_RATIO else 'NOT met'} ({ratio:.3f}x)."
+        )
+    return lines
 
 
 def settings_document(settings: Settings) -> dict[str, Any]:

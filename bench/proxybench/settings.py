@@ -25,6 +25,7 @@ TARGETS = (
     "routeiq",
     "routeiq-traced",
     "routeiq-auto",
+    "routeiq-keys",
     "litellm",
     # The translation path (issue 12): an anthropic/ deployment, and streams of STREAM_CHUNKS deltas beside
     # the native path's.

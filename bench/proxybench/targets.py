@@ -6,7 +6,9 @@ import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -30,6 +32,8 @@ from .settings import (
 NGINX_CONF = BENCH_DIR / "upstream" / "nginx.conf"
 BARE_PASSTHROUGH = BENCH_DIR / "baselines" / "bare_passthrough.py"
 BENCH_ROUTER = BENCH_DIR / "baselines" / "bench_router.py"
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+BENCH_ADMIN_KEY = "sk-bench-admin"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +56,7 @@ class Running:
     url: str
     pgid: int | None
     stream: bool = False  # wrk asks for a stream (bench/wrk/chat.lua, BENCH_STREAM)
+    api_key: str = MASTER_KEY  # what wrk sends: the master key, or a virtual key (routeiq-keys)
 
 
 # The standard library's client, with no proxy handler: every hop stays on loopback.
@@ -145,14 +150,14 @@ def gemini_stream() -> str:
     return "".join(f"data: {c}\r\n\r\n" for c in chunks)
 
 
-def check_chat_completion(url: str, stream: bool = False) -> None:
+def check_chat_completion(url: str, stream: bool = False, api_key: str = MASTER_KEY) -> None:
     """One real request before measuring: a 401 or a 502 answered fast must not pass for throughput."""
     body = json.loads(chat_request_body())
     request = urllib.request.Request(
         url,
         data=json.dumps({**body, "stream": True}).encode() if stream else chat_request_body(),
         method="POST",
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {MASTER_KEY}"},
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {api_key}"},
     )
     try:
         with _OPENER.open(request, timeout=30) as response:
@@ -233,6 +238,7 @@ def run_gateway(
     settings: Settings,
     workdir: Path,
     env: dict[str, str] | None = None,
+    make_key: Callable[[], str] | None = None,
 ) -> Iterator[Running]:
     log_path = workdir / f"{name}.log"
     stream = name in STREAM_TARGETS
@@ -240,10 +246,11 @@ def run_gateway(
         base = f"http://127.0.0.1:{port}"
         wait_until(lambda: http_status(base + READINESS_PATH) == 200, proc, log_path, settings.ready_timeout_s)
         try:
-            check_chat_completion(base + CHAT_PATH, stream)
+            api_key = make_key() if make_key is not None else MASTER_KEY
+            check_chat_completion(base + CHAT_PATH, stream, api_key)
         except BenchError as exc:
             raise BenchError(f"{exc}\n{log_tail(log_path)}") from exc
-        yield Running(base + CHAT_PATH, proc.pid, stream)
+        yield Running(base + CHAT_PATH, proc.pid, stream, api_key)
         if proc.poll() is not None:
             raise BenchError(f"exited with code {proc.returncode} during the run:\n{log_tail(log_path)}")
 
@@ -285,6 +292,8 @@ def _routeiq(
     workdir: Path,
     extra_env: dict[str, str],
     config_text: str | None = None,
+    admin_port: int = 0,
+    make_key: Callable[[], str] | None = None,
 ) -> contextlib.AbstractContextManager[Running]:
     port = free_port()
     home = workdir / name
@@ -294,7 +303,8 @@ def _routeiq(
     # The pid file, config and model dirs in the temp dir instead of the pod's /app paths.
     env = {f"ROUTEIQ_{kind}_DIR": str(home / kind.lower()) for kind in ("CONFIG", "MODELS", "RUN")}
     argv = [str(settings.routeiq_bin), "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
-    return run_gateway(name, argv, port, settings, workdir, {**env, **extra_env})
+    argv += ["--admin-port", str(admin_port)]  # 0: no admin listener, unless a target needs one
+    return run_gateway(name, argv, port, settings, workdir, {**env, **extra_env}, make_key)
 
 
 @contextlib.contextmanager
@@ -373,6 +383,74 @@ def target_litellm_anthropic(settings: Settings, upstream: Upstream, workdir: Pa
 
 
 @contextlib.contextmanager
+def target_routeiq_keys(settings: Settings, upstream: Upstream, workdir: Path) -> Iterator[Running]:
+    # Every request authenticated by a virtual key (a team's, with models, rpm/tpm, a budget) from the key cache,
+    # its spend added up and written to PostgreSQL in batches: against the master-key `routeiq` row of the run.
+    # PostgreSQL runs on the load generator's CPU, as nginx does, so the gateway's core is its own.
+    home = workdir / "routeiq-keys"
+    home.mkdir(exist_ok=True)
+    with run_postgres(settings, home) as database_url:
+        migrate = [str(settings.routeiq_bin), "db", "upgrade"]
+        done = subprocess.run(
+            migrate, env=child_env({"DATABASE_URL": database_url}), capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            raise BenchError(f"db upgrade failed: {done.stderr[-2000:]}")
+        admin_port = free_port()
+
+        def make_key() -> str:
+            admin = f"http://127.0.0.1:{admin_port}"
+            team = {"team_id": "bench", "models": [MODEL], "rpm_limit": 10_000_000, "max_budget": 1e9}
+            admin_post(f"{admin}/team/new", team)
+            key = {"team_id": "bench", "models": [MODEL], "tpm_limit": 10**9, "max_budget": 1e9}
+            return str(admin_post(f"{admin}/key/generate", key)["key"])
+
+        env = {"DATABASE_URL": database_url, "ADMIN_API_KEYS": BENCH_ADMIN_KEY}
+        with _routeiq("routeiq-keys", settings, upstream, workdir, env, None, admin_port, make_key) as running:
+            yield running
+
+
+def admin_post(url: str, body: dict[str, object]) -> dict[str, object]:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {BENCH_ADMIN_KEY}"},
+    )
+    try:
+        with _OPENER.open(request, timeout=30) as response:
+            answer: dict[str, object] = json.loads(response.read())
+            return answer
+    except urllib.error.HTTPError as exc:
+        raise BenchError(f"{url} answered HTTP {exc.code}: {exc.read()[:500]!r}") from exc
+
+
+@contextlib.contextmanager
+def run_postgres(settings: Settings, home: Path) -> Iterator[str]:
+    """Debian's PostgreSQL 15 on a free port, data in `home` (as the `postgres` user under root); its URL."""
+    if not (PG_BIN / "postgres").exists():
+        raise BenchError(f"PostgreSQL 15 not found at {PG_BIN} (make setup installs it)")
+    as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    data = Path(tempfile.mkdtemp(prefix="routeiq-bench-pg-"))  # not under a private temp dir: postgres enters it
+    try:
+        if os.geteuid() == 0:
+            shutil.chown(data, "postgres", "postgres")
+        initdb = [*as_pg, str(PG_BIN / "initdb"), "-D", str(data / "d"), "-U", "routeiq", "--auth=trust", "--no-sync"]
+        done = subprocess.run(initdb, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise BenchError(f"initdb failed: {done.stderr[-2000:]}")
+        port = free_port()
+        argv = [*as_pg, str(PG_BIN / "postgres"), "-D", str(data / "d"), "-p", str(port)]
+        argv += ["-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={data}", "-c", "fsync=off"]
+        with child_process(pinned(settings.load_cpu, argv), home / "postgres.log", child_env({})) as proc:
+            log = home / "postgres.log"
+            wait_until(lambda: port_open(port) and "ready to accept connections" in log.read_text(), proc, log, 60)
+            yield f"postgresql://routeiq@127.0.0.1:{port}/postgres"
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def target_litellm(settings: Settings, upstream: Upstream, workdir: Path) -> Iterator[Running]:
     with _litellm("litellm", settings, workdir, gateway_config(upstream)) as running:
         yield running
@@ -398,6 +476,7 @@ STARTERS: dict[str, TargetStarter] = {
     "routeiq": target_routeiq,
     "routeiq-traced": target_routeiq_traced,
     "routeiq-auto": target_routeiq_auto,
+    "routeiq-keys": target_routeiq_keys,
     "litellm": target_litellm,
     "routeiq-anthropic": target_routeiq_anthropic,
     "routeiq-stream": target_routeiq_stream,

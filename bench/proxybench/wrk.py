@@ -30,7 +30,9 @@ class WrkResult:
         return self.non_2xx_3xx + sum(self.socket_errors.values())
 
 
-def run_wrk(settings: Settings, url: str, duration_s: int, stream: bool = False) -> WrkResult:
+def run_wrk(
+    settings: Settings, url: str, duration_s: int, stream: bool = False, api_key: str = MASTER_KEY
+) -> WrkResult:
     # One thread: the load generator shares its core with nginx, and one thread is enough to saturate any
     # Python gateway. --timeout 10s: a slow answer is measured as latency instead of dropped as a timeout.
     argv = ["wrk", "-t1", f"-c{settings.connections}", f"-d{duration_s}s", "--latency", "--timeout", "10s"]
@@ -39,7 +41,7 @@ def run_wrk(settings: Settings, url: str, duration_s: int, stream: bool = False)
     env = child_env(
         {
             "BENCH_MODEL": MODEL,
-            "BENCH_API_KEY": MASTER_KEY,
+            "BENCH_API_KEY": api_key,
             "BENCH_BODIES": str(settings.bodies or ""),
             "BENCH_STREAM": "1" if stream else "",
         }

@@ -21,7 +21,7 @@ class AgentSettings:
     max_object_bytes: int
     paths: VolumePaths
     health_port: int
-    gateway_admin_url: str | None  # fallback when the gateway's pid cannot be signalled
+    gateway_admin_url: str | None  # fallback when the gateway's pid cannot be signalled: its admin port (:4001)
     gateway_admin_key: str | None
     endpoint_url: str | None
     gateway_verdict_timeout: float = 5.0  # how long to wait for the gateway's verdict after a signal

@@ -22,23 +22,30 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
 from routeiq_shared.routing_records import finish, route_record
 
-from routeiq_gateway.admin.endpoints import AdminEndpoints
-from routeiq_gateway.admin.identity import AdminIdentity
 from routeiq_gateway.admission import auth
 from routeiq_gateway.admission.endpoint_checks import SURFACE_CHECKS
 from routeiq_gateway.admission.inflight import InFlight
 from routeiq_gateway.admission.shed import admit, refuse_if_draining
 from routeiq_gateway.admission.validate import CHECKS, parse_json_object
-from routeiq_gateway.audit.trail import AuditTrail
+from routeiq_gateway.admission.virtual_keys import KeyAdmission, check_model, may_use
 from routeiq_gateway.dispatch.dispatcher import Dispatcher, Outcome
 from routeiq_gateway.http import sse
 from routeiq_gateway.http.anthropic_errors import send_anthropic_error
-from routeiq_gateway.http.asgi import TEXT, ClientGone, Receive, Scope, Send, read_body, send_error, send_response
+from routeiq_gateway.http.asgi import (
+    TEXT,
+    ClientGone,
+    Receive,
+    Scope,
+    Send,
+    lifespan,
+    read_body,
+    send_error,
+    send_response,
+)
 from routeiq_gateway.http.disconnect import BODY_TIMED_OUT, CANCEL_ON_DISCONNECT, CLIENT_GONE
 from routeiq_gateway.http.errors import GatewayError
 from routeiq_gateway.http.multipart import parse_form
 from routeiq_gateway.http.openapi import document as openapi_document
-from routeiq_gateway.lifecycle.reload import Reloader
 from routeiq_gateway.observability.metrics import GatewayMetrics
 from routeiq_gateway.observability.tracing import get_tracer, parent_context, traceparent_of
 from routeiq_gateway.providers import Completed, Streaming
@@ -51,6 +58,8 @@ from routeiq_gateway.routing.offloop import ScoringRunner
 from routeiq_gateway.routing.routable import routing_body
 from routeiq_gateway.routing.routers import RouterPlan, prompt_text
 from routeiq_gateway.state import GatewayState, StateRef
+from routeiq_gateway.tenancy.records import VirtualKey
+from routeiq_gateway.tenancy.service import Tenancy
 
 log = logging.getLogger("routeiq.gateway")
 
@@ -92,10 +101,12 @@ _ALIVE = b'{"status":"alive"}'
 class _Request:
     """What one request's bookkeeping needs, filled in as the request moves along."""
 
-    __slots__ = ("key", "model", "record", "started", "status", "usage")
+    __slots__ = ("group", "key", "model", "record", "started", "status", "usage", "vkey")
 
     def __init__(self) -> None:
         self.key: bytes | None = None  # the API key presented (checked)
+        self.vkey: VirtualKey | None = None  # its record when it is a virtual key (limits, budget, team)
+        self.group: str | None = None  # the model group that answered: its price makes the spend
         self.model = _UNKNOWN_MODEL
         self.status = 500
         self.started = False
@@ -109,12 +120,10 @@ class GatewayApp:
         ref: StateRef,
         dispatcher: Dispatcher,
         metrics: GatewayMetrics,
-        reloader: Reloader,
-        admin_keys: tuple[bytes, ...],
         models: ModelsRef,
         recorder: Recorder,
         scoring: ScoringRunner | None = None,
-        audit: AuditTrail | None = None,
+        tenancy: Tenancy | None = None,
     ) -> None:
         self.ref = ref
         self.models = models
@@ -124,18 +133,9 @@ class GatewayApp:
         self.recorder = recorder
         self.inflight = InFlight()
         self.draining = False
-        # One identity and one audit trail for every admin route, here and on the admin port
-        self.identity = AdminIdentity(admin_keys, lambda: ref.current.oidc)
-        self.audit = audit
-        admin = AdminEndpoints(
-            ref,
-            models,
-            reloader,
-            self.identity,
-            lambda: {"draining": self.draining, "in_flight": self.inflight.requests},
-            audit,
-        )
-        feedback = FeedbackEndpoint(ref, recorder, metrics)
+        self.tenancy = tenancy
+        self._keys = KeyAdmission(tenancy.cache) if tenancy is not None else None
+        feedback = FeedbackEndpoint(ref, recorder, metrics, self._authenticate)
         surface = SurfaceProvider(dispatcher)
         self._providers = {endpoint: surface for endpoint in SURFACE_ENDPOINTS}  # chat's: None (by path)
         self.tracer = get_tracer()
@@ -149,8 +149,6 @@ class GatewayApp:
             ("GET", "/openapi.json"): self._openapi_json,
             ("GET", "/v1/models"): self._models,
             ("GET", "/models"): self._models,
-            ("POST", "/admin/reload"): admin.reload,
-            ("GET", "/admin/config"): admin.config,
             ("POST", "/v1/feedback"): feedback,
             ("POST", "/feedback"): feedback,
         }
@@ -158,7 +156,7 @@ class GatewayApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             if scope["type"] == "lifespan":
-                await _lifespan(receive, send)
+                await lifespan(receive, send)
             return
         path: str = scope["path"]
         endpoint = PROXY_ROUTES.get(path)
@@ -211,7 +209,7 @@ class GatewayApp:
         try:
             try:
                 refuse_if_draining(self.draining)
-                req.key = auth.check_key(state.master_key, authorization, x_api_key)
+                req.key, req.vkey = await self._authenticate(state, authorization, x_api_key)
                 declared = _content_length(length)
                 raw = await read_body(receive, state.max_body_bytes, declared)  # deadlines: http/protocol.py
                 # Counted only now that the body is here: a slow sender holds no slot (shed.py).
@@ -267,6 +265,8 @@ class GatewayApp:
                 )
             if req.record is not None:
                 self._write_record(state, req, elapsed)
+            if req.vkey is not None and req.usage and self.tenancy is not None and req.group is not None:
+                self.tenancy.spend.add(req.vkey, req.group, req.usage, state.prices.get(req.group))
             span.set_attribute("http.response.status_code", req.status)
             span.end()
             otel_context.detach(token)
@@ -283,6 +283,8 @@ class GatewayApp:
         receive: Receive,
     ) -> None:
         model, stream = _CHECKS[endpoint](body)
+        if req.vkey is not None:
+            check_model(req.vkey, model)  # 403 before any routing or upstream work
         headers: list[tuple[bytes, bytes]] = []
         plan = state.router_plans.get(model)
         view = body if plan is None else routing_body(endpoint, body, model)  # what a router reads (routable.py)
@@ -307,6 +309,7 @@ class GatewayApp:
         finally:
             scope.pop(CANCEL_ON_DISCONNECT, None)
         dep = outcome.deployment
+        req.group = dep.model_name
         path = dep.path_name if provider is None and not dep.translated else served_path(dep, endpoint)
         self.metrics.observe_upstream(model, path, time.perf_counter() - t0)
         if span.is_recording():  # spare the attribute work when nobody exports spans
@@ -464,7 +467,15 @@ class GatewayApp:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             self.metrics.observe_usage(model, stream.usage)
 
-    # --- health, metrics, models, admin --------------------------------------------------------------------
+    async def _authenticate(
+        self, state: GatewayState, authorization: bytes | None, x_api_key: bytes | None
+    ) -> tuple[bytes | None, VirtualKey | None]:
+        """The master key alone without DATABASE_URL; with it, the master key or a virtual key (virtual_keys.py)."""
+        if self._keys is None:
+            return auth.check_key(state.master_key, authorization, x_api_key), None
+        return await self._keys.admit(state.master_key, authorization, x_api_key)
+
+    # --- health, metrics, models --------------------------------------------------------------------
 
     async def _liveness(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send_response(send, 200, _ALIVE)
@@ -483,17 +494,21 @@ class GatewayApp:
 
     async def _models(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = self.ref.current
-        authorization, x_api_key = auth.auth_headers(scope)
-        auth.check_key(state.master_key, authorization, x_api_key)
-        await send_response(send, 200, state.models_payload)
+        _, vkey = await self._authenticate(state, *auth.auth_headers(scope))
+        if vkey is None or not (vkey.models or (vkey.team is not None and vkey.team.models)):
+            await send_response(send, 200, state.models_payload)
+            return
+        # A virtual key with model restrictions sees the models it may use, as LiteLLM's proxy answers it.
+        payload = orjson.loads(state.models_payload)
+        payload["data"] = [entry for entry in payload["data"] if may_use(vkey, entry["id"])]
+        await send_response(send, 200, orjson.dumps(payload))
 
     async def _model(self, scope: Scope, name: str, send: Send) -> None:
         """GET /v1/models/{id}: one entry of the list (a model group or a router), as OpenAI answers it."""
         state = self.ref.current
-        authorization, x_api_key = auth.auth_headers(scope)
-        auth.check_key(state.master_key, authorization, x_api_key)
+        _, vkey = await self._authenticate(state, *auth.auth_headers(scope))
         for entry in orjson.loads(state.models_payload)["data"]:
-            if entry["id"] == name:
+            if entry["id"] == name and (vkey is None or may_use(vkey, name)):
                 await send_response(send, 200, orjson.dumps(entry))
                 return
         raise GatewayError(
@@ -529,14 +544,3 @@ def _content_length(raw: bytes | None) -> int | None:
         return int(raw)
     except ValueError:
         raise GatewayError(400, "Invalid Content-Length header.", code="invalid_request") from None
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    # Start-up work happens before the server binds (server.py); lifespan only has to be acknowledged.
-    while True:
-        msg = await receive()
-        if msg["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif msg["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return

@@ -15,6 +15,7 @@ import orjson
 from routeiq_shared.config_schema import (
     AuditSettings,
     ConfigError,
+    KeysSettings,
     LoadedConfig,
     OidcSettings,
     RecordsSettings,
@@ -56,6 +57,7 @@ class GatewayState:
     records: RecordsSettings = field(default_factory=RecordsSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
     oidc: OidcSettings | None = None  # routeiq.admin.oidc: admin identity by JWT besides ADMIN_API_KEYS
+    keys: KeysSettings = field(default_factory=KeysSettings)  # virtual keys' cache and spend (tenancy/)
     request_ids: RequestIds = field(default_factory=lambda: RequestIds.for_master_key(None))
     prices: dict[str, tuple[float, float]] = field(default_factory=dict)  # group → llm_candidates.json prices
     allowed_fails: int = 3  # router_settings.allowed_fails: failures in a minute before a deployment cools down
@@ -151,6 +153,7 @@ def build_state(loaded: LoadedConfig, created: int) -> GatewayState:
         records=cfg.routeiq.records,
         audit=cfg.routeiq.audit,
         oidc=cfg.routeiq.admin.oidc,
+        keys=cfg.routeiq.keys,
         request_ids=RequestIds.for_master_key(key.encode() if key else None),
         prices={name: (c.input_price, c.output_price) for name, c in loaded.candidates.items()},
         allowed_fails=cfg.router_settings.allowed_fails,

@@ -436,6 +436,9 @@ class AuditSettings(_Strict):
     )
     retention_mode: Literal["GOVERNANCE", "COMPLIANCE"] = "COMPLIANCE"
     spool_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024, description="past this, records drop")
+    table_flush_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="with DATABASE_URL: records reach the search table this late at most"
+    )
 
     @model_validator(mode="after")
     def _kms_key_needs_kms(self) -> AuditSettings:
@@ -444,8 +447,25 @@ class AuditSettings(_Strict):
         return self
 
 
+class KeysSettings(_Strict):
+    """Virtual keys (with DATABASE_URL): served from an in-memory cache that a background task refreshes from
+    PostgreSQL; a request never waits on the database, except a key never seen before (one bounded lookup)."""
+
+    refresh_seconds: float = Field(default=30.0, gt=0, le=3600, description="full reload of keys and teams")
+    max_stale_seconds: float = Field(
+        default=3600.0, gt=0, description="PostgreSQL unreachable: keys known are served from the cache this long"
+    )
+    lookup_timeout_seconds: float = Field(
+        default=0.5, gt=0, le=10, description="a key never seen: how long its one lookup may take"
+    )
+    lookups_per_second: float = Field(default=20.0, gt=0, description="lookups of unknown keys, at most")
+    negative_ttl_seconds: float = Field(default=30.0, ge=0, le=3600, description="unknown keys not looked up again")
+    spend_flush_seconds: float = Field(default=10.0, gt=0, le=3600, description="spend written in batches this often")
+
+
 class RouteIQSettings(_Strict):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    keys: KeysSettings = Field(default_factory=KeysSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     routers: list[RouterSpec] = Field(default_factory=list)
     egress: EgressSettings = Field(default_factory=EgressSettings)

@@ -38,6 +38,7 @@ ALL_SECRETS = {
         "providerSecrets": ["providers"],
     },
     "modelSync": {"publicKeySecret": {"name": "signing-pub", "key": "signing.pub"}},
+    "configSync": {"gatewayAdminKeySecret": {"name": "admin-one", "key": "k"}},
     "training": {"enabled": True, "signingKeySecret": "signing-key"},
     "ingress": {"enabled": True, "tls": [{"secretName": "tls-cert", "hosts": ["a.example.com"]}]},
 }
@@ -109,8 +110,12 @@ def test_ports_and_probes(name: str) -> None:
     config_sync_port = AgentSettings.from_env({}).health_port
     model_sync_port = ModelSyncSettings.from_env({}).health_port
     gw = r.container("gateway")
-    assert gw["ports"] == [{"name": "http", "containerPort": 4000, "protocol": "TCP"}]
+    assert gw["ports"] == [
+        {"name": "http", "containerPort": 4000, "protocol": "TCP"},
+        {"name": "admin", "containerPort": 4001, "protocol": "TCP"},  # the admin API, not in the Service
+    ]
     assert gw["args"][gw["args"].index("--port") + 1] == "4000"
+    assert gw["args"][gw["args"].index("--admin-port") + 1] == "4001"
     assert gw["readinessProbe"]["httpGet"] == {"path": "/health/readiness", "port": "http"}
     assert gw["livenessProbe"]["httpGet"] == {"path": "/health/liveness", "port": "http"}
     assert gw["startupProbe"]["httpGet"] == {"path": "/health/liveness", "port": "http"}
@@ -127,16 +132,18 @@ def test_ports_and_probes(name: str) -> None:
     service = r.one("Service")
     ports = {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]}
     assert ports["http"] == (4000, "http")
+    assert "admin" not in ports  # off the public path
     assert ports["config-sync"] == (config_sync_port, "config-sync")
 
 
 def test_defaults_match_the_code(monkeypatch: pytest.MonkeyPatch) -> None:
     from routeiq_gateway.cli import parse_args
 
-    for var in ("ROUTEIQ_PORT", "PORT"):
+    for var in ("ROUTEIQ_PORT", "PORT", "ROUTEIQ_ADMIN_PORT"):
         monkeypatch.delenv(var, raising=False)
     values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
     assert values["gateway"]["port"] == parse_args([]).port
+    assert values["gateway"]["adminPort"] == parse_args([]).admin_port
     assert values["configSync"]["healthPort"] == AgentSettings.from_env({}).health_port
     assert values["modelSync"]["healthPort"] == ModelSyncSettings.from_env({}).health_port
     assert values["gateway"]["drainTimeoutSeconds"] == ServerSettings().drain_timeout_seconds
@@ -206,6 +213,9 @@ def test_all_secret_references_are_wired_by_name() -> None:
     ms = env_of(r.container("model-sync"))
     assert ms["REDIS_URL"]["valueFrom"]["secretKeyRef"]["name"] == "redis-url"
     assert r.container("config-sync")["envFrom"] == [{"secretRef": {"name": "aws-keys"}}]
+    cs = env_of(r.container("config-sync"))  # its fallback reload: the admin port over loopback
+    assert cs["GATEWAY_ADMIN_URL"]["value"] == "http://127.0.0.1:4001"
+    assert cs["GATEWAY_ADMIN_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "admin-one"
 
 
 # What secret material looks like: API keys, PEM keys, AWS key ids, credentials inside URLs.

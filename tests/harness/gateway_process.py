@@ -70,11 +70,13 @@ class VolumeDirs:
 class GatewayHandle:
     """One running gateway process. Create through the `start_gateway` fixture."""
 
-    def __init__(self, process: ManagedProcess, host: str, port: int, dirs: VolumeDirs) -> None:
+    def __init__(self, process: ManagedProcess, host: str, port: int, dirs: VolumeDirs, admin_port: int = 0) -> None:
         self.process = process
         self.host = host
         self.port = port
         self.base_url = f"http://{host}:{port}"
+        self.admin_port = admin_port
+        self.admin_url = f"http://{host}:{admin_port}"  # the admin API's own listener (:4001 in a pod)
         self.dirs = dirs
         self.config_path = dirs.config_path
         self.candidates_path = dirs.candidates_path
@@ -94,6 +96,10 @@ class GatewayHandle:
 
     def url(self, path: str) -> str:
         return f"{self.base_url}/{path.lstrip('/')}"
+
+    def admin(self, path: str) -> str:
+        """A URL on the admin port."""
+        return f"{self.admin_url}/{path.lstrip('/')}"
 
     # -- config on the shared volume --------------------------------------------------------------------
 
@@ -194,11 +200,12 @@ def launch_gateway(
     if candidates is not None:
         atomic_write(dirs.candidates_path, json.dumps(candidates, indent=2).encode())
     port = port or free_port(host)
-    process_env = child_env({**dirs.env(), **(env or {})})
+    admin_port = int((env or {}).get("ROUTEIQ_ADMIN_PORT") or free_port(host))
+    process_env = child_env({**dirs.env(), "ROUTEIQ_ADMIN_PORT": str(admin_port), **(env or {})})
     argv = [str(script), "--config", str(dirs.config_path), "--host", host, "--port", str(port)]
     process = ManagedProcess(argv, dirs.root / log_name, env=process_env, name="routeiq-gateway")
     process.start()
-    handle = GatewayHandle(process, host, port, dirs)
+    handle = GatewayHandle(process, host, port, dirs, admin_port)
     if wait_ready:
         try:
             process.wait_http_ok(handle.url(READY_PATH), timeout=ready_timeout)

@@ -1,5 +1,6 @@
-"""Admin identity (admin/identity.py) against a real fake OIDC issuer process over loopback: discovery + JWKS,
-keys generated with `cryptography`, tokens signed with PyJWT. Every bad token of issue 11's list is refused."""
+"""Admin identity (admin/principals.py's AdminAuth with oidc.py's OidcAuthenticator) against a real fake OIDC
+issuer process over loopback: discovery + JWKS, keys generated with `cryptography`, tokens signed with PyJWT.
+Every bad token of issue 11's list is refused."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import orjson
 import pytest
 from harness.oidc_issuer_control import AUDIENCE, FakeIssuer
 from harness.processes import wait_until
-from routeiq_gateway.admin.identity import AdminIdentity, Principal, require
+from routeiq_gateway.admin.oidc import OidcAuthenticator
+from routeiq_gateway.admin.principals import AdminAuth, Principal, require
 from routeiq_gateway.http.errors import GatewayError
 from routeiq_shared.config_schema import OidcSettings
 
@@ -45,8 +47,8 @@ def settings(issuer: FakeIssuer, **overrides: Any) -> OidcSettings:
     return OidcSettings(**values)
 
 
-def identity(oidc: OidcSettings | None, keys: tuple[bytes, ...] = (BREAK_GLASS,)) -> AdminIdentity:
-    return AdminIdentity(keys, lambda: oidc)
+def identity(oidc: OidcSettings | None, keys: tuple[bytes, ...] = (BREAK_GLASS,)) -> AdminAuth:
+    return AdminAuth(keys, [OidcAuthenticator(lambda: oidc)])
 
 
 def bearer(token: str | bytes) -> list[tuple[bytes, bytes]]:
@@ -54,11 +56,11 @@ def bearer(token: str | bytes) -> list[tuple[bytes, bytes]]:
     return [(b"authorization", b"Bearer " + raw)]
 
 
-def authenticate(ident: AdminIdentity, headers: list[tuple[bytes, bytes]]) -> Principal:
-    return asyncio.run(ident.authenticate(headers))
+def authenticate(ident: AdminAuth, headers: list[tuple[bytes, bytes]]) -> Principal:
+    return asyncio.run(ident.authenticate({"type": "http", "headers": headers}))
 
 
-def refused(ident: AdminIdentity, headers: list[tuple[bytes, bytes]]) -> GatewayError:
+def refused(ident: AdminAuth, headers: list[tuple[bytes, bytes]]) -> GatewayError:
     with pytest.raises(GatewayError) as info:
         authenticate(ident, headers)
     return info.value
@@ -90,7 +92,7 @@ def test_require_refuses_a_lower_role(issuer: FakeIssuer) -> None:
     require(viewer, "viewer")
     with pytest.raises(GatewayError) as info:
         require(viewer, "admin")
-    assert (info.value.status, info.value.code) == (403, "forbidden")
+    assert (info.value.status, info.value.code) == (403, "insufficient_role")
 
 
 def test_no_role_is_403_not_a_default_role(issuer: FakeIssuer) -> None:

@@ -1,6 +1,7 @@
-"""The real gateway process with OIDC admin identity and the audit trail on moto's S3: roles enforced on
-today's admin endpoints (config = viewer, reload = admin), and every admin action and reload — by token, by
-break-glass key, by SIGHUP, refused or not — reaches S3 as one encrypted record holding digests, never secrets."""
+"""The real gateway process with OIDC admin identity and the audit trail on moto's S3: roles enforced on the
+admin port's config and reload routes (config = viewer, reload = admin), and every admin action and reload —
+by token, by break-glass key, by SIGHUP, refused or not — reaches S3 as one encrypted record holding digests,
+never secrets."""
 
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ def _config(upstream: FakeUpstream, issuer: FakeIssuer, bucket: str, model: str 
 def _call(gw: GatewayHandle, method: str, path: str, credential: str | None, **headers: str) -> httpx.Response:
     if credential is not None:
         headers["Authorization"] = f"Bearer {credential}"
-    return httpx.request(method, gw.url(path), headers=headers, timeout=10)
+    return httpx.request(method, gw.admin(path), headers=headers, timeout=10)
 
 
 def _records(moto: MotoS3, bucket: str) -> tuple[list[dict[str, Any]], dict[str, bytes]]:
@@ -85,7 +86,7 @@ def test_roles_on_admin_endpoints_and_every_action_audited_in_s3(
         wrong_aud = issuer.token(issuer.claims(["ops-root"], aud="another-app"))
         no_role = issuer.token(issuer.claims(["marketing"]))
 
-        # the auth matrix of today's admin routes
+        # the auth matrix of the admin port's config and reload routes
         expected = {
             None: (401, 401),
             "wrong-key": (401, 401),
@@ -100,7 +101,7 @@ def test_roles_on_admin_endpoints_and_every_action_audited_in_s3(
             assert _call(gw, "GET", "/admin/config", credential).status_code == config_status, credential
             assert _call(gw, "POST", "/admin/reload", credential).status_code == reload_status, credential
         denied = _call(gw, "POST", "/admin/reload", viewer).json()["error"]
-        assert denied["code"] == "forbidden" and "admin role" in denied["message"]
+        assert denied["code"] == "insufficient_role" and "admin role" in denied["message"]
 
         version = _call(gw, "GET", "/admin/config", viewer).json()["version"]
         traceparent = f"00-{TRACE_ID}-00f067aa0ba902b7-01"

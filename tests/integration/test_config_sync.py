@@ -739,7 +739,7 @@ def test_without_a_pidfile_the_agent_reloads_over_http(
         source,
         s3_env=moto_s3.env(),
         interval=INTERVAL,
-        env={"ROUTEIQ_RUN_DIR": str(agent_run_dir), "GATEWAY_ADMIN_URL": gw.base_url, "GATEWAY_ADMIN_KEY": "sk-admin"},
+        env={"ROUTEIQ_RUN_DIR": str(agent_run_dir), "GATEWAY_ADMIN_URL": gw.admin_url, "GATEWAY_ADMIN_KEY": "sk-admin"},
     )
     agent.wait_version(content_version(v1, b""))
     client = gw.openai_client(MASTER_KEY)

@@ -224,7 +224,7 @@ def test_a_pidfile_naming_a_stranger_signals_nobody_and_the_admin_endpoint_reloa
         agent = start_config_sync(
             source,
             s3_env=moto_s3.env(),
-            env={"ROUTEIQ_RUN_DIR": str(run_dir), "GATEWAY_ADMIN_URL": gw.base_url, "GATEWAY_ADMIN_KEY": "sk-admin"},
+            env={"ROUTEIQ_RUN_DIR": str(run_dir), "GATEWAY_ADMIN_URL": gw.admin_url, "GATEWAY_ADMIN_KEY": "sk-admin"},
         )
         agent.wait_version(content_version(v1, b""))
         v2 = config_bytes(fresh_upstream, {"steady": "sk-up", "via-http": "sk-up"})

@@ -97,7 +97,7 @@ def test_admin_reload_to_an_empty_env_value_is_a_json_422_naming_the_key(
     old_version = status_file(gw)["loaded_version"]
     gw.write_config(config(fresh_upstream, model="os.environ/EMPTY_MODEL"))
 
-    refused = httpx.post(gw.url("/admin/reload"), headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
+    refused = httpx.post(gw.admin("/admin/reload"), headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
 
     assert refused.status_code == 422, refused.text
     assert refused.headers["content-type"].startswith("application/json")
@@ -116,7 +116,7 @@ def test_reload_to_an_empty_master_key_is_refused_and_auth_stays_on(
     gw = start_gateway(config(fresh_upstream), env={"ADMIN_API_KEYS": ADMIN_KEY, "EMPTY_MASTER": ""})
     gw.write_config(config(fresh_upstream, master_key="os.environ/EMPTY_MASTER"))
 
-    refused = httpx.post(gw.url("/admin/reload"), headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
+    refused = httpx.post(gw.admin("/admin/reload"), headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
 
     assert refused.status_code == 422, refused.text
     assert "general_settings.master_key" in refused.json()["detail"]

@@ -106,7 +106,7 @@ def assert_openai_error(response: httpx.Response, status: int, code: str | None 
 def admin_reload(gw: GatewayHandle, key: str | None) -> httpx.Response:
     headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
     with http_client() as http:
-        return http.post(gw.url("/admin/reload"), headers=headers)
+        return http.post(gw.admin("/admin/reload"), headers=headers)
 
 
 # -- metrics -----------------------------------------------------------------------------------------
@@ -624,6 +624,8 @@ def test_admin_reload_endpoint(start_gateway: StartGateway, fresh_upstream: Fake
 
     assert_openai_error(admin_reload(gw, None), 401)
     assert_openai_error(admin_reload(gw, "k3"), 401)
+    with http_client() as http:  # the admin API is on its own port only, off the public path
+        assert http.post(gw.url("/admin/reload"), headers={"Authorization": "Bearer k2"}).status_code == 404
     assert config_versions(gw) == {old_version}  # refused calls reloaded nothing
     assert_model_not_found(gw, "smart")
 

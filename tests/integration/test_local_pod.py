@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import openai
+import pytest
 import yaml
 from harness.processes import ManagedProcess, child_env, free_port, port_accepts, wait_until
 
@@ -42,7 +44,7 @@ def _answers(client: openai.OpenAI, model: str) -> bool:
 
 def test_local_pod_serves_the_demo_rolls_config_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     gateway_port, provider_port, s3_port, sync_port = free_port(), free_port(), free_port(), free_port()
-    models_port, redis_port = free_port(), free_port()
+    models_port, redis_port, pg_port, admin_port = free_port(), free_port(), free_port(), free_port()
     env = child_env(
         {
             "ROUTEIQ_PORT": str(gateway_port),
@@ -51,6 +53,8 @@ def test_local_pod_serves_the_demo_rolls_config_and_stops_on_ctrl_c(tmp_path: Pa
             "CONFIG_SYNC_HEALTH_PORT": str(sync_port),
             "MODEL_SYNC_HEALTH_PORT": str(models_port),
             "LOCAL_REDIS_PORT": str(redis_port),
+            "LOCAL_PG_PORT": str(pg_port),
+            "ROUTEIQ_ADMIN_PORT": str(admin_port),
             "ROUTEIQ_LOCAL_POD_DIR": str(tmp_path / "pod"),
         }
     )
@@ -63,6 +67,20 @@ def test_local_pod_serves_the_demo_rolls_config_and_stops_on_ctrl_c(tmp_path: Pa
             reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Hello"}])
             assert "demo response" in (reply.choices[0].message.content or "")
         gateway_pid = int((tmp_path / "pod" / "run" / "gateway.pid").read_text())
+
+        # The local PostgreSQL: a virtual key made on the admin port works on the API.
+        made = httpx.post(
+            f"http://127.0.0.1:{admin_port}/key/generate",
+            headers={"Authorization": "Bearer sk-routeiq-admin-demo"},
+            json={"models": ["gpt-4o-mini"]},
+            timeout=10,
+            trust_env=False,
+        )
+        assert made.status_code == 200, made.text
+        keyed = openai.OpenAI(base_url=f"http://127.0.0.1:{gateway_port}/v1", api_key=made.json()["key"])
+        assert keyed.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}])
+        with pytest.raises(openai.PermissionDeniedError):
+            keyed.chat.completions.create(model="claude-3-haiku", messages=[{"role": "user", "content": "Hi"}])
 
         # The learned router: model-sync installs the signed DEMO router, the gateway swaps it in.
         wait_until(lambda: _router_version(client) == "v1", timeout=30, message="router v1 serving")
@@ -90,6 +108,7 @@ def test_local_pod_serves_the_demo_rolls_config_and_stops_on_ctrl_c(tmp_path: Pa
         wait_until(lambda: not pid_alive(gateway_pid), timeout=5, message="gateway process gone")
         assert not port_accepts("127.0.0.1", gateway_port)
         assert not port_accepts("127.0.0.1", provider_port)
+        assert not port_accepts("127.0.0.1", pg_port)
         assert "Graceful shutdown" in (tmp_path / "pod.log").read_text()
     finally:
         pod.stop()

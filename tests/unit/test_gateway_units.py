@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import random
+from typing import Any
 
 import orjson
 import pytest
+from routeiq_gateway.admin.principals import AdminAuth
 from routeiq_gateway.admission import auth
 from routeiq_gateway.admission.validate import check_chat, check_completion, check_embedding, parse_json_object
 from routeiq_gateway.dispatch.dispatcher import MAX_BACKOFF_SECONDS, attempt_plan, backoff_seconds
@@ -85,10 +89,15 @@ def test_master_key_check(authorization: bytes | None, x_api_key: bytes | None, 
 
 
 def test_admin_api_is_closed_without_keys() -> None:
+    def scope(authorization: bytes) -> dict[str, Any]:
+        return {"headers": [(b"authorization", authorization)]}
+
     with pytest.raises(GatewayError) as info:
-        auth.check_any_key((), b"Bearer anything", None)
+        asyncio.run(AdminAuth(()).authenticate(scope(b"Bearer anything")))
     assert info.value.status == 403
-    auth.check_any_key((b"k1", b"k2"), b"Bearer k2", None)
+    principal = asyncio.run(AdminAuth((b"k1", b"k2")).authenticate(scope(b"Bearer k2")))
+    # which key (a digest prefix), never the key
+    assert principal.role == "admin" and principal.subject == "admin_key:" + hashlib.sha256(b"k2").hexdigest()[:12]
 
 
 @pytest.mark.parametrize(

@@ -131,6 +131,11 @@ env:
     value: {{ .Values.configSync.logLevel | quote }}
   - name: OTEL_SERVICE_NAME
     value: routeiq-config-sync
+  {{- if .Values.configSync.gatewayAdminKeySecret.name }}
+  - name: GATEWAY_ADMIN_URL
+    value: "http://127.0.0.1:{{ .Values.gateway.adminPort }}"
+  {{- with include "routeiq.secretEnv" (list "GATEWAY_ADMIN_KEY" .Values.configSync.gatewayAdminKeySecret) | trim }}{{ . | nindent 2 }}{{ end }}
+  {{- end }}
   {{- with .Values.configSync.extraEnv }}
   {{- toYaml . | nindent 2 }}
   {{- end }}

@@ -9,7 +9,7 @@ a signed-in user the role map does not name has no business on the admin API, an
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,9 @@ import jwt
 from routeiq_shared.config_schema import ADMIN_ROLES, AdminRole, OidcSettings
 
 from routeiq_gateway.admin.jwks import JwksCache, JwksUnavailable
+from routeiq_gateway.admin.principals import Principal
+from routeiq_gateway.admission.auth import auth_headers, presented_key
+from routeiq_gateway.http.asgi import Scope
 from routeiq_gateway.http.errors import GatewayError
 
 log = logging.getLogger("routeiq.gateway.admin")
@@ -106,3 +109,33 @@ def highest_role(values: Iterable[str], role_map: Mapping[str, AdminRole]) -> Ad
 
 def _invalid(message: str) -> GatewayError:
     return GatewayError(401, f"Invalid admin token: {message}.", code="invalid_token")
+
+
+class OidcAuthenticator:
+    """The AdminAuth authenticator for OIDC bearer tokens (principals.py): active while `routeiq.admin.oidc` is
+    configured; a bearer credential shaped like a JWT (three dot-separated parts) is its kind, anything else is
+    left to the others."""
+
+    def __init__(self, settings: Callable[[], OidcSettings | None]) -> None:
+        self._settings = settings  # read at each call: a reload may add, change or remove it
+        self._verifier: OidcVerifier | None = None
+
+    @property
+    def active(self) -> bool:
+        return self._settings() is not None
+
+    async def __call__(self, scope: Scope) -> Principal | None:
+        authorization, _ = auth_headers(scope)
+        token = presented_key(authorization, None)
+        verifier = self._verifier_for(self._settings())
+        if verifier is None or token is None or token.count(b".") != 2:
+            return None
+        subject, role = await verifier.verify(token.decode("ascii", "replace"))
+        return Principal(subject, role, "oidc")
+
+    def _verifier_for(self, settings: OidcSettings | None) -> OidcVerifier | None:
+        if settings is None:
+            self._verifier = None
+        elif self._verifier is None or self._verifier.settings != settings:  # keys are kept while config is unchanged
+            self._verifier = OidcVerifier(settings)
+        return self._verifier

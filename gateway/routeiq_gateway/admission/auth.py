@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterable
 
 from routeiq_gateway.http.asgi import Scope
 from routeiq_gateway.http.errors import GatewayError
@@ -28,15 +27,6 @@ def check_key(expected: bytes | None, authorization: bytes | None, x_api_key: by
     return key
 
 
-def check_any_key(allowed: tuple[bytes, ...], authorization: bytes | None, x_api_key: bytes | None) -> None:
-    """Admin API: closed when no keys are configured; every key is compared so timing reveals nothing."""
-    key = presented_key(authorization, x_api_key)
-    if not allowed:
-        raise GatewayError(403, "The admin API is closed: set ADMIN_API_KEYS to open it.", code="admin_closed")
-    if key is None or not matches_any(allowed, key):
-        raise GatewayError(401, _UNAUTHORIZED, code="invalid_api_key")
-
-
 def matches_any(allowed: tuple[bytes, ...], key: bytes) -> bool:
     """Every key is compared, so timing reveals neither which matched nor how many there are to try."""
     matched = False
@@ -46,13 +36,9 @@ def matches_any(allowed: tuple[bytes, ...], key: bytes) -> bool:
 
 
 def auth_headers(scope: Scope) -> tuple[bytes | None, bytes | None]:
-    return credential_headers(scope["headers"])
-
-
-def credential_headers(headers: Iterable[tuple[bytes, bytes]]) -> tuple[bytes | None, bytes | None]:
     """`Authorization` and `x-api-key` from ASGI headers (names already lower-case)."""
     authorization = x_api_key = None
-    for key, value in headers:
+    for key, value in scope["headers"]:
         if key == b"authorization":
             authorization = value
         elif key == b"x-api-key":

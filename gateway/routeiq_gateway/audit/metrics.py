@@ -14,7 +14,7 @@ class AuditMetrics:
         )
         self.dropped = Counter(
             "routeiq_audit_records_dropped",
-            "Audit records not kept, by reason (spool_full, write_error, disabled is not counted)",
+            "Audit records not kept by a sink, by reason (spool_full, write_error, table_queue_full, table_unwritten)",
             ["reason"],
             registry=registry,
         )
@@ -35,6 +35,17 @@ class AuditMetrics:
         )
         self.last_shipped = Gauge(
             "routeiq_audit_last_shipped_timestamp_seconds", "When audit records were last shipped", registry=registry
+        )
+
+        self.table_pending = Gauge(
+            "routeiq_audit_table_pending",
+            "Audit records queued for the PostgreSQL search table, not written yet",
+            registry=registry,
+        )
+        self.table_write_failures = Counter(
+            "routeiq_audit_table_write_failures",
+            "Failed batch writes of audit records to the PostgreSQL search table (the batch is kept and retried)",
+            registry=registry,
         )
 
     def ship_counters(self) -> ShipCounters:

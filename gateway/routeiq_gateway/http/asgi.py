@@ -72,3 +72,14 @@ async def send_response(
 
 async def send_error(send: Send, err: GatewayError) -> None:
     await send_response(send, err.status, err.body(), headers=err.headers)
+
+
+async def lifespan(receive: Receive, send: Send) -> None:
+    """ASGI lifespan, acknowledged only: start-up work happens before the server binds (lifecycle/server.py)."""
+    while True:
+        msg = await receive()
+        if msg["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif msg["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

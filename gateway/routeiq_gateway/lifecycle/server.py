@@ -25,9 +25,18 @@ from routeiq_shared.config_schema import ConfigError
 from routeiq_shared.egress import EgressPolicy
 from routeiq_shared.gateway_files import IDENTITY_FILE, GatewayIdentity
 
+from routeiq_gateway.admin.app import AdminApp
+from routeiq_gateway.admin.audit_endpoints import AuditEndpoints
+from routeiq_gateway.admin.endpoints import AdminEndpoints
+from routeiq_gateway.admin.oidc import OidcAuthenticator
+from routeiq_gateway.admin.principals import AdminAuth
+from routeiq_gateway.admin.tenancy_endpoints import TenancyEndpoints
+from routeiq_gateway.admin.ui import AdminUI
+from routeiq_gateway.admin.ui_session import SessionAuthenticator, Sessions
 from routeiq_gateway.app import GatewayApp
 from routeiq_gateway.audit.metrics import AuditMetrics
 from routeiq_gateway.audit.shipping import AuditTarget
+from routeiq_gateway.audit.table_sink import TableSink
 from routeiq_gateway.audit.trail import AuditTrail, SpoolSink, pending_records
 from routeiq_gateway.dispatch.dispatcher import Dispatcher
 from routeiq_gateway.http.limits import EdgeLimits
@@ -47,6 +56,8 @@ from routeiq_gateway.routing.model_watch import ModelMetrics, ModelsRef, ModelWa
 from routeiq_gateway.routing.router_models import VerifyPolicy
 from routeiq_gateway.routing.runtime import RuntimeState
 from routeiq_gateway.state import GatewayState, StateRef, load_state_from_files
+from routeiq_gateway.tenancy.database import DatabaseSettings
+from routeiq_gateway.tenancy.service import StartupError, Tenancy
 
 log = logging.getLogger("routeiq.gateway")
 
@@ -63,6 +74,9 @@ class GatewayOptions:
     models_dir: Path
     admin_keys: tuple[bytes, ...]
     verify: VerifyPolicy
+    admin_port: int = 4001  # the admin API's own listener (admin/app.py); 0: none
+    database: DatabaseSettings | None = None  # DATABASE_URL: virtual keys on (tenancy/)
+    redis_url: str | None = None  # REDIS_URL: key changes announced across replicas
 
 
 class _Server(uvicorn.Server):
@@ -163,7 +177,30 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
     reloader = Reloader(ref, opts.config_path, opts.candidates_path, metrics, prepare, after_swap, report, audit)
     spool = open_spool(opts.run_dir / "records", state.records.spool_max_bytes)
     shipper = Shipper(spool, metrics, lambda: ref.current.records)
-    app = GatewayApp(ref, dispatcher, metrics, reloader, opts.admin_keys, models, Recorder(spool, metrics), audit=audit)
+    try:
+        tenancy = await _open_tenancy(opts, ref, metrics)
+    except StartupError as exc:
+        log.error("Cannot start: virtual keys unavailable", extra={"event": "startup_failed", "reason": str(exc)})
+        pool.close()
+        return 2
+    app = GatewayApp(ref, dispatcher, metrics, models, Recorder(spool, metrics), tenancy=tenancy)
+    audit_table = TableSink(tenancy.db, lambda: ref.current.audit, audit_metrics) if tenancy is not None else None
+    if audit_table is not None:
+        audit.add_sink(audit_table)  # audit records searchable in PostgreSQL too
+    sessions = Sessions()  # the admin page's logins
+    admin_auth = AdminAuth(
+        opts.admin_keys, [OidcAuthenticator(lambda: ref.current.oidc), SessionAuthenticator(sessions)]
+    )
+    tenancy_endpoints = TenancyEndpoints(tenancy, audit)
+    admin_app = AdminApp(
+        admin_auth,
+        AdminEndpoints(
+            ref, models, reloader, lambda: {"draining": app.draining, "in_flight": app.inflight.requests}, audit
+        ),
+        tenancy_endpoints,
+        AuditEndpoints(tenancy.db if tenancy is not None else None),
+        AdminUI(admin_auth, sessions, tenancy_endpoints),
+    )
     config = uvicorn.Config(
         app,
         host=opts.host,
@@ -181,7 +218,8 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
         timeout_graceful_shutdown=0.5,  # type: ignore[arg-type]
     )
     server = _Server(config)
-    _install_signals(server, app, reloader)
+    admin_server = _admin_server(opts, admin_app)
+    _install_signals(server, app, reloader, admin_server)
     pidfile = opts.run_dir / "gateway.pid"
     # The identity first: config-sync signals the pidfile's pid only when this record says it is us.
     GatewayIdentity.of_this_process().write(opts.run_dir)
@@ -194,6 +232,7 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
             "version": state.version,
             "host": opts.host,
             "port": opts.port,
+            "admin_port": opts.admin_port or None,
             "model_groups": len(state.groups),
         },
     )
@@ -201,11 +240,24 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
     watching = asyncio.create_task(watcher.run(stop_watching))
     shipping = asyncio.create_task(shipper.run(stop_watching))
     shipping_audit = asyncio.create_task(audit_shipper.run(stop_watching))
+    if tenancy is not None:
+        tenancy.start(stop_watching)
+    writing_audit = asyncio.create_task(audit_table.run(stop_watching)) if audit_table is not None else None
+    admin_serving = asyncio.create_task(admin_server.serve()) if admin_server is not None else None
     try:
         await server.serve()
     finally:
+        if admin_server is not None and admin_serving is not None:
+            admin_server.should_exit = True
+            await asyncio.wait({admin_serving}, timeout=5)
         stop_watching.set()
-        await asyncio.wait({watching, shipping, shipping_audit}, timeout=2)
+        await asyncio.wait(
+            {watching, shipping, shipping_audit} | ({writing_audit} if writing_audit else set()), timeout=2
+        )
+        if audit_table is not None:
+            await audit_table.close(RECORDS_DRAIN_SECONDS)
+        if tenancy is not None:
+            await tenancy.close()  # the drain is over: the last spend is written
         await audit_shipper.drain(RECORDS_DRAIN_SECONDS)
         await audit_shipper.close()
         await shipper.drain(RECORDS_DRAIN_SECONDS)
@@ -221,7 +273,41 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
     return 0
 
 
-def _install_signals(server: _Server, app: GatewayApp, reloader: Reloader) -> None:
+async def _open_tenancy(opts: GatewayOptions, ref: StateRef, metrics: GatewayMetrics) -> Tenancy | None:
+    """Virtual keys with DATABASE_URL (None without: the master key alone); StartupError when they cannot start."""
+    if opts.database is None:
+        log.info(
+            "Virtual keys off: DATABASE_URL is not set; the master key alone admits",
+            extra={"event": "virtual_keys", "enabled": False},
+        )
+        return None
+    tenancy = Tenancy(opts.database, lambda: ref.current.keys, metrics, opts.redis_url)
+    try:
+        await tenancy.open()
+    except StartupError:
+        await tenancy.db.close()
+        raise
+    return tenancy
+
+
+def _admin_server(opts: GatewayOptions, admin_app: AdminApp) -> _Server | None:
+    if not opts.admin_port:
+        return None
+    config = uvicorn.Config(
+        admin_app,
+        host=opts.host,
+        port=opts.admin_port,
+        lifespan="off",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=1,
+    )
+    return _Server(config)
+
+
+def _install_signals(server: _Server, app: GatewayApp, reloader: Reloader, admin: _Server | None) -> None:
     loop = asyncio.get_running_loop()
     tasks: set[asyncio.Task[Any]] = set()
 
@@ -232,6 +318,8 @@ def _install_signals(server: _Server, app: GatewayApp, reloader: Reloader) -> No
 
     def stop() -> None:
         server.should_exit = True
+        if admin is not None:
+            admin.should_exit = True
 
     def on_term() -> None:
         spawn(drain(app, app.ref.current.drain_timeout, stop))
@@ -239,6 +327,8 @@ def _install_signals(server: _Server, app: GatewayApp, reloader: Reloader) -> No
     def on_int() -> None:
         if app.draining:
             server.force_exit = server.should_exit = True
+            if admin is not None:
+                admin.force_exit = admin.should_exit = True
         else:
             on_term()
 

@@ -59,6 +59,23 @@ class GatewayMetrics:
         self.config_loaded_at = Gauge(
             "routeiq_config_last_reload_success_timestamp_seconds", "When the config last loaded", registry=r
         )
+        self.degraded_mode = Gauge(
+            "gateway_degraded_mode",
+            "1 while a backing service is unreachable and the gateway serves from what it holds (postgres: keys "
+            "from the cache)",
+            ["service"],
+            registry=r,
+        )
+        self.virtual_key_cache = Gauge("routeiq_virtual_keys_cached", "Virtual keys in the in-memory cache", registry=r)
+        self.key_lookups = Counter(
+            "routeiq_virtual_key_lookups",
+            "Lookups of keys not in the cache, by result (found, unknown, error, throttled)",
+            ["result"],
+            registry=r,
+        )
+        self.spend_flushes = Counter(
+            "routeiq_spend_flushes", "Batched spend writes to PostgreSQL by result (ok, error)", ["result"], registry=r
+        )
         self.auth_disabled = Gauge(
             "routeiq_auth_disabled", "1 when no master key is configured: the API answers anyone", registry=r
         )

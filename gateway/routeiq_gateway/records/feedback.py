@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -23,21 +24,29 @@ from routeiq_gateway.http.errors import GatewayError, bad_request
 from routeiq_gateway.observability.metrics import GatewayMetrics
 from routeiq_gateway.records.recorder import Recorder
 from routeiq_gateway.records.request_ids import IdCheck
-from routeiq_gateway.state import StateRef
+from routeiq_gateway.state import GatewayState, StateRef
 
 MAX_BODY = 16 * 1024
+# (state, authorization, x-api-key) → (the presented key, whatever else the API's check returns)
+Authenticate = Callable[[GatewayState, bytes | None, bytes | None], Awaitable[tuple[bytes | None, Any]]]
 _FIELDS = frozenset({"request_id", "score"})
 
 
 class FeedbackEndpoint:
-    def __init__(self, ref: StateRef, recorder: Recorder, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self, ref: StateRef, recorder: Recorder, metrics: GatewayMetrics, authenticate: Authenticate | None = None
+    ) -> None:
         self.ref = ref
         self.recorder = recorder
         self.metrics = metrics
+        self.authenticate = authenticate  # the API's own (virtual keys too); None: the master key alone
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = self.ref.current
-        key = auth.check_key(state.master_key, *auth.auth_headers(scope))
+        if self.authenticate is None:
+            key = auth.check_key(state.master_key, *auth.auth_headers(scope))
+        else:
+            key = (await self.authenticate(state, *auth.auth_headers(scope)))[0]
         result = "invalid"
         try:
             if not state.records.enabled:
