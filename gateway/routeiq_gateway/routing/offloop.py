@@ -1,9 +1,9 @@
 """Running router models and custom routers without stalling the event loop for other requests.
 
 Choice, by measurement (bench/router_decisions.py, uvloop, one core): handing a call to a worker thread costs the
-loop ~0.03-0.05 ms p50 (a no-op through run_in_executor); the built-in learned scorers take ~0.1-0.3 ms for one
-MMLU prompt (knn ~0.8 ms: it reads its whole bank), much less each in a batch; the gateway spends ~0.1-0.15 ms
-of CPU per proxied request. So:
+loop ~0.03-0.05 ms p50 (a no-op through run_in_executor); the built-in learned scorers take ~0.05-0.15 ms for one
+MMLU prompt with the compiled features (knn ~0.25 ms: it reads its whole bank; boost ~0.3 ms: its hand-made cues
+are Python regexes), less each in a batch; the gateway spends ~0.1-0.15 ms of CPU per proxied request. So:
 - a call runs inline only when its measured cost is below INLINE_BELOW_SECONDS (0.3 ms, about one request's
   worth of loop time: stalling others by less than that is cheaper than the hop and the GIL hand-over);
 - a model's score/predict (`run_batched`) is batched either way, because the built-in scorers hash a batch of
