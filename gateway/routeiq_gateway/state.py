@@ -15,6 +15,7 @@ import orjson
 from routeiq_shared.config_schema import (
     ConfigError,
     KeysSettings,
+    LimitsSettings,
     LoadedConfig,
     RecordsSettings,
     RouterSpec,
@@ -54,6 +55,7 @@ class GatewayState:
     router_plans: dict[str, RouterPlan] = field(default_factory=dict)  # virtual model name → its plan
     records: RecordsSettings = field(default_factory=RecordsSettings)
     keys: KeysSettings = field(default_factory=KeysSettings)  # virtual keys' cache and spend (tenancy/)
+    limits: LimitsSettings = field(default_factory=LimitsSettings)  # virtual keys' rpm/tpm/… (admission/limits.py)
     request_ids: RequestIds = field(default_factory=lambda: RequestIds.for_master_key(None))
     prices: dict[str, tuple[float, float]] = field(default_factory=dict)  # group → llm_candidates.json prices
     allowed_fails: int = 3  # router_settings.allowed_fails: failures in a minute before a deployment cools down
@@ -148,6 +150,7 @@ def build_state(loaded: LoadedConfig, created: int) -> GatewayState:
         router_plans={name: build_plan(spec, loaded.candidates) for name, spec in routers.items()},
         records=cfg.routeiq.records,
         keys=cfg.routeiq.keys,
+        limits=cfg.routeiq.limits,
         request_ids=RequestIds.for_master_key(key.encode() if key else None),
         prices={name: (c.input_price, c.output_price) for name, c in loaded.candidates.items()},
         allowed_fails=cfg.router_settings.allowed_fails,

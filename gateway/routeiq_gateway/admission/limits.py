@@ -1,0 +1,301 @@
+"""Per key and per team limits for virtual keys: rpm, tpm, max parallel requests and budgets, shared by every
+replica through Redis (REDIS_URL), with local limits while Redis is away.
+
+One request: budget (budget.py, from the key cache) → for the key, then its team, one atomic Lua script each
+(limit_scripts.py): rpm and tpm checked, the tpm reserved from an estimate (token_estimate.py), a parallel slot
+taken → the answer → `finish()` corrects the tpm by the real usage and frees the slot (also after an error, a
+client that went away, or a stream's end). A team's refusal gives the key's reservation back.
+
+Over a limit: 429, OpenAI's error JSON (code `rate_limit_exceeded`, or `budget_exceeded`), `Retry-After` and the
+x-ratelimit-* headers. A virtual key with limits gets its own x-ratelimit-* on every answer, in place of the
+upstream's (those describe the provider account the gateway shares, not the caller's allowance); a key without
+limits, and the master key, get the upstream's as they came.
+
+Redis slower than `routeiq.limits.redis_timeout_seconds` or unreachable: this request and the following ones use
+local limits (local_limits.py: the limit divided by `routeiq.limits.replicas`), `gateway_degraded_mode
+{service="redis"}` is 1, one log line says so; a probe every second brings the shared limits back, one more line."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+from routeiq_shared.config_schema import LimitsSettings
+
+from routeiq_gateway.admission import budget
+from routeiq_gateway.admission.limit_scripts import ADMIT, SETTLE, redis_keys
+from routeiq_gateway.admission.local_limits import LocalLimits, Verdict, share
+from routeiq_gateway.admission.token_estimate import estimate_tokens
+from routeiq_gateway.http.errors import GatewayError
+from routeiq_gateway.observability.metrics import GatewayMetrics
+from routeiq_gateway.tenancy.records import Limits, VirtualKey
+from routeiq_gateway.tenancy.spend import tokens_of
+
+log = logging.getLogger("routeiq.gateway")
+
+PERIOD_MS = 60_000  # rpm and tpm are per minute
+_REDIS_ERRORS = (RedisError, OSError, TimeoutError)
+_PROBE_SECONDS = 1.0
+_RATELIMIT = b"x-ratelimit-"
+
+
+@dataclass(slots=True)
+class _Held:
+    """What one scope of one request holds, to give back or correct at its end."""
+
+    scope: str  # "k" | "t"
+    ident: str
+    shared: bool  # Redis (True) or this process (False)
+    tpm: int
+    tokens: int
+    slot: str
+
+
+@dataclass(slots=True)
+class Ticket:
+    """A request's hold on its limits, and the x-ratelimit-* headers its answer carries."""
+
+    held: list[_Held] = field(default_factory=list)
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+    def upstream_headers(self, upstream: tuple[tuple[bytes, bytes], ...]) -> tuple[tuple[bytes, bytes], ...]:
+        """The upstream's headers less its x-ratelimit-* (ours describe the caller's allowance)."""
+        if not self.headers:
+            return upstream
+        return tuple((k, v) for k, v in upstream if not k.startswith(_RATELIMIT))
+
+
+def _limit(value: int | None) -> int:
+    return -1 if value is None else value
+
+
+def _scopes(vkey: VirtualKey) -> list[tuple[str, str, Limits]]:
+    out = []
+    for scope, ident, limits in (
+        ("k", vkey.id, vkey.limits),
+        ("t", vkey.team_id, vkey.team.limits if vkey.team is not None else None),
+    ):
+        if ident is None or limits is None:
+            continue
+        if limits.rpm is not None or limits.tpm is not None or limits.max_parallel is not None:
+            out.append((scope, ident, limits))
+    return out
+
+
+class Limiter:
+    def __init__(self, redis_url: str | None, settings: Callable[[], LimitsSettings], metrics: GatewayMetrics) -> None:
+        self.settings = settings  # read at each use: a config reload applies at once
+        self.metrics = metrics
+        self.local = LocalLimits()
+        self._redis: aioredis.Redis | None = None
+        if redis_url:
+            timeout = settings().redis_timeout_seconds
+            self._redis = aioredis.Redis.from_url(
+                redis_url, socket_connect_timeout=timeout, socket_timeout=timeout, retry=None
+            )
+            self._admit = self._redis.register_script(ADMIT)
+            self._settle = self._redis.register_script(SETTLE)
+        self._degraded = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        metrics.degraded_mode.labels("redis").set(0)
+
+    @property
+    def shared(self) -> bool:
+        """Whether limits are enforced across replicas now (Redis configured and reachable)."""
+        return self._redis is not None and not self._degraded
+
+    # --- the hot path --------------------------------------------------------------------------------------
+
+    async def admit(self, vkey: VirtualKey, endpoint: str, body: dict[str, Any]) -> Ticket | None:
+        """Raises 429 over a budget or limit; else the request's hold (None: the key has no limits at all)."""
+        refused = budget.check(vkey)
+        if refused is not None:
+            scope, exc = refused
+            self.metrics.rate_limited.labels(scope, "budget").inc()
+            raise exc
+        scopes = _scopes(vkey)
+        if not scopes:
+            return None
+        settings = self.settings()
+        tokens = 0
+        if any(limits.tpm is not None for _, _, limits in scopes):
+            tokens = estimate_tokens(endpoint, body, settings.default_completion_tokens)
+        ticket = Ticket()
+        slot = uuid.uuid4().hex
+        views: list[tuple[Limits, Verdict]] = []
+        for scope, ident, limits in scopes:
+            held = _Held(scope, ident, self.shared, _limit(limits.tpm), tokens if limits.tpm is not None else 0, "")
+            if limits.max_parallel is not None:
+                held.slot = slot
+            verdict = await self._run_admit(held, limits, settings)
+            if not verdict.allowed:
+                self.finish(ticket, None, answered=False)  # the key's hold back when its team refuses
+                self.metrics.rate_limited.labels("key" if scope == "k" else "team", verdict.denied_by).inc()
+                raise _refusal(scope, ident, limits, verdict, views)
+            ticket.held.append(held)
+            views.append((limits, verdict))
+        ticket.headers = _headers(views)
+        return ticket
+
+    def finish(self, ticket: Ticket, usage: dict[str, Any] | None, answered: bool) -> None:
+        """The request is over: tpm corrected by its usage (the estimate kept when an answer came without usage,
+        all given back when none came), slots freed. Runs in the background: the answer is sent already and
+        nothing here may hold the request's task."""
+        if not ticket.held:
+            return
+        held, ticket.held = ticket.held, []
+        prompt, completion = tokens_of(usage)
+        used = prompt + completion if usage else None
+        task = asyncio.get_running_loop().create_task(self._settle_all(held, used, not answered))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- background ----------------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """While degraded, try Redis every second; shared limits again as soon as it answers."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), _PROBE_SECONDS)
+            if self._degraded and self._redis is not None:
+                try:
+                    async with asyncio.timeout(max(self.settings().redis_timeout_seconds, 0.5)):
+                        await self._redis.ping()
+                except _REDIS_ERRORS:
+                    continue
+                self._set_degraded(False, None)
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=1)
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    # --- internals -----------------------------------------------------------------------------------------
+
+    async def _run_admit(self, held: _Held, limits: Limits, settings: LimitsSettings) -> Verdict:
+        ttl_ms = int(settings.slot_ttl_seconds * 1000)
+        rpm, tpm, par = _limit(limits.rpm), _limit(limits.tpm), _limit(limits.max_parallel)
+        if held.shared and self._redis is not None:
+            args: list[str | int] = ["", rpm, tpm, par, held.tokens, held.slot, ttl_ms, PERIOD_MS]
+            try:
+                async with asyncio.timeout(settings.redis_timeout_seconds):
+                    reply = await self._admit(keys=redis_keys(held.scope, held.ident), args=args)
+                return Verdict.of_script(reply)
+            except _REDIS_ERRORS as exc:
+                self._set_degraded(True, exc)
+                held.shared = False
+        n = settings.replicas
+        return self.local.admit(
+            held.scope,
+            held.ident,
+            share(rpm, n),
+            share(tpm, n),
+            share(par, n),
+            held.tokens,
+            held.slot,
+            ttl_ms,
+            PERIOD_MS,
+        )
+
+    async def _settle_all(self, held: list[_Held], used: int | None, failed: bool) -> None:
+        timeout = self.settings().redis_timeout_seconds
+        for h in held:
+            delta = -h.tokens if failed else (0 if used is None else used - h.tokens)
+            if h.tpm <= 0:
+                delta = 0
+            if not h.shared or self._redis is None:
+                self.local.settle(h.scope, h.ident, share(h.tpm, self.settings().replicas), delta, h.slot, PERIOD_MS)
+                continue
+            if delta == 0 and not h.slot:
+                continue
+            _, k_tpm, k_par = redis_keys(h.scope, h.ident)
+            try:
+                # A little longer than admission's bound: nobody waits on this, and a lost release costs a slot
+                # until its TTL.
+                async with asyncio.timeout(max(timeout, 0.5)):
+                    await self._settle(keys=[k_tpm, k_par], args=["", h.tpm, delta, h.slot, PERIOD_MS])
+            except _REDIS_ERRORS as exc:
+                self._set_degraded(True, exc)
+
+    def _set_degraded(self, degraded: bool, exc: BaseException | None) -> None:
+        if degraded == self._degraded:
+            return
+        self._degraded = degraded
+        self.metrics.degraded_mode.labels("redis").set(1 if degraded else 0)
+        if degraded:
+            log.error(
+                "Redis unreachable: rate limits enforced per replica (each limit divided by routeiq.limits.replicas)",
+                extra={
+                    "event": "degraded_mode",
+                    "service": "redis",
+                    "degraded": True,
+                    "replicas": self.settings().replicas,
+                    "reason": f"{type(exc).__name__}: {exc}"[:300],
+                },
+            )
+        else:
+            log.info(
+                "Redis reachable again: rate limits shared across replicas",
+                extra={"event": "degraded_mode", "service": "redis", "degraded": False},
+            )
+
+
+def _refusal(
+    scope: str, ident: str, limits: Limits, verdict: Verdict, views: list[tuple[Limits, Verdict]]
+) -> GatewayError:
+    who = "key" if scope == "k" else f"team {ident}"
+    what = {"rpm": "requests per minute", "tpm": "tokens per minute", "parallel": "parallel requests"}[
+        verdict.denied_by
+    ]
+    limit = {"rpm": limits.rpm, "tpm": limits.tpm, "parallel": limits.max_parallel}[verdict.denied_by]
+    retry = max(1, -(-verdict.retry_ms // 1000))
+    headers = [(b"retry-after", str(retry).encode()), *_headers([*views, (limits, verdict)])]
+    return GatewayError(
+        429,
+        f"Rate limit reached for this {who}: {what} limit {limit}. Retry after {retry} s.",
+        code="rate_limit_exceeded",
+        headers=tuple(headers),
+    )
+
+
+def _headers(views: list[tuple[Limits, Verdict]]) -> list[tuple[bytes, bytes]]:
+    """OpenAI's x-ratelimit-* for requests and tokens: of the tightest scope (fewest remaining) that has the limit."""
+    out: list[tuple[bytes, bytes]] = []
+    for kind, limit_of, remaining_of, reset_of in (
+        ("requests", lambda lim: lim.rpm, lambda v: v.rpm_remaining, lambda v: v.rpm_reset_ms),
+        ("tokens", lambda lim: lim.tpm, lambda v: v.tpm_remaining, lambda v: v.tpm_reset_ms),
+    ):
+        best: tuple[int, int, int] | None = None
+        for limits, verdict in views:
+            limit = limit_of(limits)
+            if limit is None:
+                continue
+            candidate = (max(0, remaining_of(verdict)), limit, reset_of(verdict))
+            if best is None or candidate[0] < best[0]:
+                best = candidate
+        if best is not None:
+            remaining, limit, reset_ms = best
+            out += (
+                (f"x-ratelimit-limit-{kind}".encode(), str(limit).encode()),
+                (f"x-ratelimit-remaining-{kind}".encode(), str(remaining).encode()),
+                (f"x-ratelimit-reset-{kind}".encode(), _duration(reset_ms)),
+            )
+    return out
+
+
+def _duration(ms: int) -> bytes:
+    """OpenAI's reset format: "1s", "6m0s", "120ms"."""
+    if ms < 1000:
+        return f"{max(0, ms)}ms".encode()
+    minutes, seconds = divmod(ms / 1000, 60)
+    if minutes:
+        return f"{int(minutes)}m{seconds:.0f}s".encode()
+    return f"{seconds:.3g}s".encode()
