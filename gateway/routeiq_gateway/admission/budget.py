@@ -26,8 +26,6 @@ from routeiq_gateway.tenancy.records import Limits, VirtualKey
 
 log = logging.getLogger("routeiq.gateway")
 
-RESET_CHECK_SECONDS = 10.0
-
 
 def check(vkey: VirtualKey) -> tuple[str, GatewayError] | None:
     """("key" | "team", the 429) when the key's or its team's spend has reached its budget; else None."""
@@ -86,11 +84,14 @@ async def reset_due(db: Database) -> int:
     return done
 
 
-async def run_resets(db: Database, changed: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
-    """Every RESET_CHECK_SECONDS: reset what is due; when anything was, reload the keys here and everywhere."""
+async def run_resets(
+    db: Database, interval: Callable[[], float], changed: Callable[[], Awaitable[None]], stop: asyncio.Event
+) -> None:
+    """At the key cache's pace (`routeiq.keys.refresh_seconds`): reset what is due; when anything was, reload the
+    keys here and on every replica."""
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), RESET_CHECK_SECONDS)
+            await asyncio.wait_for(stop.wait(), interval())
         if stop.is_set():
             return
         try:

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from routeiq_shared.config_schema import LimitsSettings
 
@@ -98,7 +100,7 @@ class Limiter:
         if redis_url:
             timeout = settings().redis_timeout_seconds
             self._redis = aioredis.Redis.from_url(
-                redis_url, socket_connect_timeout=timeout, socket_timeout=timeout, retry=None
+                redis_url, socket_connect_timeout=timeout, socket_timeout=timeout, retry=Retry(NoBackoff(), 0)
             )
             self._admit = self._redis.register_script(ADMIT)
             self._settle = self._redis.register_script(SETTLE)

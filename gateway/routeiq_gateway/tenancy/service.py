@@ -77,7 +77,7 @@ class Tenancy:
             asyncio.create_task(self.cache.run(stop)),
             asyncio.create_task(self.spend.run(stop)),
             asyncio.create_task(self.limits.run(stop)),
-            asyncio.create_task(run_resets(self.db, self.changed, stop)),
+            asyncio.create_task(run_resets(self.db, lambda: self.cache.settings().refresh_seconds, self.changed, stop)),
         ]
         if self.invalidation is not None:
             self._tasks.append(asyncio.create_task(self.invalidation.run(stop)))
