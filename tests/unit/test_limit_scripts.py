@@ -34,14 +34,13 @@ def _redis_pair(server: RedisServer, clock: Clock) -> tuple[Admit, Settle]:
     def admit(
         rpm: int = -1, tpm: int = -1, par: int = -1, tokens: int = 0, slot: str = "", ttl: int = 10_000
     ) -> Verdict:
-        reply: Any = admit_script(
-            keys=redis_keys("k", "key-1"), args=[clock.ms, rpm, tpm, par, tokens, slot, ttl, PERIOD]
-        )
+        conf = f"{rpm} {tpm} {par} {ttl} {PERIOD}"
+        reply: Any = admit_script(keys=redis_keys("k", "key-1"), args=[conf, tokens, slot, clock.ms])
         return Verdict.of_script(reply)
 
     def settle(tpm: int = -1, delta: int = 0, slot: str = "") -> None:
         _, k_tpm, k_par = redis_keys("k", "key-1")
-        settle_script(keys=[k_tpm, k_par], args=[clock.ms, tpm, delta, slot, PERIOD])
+        settle_script(keys=[k_tpm, k_par], args=[tpm, PERIOD, delta, slot, clock.ms])
 
     return admit, settle
 
@@ -170,7 +169,7 @@ def test_script_reads_redis_time_when_no_clock_is_given(fresh_redis: RedisServer
     client = fresh_redis.client()
     script = client.register_script(ADMIT)
     keys = redis_keys("k", "now")
-    replies = [Verdict.of_script(script(keys=keys, args=["", 2, -1, -1, 0, "", 1000, PERIOD])) for _ in range(3)]
+    replies = [Verdict.of_script(script(keys=keys, args=[f"2 -1 -1 1000 {PERIOD}", 0, ""])) for _ in range(3)]
     assert [v.allowed for v in replies] == [True, True, False]
     assert 0 < client.pttl(keys[0]) <= PERIOD + 1
 

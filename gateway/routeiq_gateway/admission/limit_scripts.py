@@ -13,18 +13,21 @@ slots loses them after `slot_ttl_seconds`."""
 from __future__ import annotations
 
 # KEYS: 1 rpm TAT, 2 tpm TAT, 3 parallel slots.
-# ARGV: 1 now ms ('' = Redis TIME), 2 rpm, 3 tpm, 4 max parallel (-1: no limit), 5 tokens reserved, 6 slot id,
-#       7 slot ttl ms, 8 period ms.
-# Returns {allowed 0|1, denied by ('' | rpm | tpm | parallel), retry after ms,
-#          rpm remaining, rpm reset ms, tpm remaining, tpm reset ms, parallel in use (after this one)}.
+# ARGV: 1 "rpm tpm max_parallel slot_ttl_ms period_ms" (-1: no limit), 2 tokens reserved, 3 slot id,
+#       4 now ms (absent or '': Redis TIME). Few arguments and one string back: encoding and parsing are most of a
+#       call's cost on the gateway's side.
+# Returns "allowed(0|1) denied_by(- | rpm | tpm | parallel) retry_ms rpm_remaining rpm_reset_ms tpm_remaining
+#          tpm_reset_ms parallel_in_use(after this one)".
 ADMIT = """
-local now = tonumber(ARGV[1])
+local now = tonumber(ARGV[4])
 if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local rpm, tpm, par = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local tokens, slot, ttl, period = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
+local conf = {}
+for n in string.gmatch(ARGV[1], '%S+') do conf[#conf + 1] = tonumber(n) end
+local rpm, tpm, par, ttl, period = conf[1], conf[2], conf[3], conf[4], conf[5]
+local tokens, slot = tonumber(ARGV[2]), ARGV[3]
 
 -- {ok, new TAT or false, retry ms, remaining, reset ms}
 local function gcra(key, limit, cost)
@@ -55,9 +58,10 @@ if r[1] == 0 then denied, retry = 'rpm', r[3]
 elseif t[1] == 0 then denied, retry = 'tpm', t[3]
 elseif par >= 0 and in_use >= par then denied, retry = 'parallel', 1000
 end
-if denied ~= '' then
-  return {0, denied, retry, r[4], r[5], t[4], t[5], in_use}
+local function reply(ok, by)
+  return string.format('%d %s %d %d %d %d %d %d', ok, by, retry, r[4], r[5], t[4], t[5], in_use)
 end
+if denied ~= '' then return reply(0, denied) end
 if r[2] then redis.call('SET', KEYS[1], string.format('%.3f', r[2]), 'PX', math.ceil(r[2] - now) + 1) end
 if t[2] and tokens > 0 then
   redis.call('SET', KEYS[2], string.format('%.3f', t[2]), 'PX', math.ceil(t[2] - now) + 1)
@@ -67,20 +71,20 @@ if par >= 0 then
   redis.call('PEXPIRE', KEYS[3], ttl)
   in_use = in_use + 1
 end
-return {1, '', 0, r[4], r[5], t[4], t[5], in_use}
+return reply(1, '-')
 """
 
 # After the answer. KEYS: 1 tpm TAT, 2 parallel slots.
-# ARGV: 1 now ms ('' = Redis TIME), 2 tpm (-1: none), 3 tokens used minus reserved (may be < 0: a refund),
-#       4 slot id ('' = none held), 5 period ms.
+# ARGV: 1 tpm (-1: none), 2 period ms, 3 tokens used minus reserved (may be < 0: a refund), 4 slot id ('' = none
+#       held), 5 now ms (absent or '': Redis TIME).
 # Returns 1.
 SETTLE = """
-local now = tonumber(ARGV[1])
+local now = tonumber(ARGV[5])
 if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local tpm, delta, slot, period = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+local tpm, period, delta, slot = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 if tpm > 0 and delta ~= 0 then
   local tat = tonumber(redis.call('GET', KEYS[1])) or now
   if tat < now then tat = now end

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import logging
 import uuid
 from collections.abc import Callable
@@ -34,6 +36,7 @@ from routeiq_shared.config_schema import LimitsSettings
 from routeiq_gateway.admission import budget
 from routeiq_gateway.admission.limit_scripts import ADMIT, SETTLE, redis_keys
 from routeiq_gateway.admission.local_limits import LocalLimits, Verdict, share
+from routeiq_gateway.admission.script_batch import ScriptBatch
 from routeiq_gateway.admission.token_estimate import estimate_tokens
 from routeiq_gateway.http.errors import GatewayError
 from routeiq_gateway.observability.metrics import GatewayMetrics
@@ -43,6 +46,7 @@ from routeiq_gateway.tenancy.spend import tokens_of
 log = logging.getLogger("routeiq.gateway")
 
 PERIOD_MS = 60_000  # rpm and tpm are per minute
+_PERIOD = str(PERIOD_MS)
 _REDIS_ERRORS = (RedisError, OSError, TimeoutError)
 _PROBE_SECONDS = 1.0
 _RATELIMIT = b"x-ratelimit-"
@@ -74,6 +78,12 @@ class Ticket:
         return tuple((k, v) for k, v in upstream if not k.startswith(_RATELIMIT))
 
 
+def _checked(reply: Any) -> bytes:
+    if isinstance(reply, Exception):
+        raise reply  # a script's error: Redis is not doing its part
+    return reply  # type: ignore[no-any-return]
+
+
 def _limit(value: int | None) -> int:
     return -1 if value is None else value
 
@@ -97,21 +107,21 @@ class Limiter:
         self.metrics = metrics
         self.local = LocalLimits()
         self._redis: aioredis.Redis | None = None
+        self._batch: ScriptBatch | None = None
         if redis_url:
             timeout = settings().redis_timeout_seconds
             self._redis = aioredis.Redis.from_url(
-                redis_url, socket_connect_timeout=timeout, socket_timeout=timeout, retry=Retry(NoBackoff(), 0)
+                redis_url, socket_connect_timeout=timeout, socket_timeout=None, retry=Retry(NoBackoff(), 0)
             )
-            self._admit = self._redis.register_script(ADMIT)
-            self._settle = self._redis.register_script(SETTLE)
+            # A pipeline may take longer than one request waits (that request then goes local): not less than this.
+            self._batch = ScriptBatch(redis_url, {"admit": ADMIT, "settle": SETTLE}, max(0.5, 4 * timeout))
         self._degraded = False
-        self._tasks: set[asyncio.Task[None]] = set()
         metrics.degraded_mode.labels("redis").set(0)
 
     @property
     def shared(self) -> bool:
         """Whether limits are enforced across replicas now (Redis configured and reachable)."""
-        return self._redis is not None and not self._degraded
+        return self._batch is not None and not self._degraded
 
     # --- the hot path --------------------------------------------------------------------------------------
 
@@ -129,35 +139,34 @@ class Limiter:
         tokens = 0
         if any(limits.tpm is not None for _, _, limits in scopes):
             tokens = estimate_tokens(endpoint, body, settings.default_completion_tokens)
-        ticket = Ticket()
         slot = uuid.uuid4().hex
-        views: list[tuple[Limits, Verdict]] = []
-        for scope, ident, limits in scopes:
-            held = _Held(scope, ident, self.shared, _limit(limits.tpm), tokens if limits.tpm is not None else 0, "")
-            if limits.max_parallel is not None:
-                held.slot = slot
-            verdict = await self._run_admit(held, limits, settings)
+        shared = self.shared
+        held = [
+            _Held(
+                scope,
+                ident,
+                shared,
+                _limit(limits.tpm),
+                tokens if limits.tpm is not None else 0,
+                slot if limits.max_parallel is not None else "",
+            )
+            for scope, ident, limits in scopes
+        ]
+        verdicts = await self._admit_all(held, [limits for _, _, limits in scopes], settings)
+        views = [(limits, verdict) for (_, _, limits), verdict in zip(scopes, verdicts, strict=True)]
+        for h, (limits, verdict) in zip(held, views, strict=True):
             if not verdict.allowed:
-                self.finish(ticket, None, answered=False)  # the key's hold back when its team refuses
-                self.metrics.rate_limited.labels("key" if scope == "k" else "team", verdict.denied_by).inc()
-                raise _refusal(scope, ident, limits, verdict, views)
-            ticket.held.append(held)
-            views.append((limits, verdict))
-        ticket.headers = _headers(views)
-        return ticket
+                # What the other scope granted is given back (the key's when its team refuses).
+                self._settle(Ticket([g for g, (_, v) in zip(held, views, strict=True) if v.allowed]), None, failed=True)
+                self.metrics.rate_limited.labels("key" if h.scope == "k" else "team", verdict.denied_by).inc()
+                raise _refusal(h.scope, h.ident, limits, verdict, views)
+        return Ticket(held, _headers(views))
 
     def finish(self, ticket: Ticket, usage: dict[str, Any] | None, answered: bool) -> None:
         """The request is over: tpm corrected by its usage (the estimate kept when an answer came without usage,
-        all given back when none came), slots freed. Runs in the background: the answer is sent already and
-        nothing here may hold the request's task."""
-        if not ticket.held:
-            return
-        held, ticket.held = ticket.held, []
-        prompt, completion = tokens_of(usage)
-        used = prompt + completion if usage else None
-        task = asyncio.get_running_loop().create_task(self._settle_all(held, used, not answered))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        all given back when none came), slots freed. Nothing here waits: the shared part goes out with the next
+        pipeline (script_batch.py)."""
+        self._settle(ticket, usage, failed=not answered)
 
     # --- background ----------------------------------------------------------------------------------------
 
@@ -175,57 +184,90 @@ class Limiter:
                 self._set_degraded(False, None)
 
     async def close(self) -> None:
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=1)
+        if self._batch is not None:
+            await self._batch.close()
         if self._redis is not None:
             await self._redis.aclose()
 
     # --- internals -----------------------------------------------------------------------------------------
 
-    async def _run_admit(self, held: _Held, limits: Limits, settings: LimitsSettings) -> Verdict:
+    async def _admit_all(self, held: list[_Held], limits: list[Limits], settings: LimitsSettings) -> list[Verdict]:
         ttl_ms = int(settings.slot_ttl_seconds * 1000)
-        rpm, tpm, par = _limit(limits.rpm), _limit(limits.tpm), _limit(limits.max_parallel)
-        if held.shared and self._redis is not None:
-            args: list[str | int] = ["", rpm, tpm, par, held.tokens, held.slot, ttl_ms, PERIOD_MS]
+        batch = self._batch
+        if batch is not None and held[0].shared:
+            commands = [
+                batch.encode(
+                    "admit",
+                    redis_keys(h.scope, h.ident),
+                    (f"{_limit(lim.rpm)} {_limit(lim.tpm)} {_limit(lim.max_parallel)} {ttl_ms} {PERIOD_MS}",),
+                    (str(h.tokens), h.slot),
+                )
+                for h, lim in zip(held, limits, strict=True)
+            ]
+            late = functools.partial(self._give_back_late, held)
             try:
                 async with asyncio.timeout(settings.redis_timeout_seconds):
-                    reply = await self._admit(keys=redis_keys(held.scope, held.ident), args=args)
-                return Verdict.of_script(reply)
+                    replies = await batch.send(commands, late)  # a timeout cancels it: `late` gets the replies
+                return [Verdict.of_script(_checked(r)) for r in replies]
             except _REDIS_ERRORS as exc:
                 self._set_degraded(True, exc)
-                held.shared = False
+                for h in held:
+                    h.shared = False
         n = settings.replicas
-        return self.local.admit(
-            held.scope,
-            held.ident,
-            share(rpm, n),
-            share(tpm, n),
-            share(par, n),
-            held.tokens,
-            held.slot,
-            ttl_ms,
-            PERIOD_MS,
-        )
+        return [
+            self.local.admit(
+                h.scope,
+                h.ident,
+                share(_limit(lim.rpm), n),
+                share(_limit(lim.tpm), n),
+                share(_limit(lim.max_parallel), n),
+                h.tokens,
+                h.slot,
+                ttl_ms,
+                PERIOD_MS,
+            )
+            for h, lim in zip(held, limits, strict=True)
+        ]
 
-    async def _settle_all(self, held: list[_Held], used: int | None, failed: bool) -> None:
-        timeout = self.settings().redis_timeout_seconds
+    def _give_back_late(self, held: list[_Held], replies: list[Any]) -> None:
+        """Replies that came after their request stopped waiting (and went local): what they took is given back."""
+        taken = [
+            dataclasses.replace(h, shared=True)  # the request has marked its own local by now
+            for h, r in zip(held, replies, strict=True)
+            if not isinstance(r, Exception) and r[:1] == b"1"
+        ]
+        self._settle(Ticket(taken), None, failed=True)
+
+    def _settle(self, ticket: Ticket, usage: dict[str, Any] | None, failed: bool) -> None:
+        held, ticket.held = ticket.held, []
+        if not held:
+            return
+        prompt, completion = tokens_of(usage)
+        used = prompt + completion if usage else None
+        commands = []
         for h in held:
             delta = -h.tokens if failed else (0 if used is None else used - h.tokens)
             if h.tpm <= 0:
                 delta = 0
-            if not h.shared or self._redis is None:
+            if not h.shared or self._batch is None:
                 self.local.settle(h.scope, h.ident, share(h.tpm, self.settings().replicas), delta, h.slot, PERIOD_MS)
-                continue
-            if delta == 0 and not h.slot:
-                continue
-            _, k_tpm, k_par = redis_keys(h.scope, h.ident)
-            try:
-                # A little longer than admission's bound: nobody waits on this, and a lost release costs a slot
-                # until its TTL.
-                async with asyncio.timeout(max(timeout, 0.5)):
-                    await self._settle(keys=[k_tpm, k_par], args=["", h.tpm, delta, h.slot, PERIOD_MS])
-            except _REDIS_ERRORS as exc:
-                self._set_degraded(True, exc)
+            elif delta or h.slot:
+                _, k_tpm, k_par = redis_keys(h.scope, h.ident)
+                commands.append(
+                    self._batch.encode("settle", (k_tpm, k_par), (str(h.tpm), _PERIOD), (str(delta), h.slot))
+                )
+        if commands and self._batch is not None:
+            self._batch.send(commands).add_done_callback(self._settled)
+
+    def _settled(self, future: asyncio.Future[list[Any]]) -> None:
+        # A lost settle costs a slot until its TTL and leaves the estimate in place of the usage.
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is None:
+            exc = next((r for r in future.result() if isinstance(r, Exception)), None)
+        if exc is not None:
+            self._set_degraded(True, exc)
 
     def _set_degraded(self, degraded: bool, exc: BaseException | None) -> None:
         if degraded == self._degraded:
@@ -268,27 +310,29 @@ def _refusal(
     )
 
 
+_KINDS = (
+    (b"x-ratelimit-limit-requests", b"x-ratelimit-remaining-requests", b"x-ratelimit-reset-requests"),
+    (b"x-ratelimit-limit-tokens", b"x-ratelimit-remaining-tokens", b"x-ratelimit-reset-tokens"),
+)
+
+
 def _headers(views: list[tuple[Limits, Verdict]]) -> list[tuple[bytes, bytes]]:
     """OpenAI's x-ratelimit-* for requests and tokens: of the tightest scope (fewest remaining) that has the limit."""
+    requests: tuple[int, int, int] | None = None
+    tokens: tuple[int, int, int] | None = None
+    for limits, v in views:
+        if limits.rpm is not None and (requests is None or v.rpm_remaining < requests[0]):
+            requests = (v.rpm_remaining, limits.rpm, v.rpm_reset_ms)
+        if limits.tpm is not None and (tokens is None or v.tpm_remaining < tokens[0]):
+            tokens = (v.tpm_remaining, limits.tpm, v.tpm_reset_ms)
     out: list[tuple[bytes, bytes]] = []
-    for kind, limit_of, remaining_of, reset_of in (
-        ("requests", lambda lim: lim.rpm, lambda v: v.rpm_remaining, lambda v: v.rpm_reset_ms),
-        ("tokens", lambda lim: lim.tpm, lambda v: v.tpm_remaining, lambda v: v.tpm_reset_ms),
-    ):
-        best: tuple[int, int, int] | None = None
-        for limits, verdict in views:
-            limit = limit_of(limits)
-            if limit is None:
-                continue
-            candidate = (max(0, remaining_of(verdict)), limit, reset_of(verdict))
-            if best is None or candidate[0] < best[0]:
-                best = candidate
+    for names, best in zip(_KINDS, (requests, tokens), strict=True):
         if best is not None:
             remaining, limit, reset_ms = best
             out += (
-                (f"x-ratelimit-limit-{kind}".encode(), str(limit).encode()),
-                (f"x-ratelimit-remaining-{kind}".encode(), str(remaining).encode()),
-                (f"x-ratelimit-reset-{kind}".encode(), _duration(reset_ms)),
+                (names[0], b"%d" % limit),
+                (names[1], b"%d" % max(0, remaining)),
+                (names[2], _duration(reset_ms)),
             )
     return out
 

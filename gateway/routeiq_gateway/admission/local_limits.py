@@ -28,10 +28,11 @@ class Verdict:
     in_use: int
 
     @classmethod
-    def of_script(cls, reply: list[object]) -> Verdict:
-        ok, by, retry, rr, rz, tr, tz, used = reply
-        name = by.decode() if isinstance(by, bytes) else str(by or "")
-        return cls(bool(ok), name, *(int(v) for v in (retry, rr, rz, tr, tz, used)))  # type: ignore[call-overload]
+    def of_script(cls, reply: bytes | str) -> Verdict:
+        """The ADMIT script's reply: "ok denied_by retry rpm_rem rpm_reset tpm_rem tpm_reset in_use"."""
+        ok, by, *numbers = (reply.decode() if isinstance(reply, bytes) else reply).split()
+        retry, rr, rz, tr, tz, used = (int(n) for n in numbers)
+        return cls(ok == "1", "" if by == "-" else by, retry, rr, rz, tr, tz, used)
 
 
 def share(limit: int, replicas: int) -> int:

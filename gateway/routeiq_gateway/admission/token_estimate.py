@@ -8,13 +8,22 @@ from typing import Any
 
 _CHARS_PER_TOKEN = 4
 _CAPS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+_TEXT_FIELDS = ("messages", "input", "prompt", "system", "instructions", "query", "documents")
 _NO_COMPLETION = frozenset({"embeddings", "moderations", "rerank"})
 
 
 def estimate_tokens(endpoint: str, body: dict[str, Any], default_completion: int) -> int:
     chars = 0
-    for name in ("messages", "input", "prompt", "system", "instructions", "query", "documents"):
-        chars += _text_chars(body.get(name))
+    for name in _TEXT_FIELDS:
+        value = body.get(name)
+        if value is None:
+            continue
+        if name == "messages" and isinstance(value, list):
+            for message in value:  # the common case first: plain string contents
+                content = message.get("content") if isinstance(message, dict) else None
+                chars += len(content) if isinstance(content, str) else _text_chars(content)
+        else:
+            chars += _text_chars(value)
     prompt = -(-chars // _CHARS_PER_TOKEN)
     if endpoint in _NO_COMPLETION:
         return prompt
