@@ -206,8 +206,8 @@ class Limiter:
             ]
             late = functools.partial(self._give_back_late, held)
             try:
-                async with asyncio.timeout(settings.redis_timeout_seconds):
-                    replies = await batch.send(commands, late)  # a timeout cancels it: `late` gets the replies
+                # Past the timeout (or cancelled with its request) the replies go to `late`.
+                replies = await batch.send(commands, late, settings.redis_timeout_seconds)
                 return [Verdict.of_script(_checked(r)) for r in replies]
             except _REDIS_ERRORS as exc:
                 self._set_degraded(True, exc)

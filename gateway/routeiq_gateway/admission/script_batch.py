@@ -29,6 +29,7 @@ class _Group:
     commands: list[bytes]
     future: asyncio.Future[list[Any]]
     late: Late | None  # called with the replies when they come after the caller stopped waiting
+    timer: asyncio.TimerHandle | None
 
 
 class ScriptBatch:
@@ -57,12 +58,16 @@ class ScriptBatch:
             self._heads[(name, keys, fixed)] = head
         return head + b"".join(b"$%d\r\n%s\r\n" % (len(b), b) for b in (v.encode() for v in variable))
 
-    def send(self, commands: list[bytes], late: Late | None = None) -> asyncio.Future[list[Any]]:
-        """The commands' replies, in a future: sent with the next pipeline. A caller that stops waiting cancels
-        the future; `late` then gets the replies when they come."""
+    def send(
+        self, commands: list[bytes], late: Late | None = None, timeout: float | None = None
+    ) -> asyncio.Future[list[Any]]:
+        """The commands' replies, in a future: sent with the next pipeline. Past `timeout` the future fails with
+        TimeoutError (one timer handle, cheaper than a timeout context per request); when it has failed or been
+        cancelled, `late` gets the replies when they come."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Any]] = loop.create_future()
-        self._queue.append(_Group(commands, future, late))
+        timer = loop.call_later(timeout, _expire, future) if timeout is not None else None
+        self._queue.append(_Group(commands, future, late, timer))
         if self._flusher is None or self._flusher.done():
             self._flusher = loop.create_task(self._flush())
         return future
@@ -81,21 +86,21 @@ class ScriptBatch:
                     replies = await self._send(commands)
             except _ERRORS as exc:
                 for group in batch:
-                    if not group.future.done():
-                        group.future.set_exception(exc)
+                    _fail(group, exc)
                 continue
             except BaseException as exc:  # cancelled at shutdown: nobody is left waiting for a reply
                 for group in batch:
-                    if not group.future.done():
-                        group.future.set_exception(RedisError(f"script call abandoned: {type(exc).__name__}"))
+                    _fail(group, RedisError(f"script call abandoned: {type(exc).__name__}"))
                 raise
             at = 0
             for group in batch:
                 mine = replies[at : at + len(group.commands)]
                 at += len(group.commands)
+                if group.timer is not None:
+                    group.timer.cancel()
                 if not group.future.done():
                     group.future.set_result(mine)
-                elif group.future.cancelled() and group.late is not None:
+                elif group.late is not None:
                     group.late(mine)
 
     async def _send(self, commands: list[bytes]) -> list[Any]:
@@ -110,3 +115,17 @@ class ScriptBatch:
             for i, reply in zip(missing, again, strict=True):
                 replies[i] = reply
         return replies
+
+
+def _expire(future: asyncio.Future[list[Any]]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError("Redis did not answer in time"))
+
+
+def _fail(group: _Group, exc: BaseException) -> None:
+    if group.timer is not None:
+        group.timer.cancel()
+    if not group.future.done():
+        group.future.set_exception(exc)
+    elif not group.future.cancelled():
+        group.future.exception()  # retrieved: a timed-out caller has its answer already
