@@ -40,7 +40,7 @@ def _redis_pair(server: RedisServer, clock: Clock) -> tuple[Admit, Settle]:
 
     def settle(tpm: int = -1, delta: int = 0, slot: str = "") -> None:
         _, k_tpm, k_par = redis_keys("k", "key-1")
-        settle_script(keys=[k_tpm, k_par], args=[tpm, PERIOD, delta, slot, clock.ms])
+        settle_script(keys=[k_tpm, k_par], args=[tpm, PERIOD, clock.ms, delta, *([slot] if slot else [])])
 
     return admit, settle
 
@@ -180,3 +180,19 @@ def test_share_divides_by_replicas_keeping_a_floor() -> None:
     assert share(0, 4) == 0
     assert share(-1, 4) == -1
     assert share(7, 1) == 7
+
+
+def test_one_settle_for_several_requests_of_a_scope(fresh_redis: RedisServer) -> None:
+    """Requests of a scope that end together are settled in one call: their deltas summed, all their slots freed."""
+    clock = Clock()
+    admit, _ = _redis_pair(fresh_redis, clock)
+    for slot in ("a", "b", "c"):
+        assert admit(tpm=1000, par=3, tokens=300, slot=slot).allowed
+    assert not admit(tpm=1000, par=5, tokens=300, slot="d").allowed  # 900 of 1000 reserved
+    client = fresh_redis.client()
+    _, k_tpm, k_par = redis_keys("k", "key-1")
+    settle = client.register_script(SETTLE)
+    settle(keys=[k_tpm, k_par], args=[1000, PERIOD, clock.ms, -250 * 2, "a", "b"])  # two used 50 each
+    after = admit(tpm=1000, par=3, tokens=0, slot="e")
+    assert after.in_use == 2  # c and e
+    assert after.tpm_remaining == 1000 - 300 - 2 * 50

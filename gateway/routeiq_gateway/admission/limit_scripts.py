@@ -74,17 +74,18 @@ end
 return reply(1, '-')
 """
 
-# After the answer. KEYS: 1 tpm TAT, 2 parallel slots.
-# ARGV: 1 tpm (-1: none), 2 period ms, 3 tokens used minus reserved (may be < 0: a refund), 4 slot id ('' = none
-#       held), 5 now ms (absent or '': Redis TIME).
+# After answers: the requests of one scope that ended together, settled in one call.
+# KEYS: 1 tpm TAT, 2 parallel slots.
+# ARGV: 1 tpm (-1: none), 2 period ms, 3 now ms ('': Redis TIME), 4 tokens used minus reserved, summed (may be
+#       < 0: a refund), 5… slot ids to free.
 # Returns 1.
 SETTLE = """
-local now = tonumber(ARGV[5])
+local now = tonumber(ARGV[3])
 if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local tpm, period, delta, slot = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local tpm, period, delta = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
 if tpm > 0 and delta ~= 0 then
   local tat = tonumber(redis.call('GET', KEYS[1])) or now
   if tat < now then tat = now end
@@ -95,7 +96,7 @@ if tpm > 0 and delta ~= 0 then
     redis.call('SET', KEYS[1], string.format('%.3f', tat), 'PX', math.ceil(tat - now) + 1)
   end
 end
-if slot ~= '' then redis.call('ZREM', KEYS[2], slot) end
+for i = 5, #ARGV do redis.call('ZREM', KEYS[2], ARGV[i]) end
 return 1
 """
 

@@ -116,6 +116,8 @@ class Limiter:
             # A pipeline may take longer than one request waits (that request then goes local): not less than this.
             self._batch = ScriptBatch(redis_url, {"admit": ADMIT, "settle": SETTLE}, max(0.5, 4 * timeout))
         self._degraded = False
+        self._owed: dict[tuple[str, str, int], list[Any]] = {}  # scope → [tokens to correct, slots to free]
+        self._owed_soon = False
         metrics.degraded_mode.labels("redis").set(0)
 
     @property
@@ -244,7 +246,6 @@ class Limiter:
             return
         prompt, completion = tokens_of(usage)
         used = prompt + completion if usage else None
-        commands = []
         for h in held:
             delta = -h.tokens if failed else (0 if used is None else used - h.tokens)
             if h.tpm <= 0:
@@ -252,12 +253,26 @@ class Limiter:
             if not h.shared or self._batch is None:
                 self.local.settle(h.scope, h.ident, share(h.tpm, self.settings().replicas), delta, h.slot, PERIOD_MS)
             elif delta or h.slot:
-                _, k_tpm, k_par = redis_keys(h.scope, h.ident)
-                commands.append(
-                    self._batch.encode("settle", (k_tpm, k_par), (str(h.tpm), _PERIOD), (str(delta), h.slot))
-                )
-        if commands and self._batch is not None:
-            self._batch.send(commands).add_done_callback(self._settled)
+                owed = self._owed.get((h.scope, h.ident, h.tpm))
+                if owed is None:
+                    owed = self._owed[(h.scope, h.ident, h.tpm)] = [0, []]
+                owed[0] += delta
+                if h.slot:
+                    owed[1].append(h.slot)
+                if not self._owed_soon:
+                    # Every request of a scope that ends in this turn of the loop: one call for all of them.
+                    self._owed_soon = True
+                    asyncio.get_running_loop().call_soon(self._send_owed)
+
+    def _send_owed(self) -> None:
+        owed, self._owed, self._owed_soon = self._owed, {}, False
+        if self._batch is None or not owed:
+            return
+        commands = []
+        for (scope, ident, tpm), (delta, slots) in owed.items():
+            _, k_tpm, k_par = redis_keys(scope, ident)
+            commands.append(self._batch.encode("settle", (k_tpm, k_par), (str(tpm), _PERIOD), ("", str(delta), *slots)))
+        self._batch.send(commands).add_done_callback(self._settled)
 
     def _settled(self, future: asyncio.Future[list[Any]]) -> None:
         # A lost settle costs a slot until its TTL and leaves the estimate in place of the usage.

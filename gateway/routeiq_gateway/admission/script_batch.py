@@ -43,19 +43,20 @@ class ScriptBatch:
         self.flush_timeout = flush_timeout  # one pipeline's bound; callers bound their own wait, shorter
         self._queue: list[_Group] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._heads: dict[tuple[str, tuple[str, ...], tuple[str, ...]], bytes] = {}
+        self._heads: dict[tuple[str, tuple[str, ...], tuple[str, ...], int], bytes] = {}
 
     def encode(self, name: str, keys: tuple[str, ...], fixed: tuple[str, ...], variable: tuple[str, ...]) -> bytes:
         """EVALSHA of a script in RESP. `fixed` arguments come before `variable` ones and repeat from call to call
         (a scope's limits): their encoding is kept."""
-        head = self._heads.get((name, keys, fixed))
+        cache_key = (name, keys, fixed, len(variable))
+        head = self._heads.get(cache_key)
         if head is None:
             if len(self._heads) >= _HEADS:
                 self._heads.clear()
             parts = (b"EVALSHA", self._sha_bytes[name], str(len(keys)).encode(), *(k.encode() for k in keys))
             parts += tuple(a.encode() for a in fixed)
             head = b"*%d\r\n" % (len(parts) + len(variable)) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
-            self._heads[(name, keys, fixed)] = head
+            self._heads[cache_key] = head
         return head + b"".join(b"$%d\r\n%s\r\n" % (len(b), b) for b in (v.encode() for v in variable))
 
     def send(
