@@ -160,9 +160,30 @@ def test_parallel_slots_taken_released_and_expired(limits: tuple[Admit, Settle, 
 
 
 def test_redis_keys_share_one_hash_tag() -> None:
-    keys = redis_keys("t", "team-a")
-    assert {k.split("}")[0] for k in keys} == {"routeiq:{t:team-a"}
+    team, key_of_team, lone_key = redis_keys("t", "team-a"), redis_keys("k", "k1", "team-a"), redis_keys("k", "k2")
+    assert {k.split("}")[0] for k in (*team, *key_of_team)} == {"routeiq:{t:team-a"}  # one Cluster slot
+    assert {k.split("}")[0] for k in lone_key} == {"routeiq:{k:k2"}
+    assert len({*team, *key_of_team}) == 6
     assert redis_keys("k", "x") != redis_keys("t", "x")
+
+
+def test_key_and_team_in_one_call_all_or_nothing(fresh_redis: RedisServer) -> None:
+    client = fresh_redis.client()
+    script = client.register_script(ADMIT)
+    keys = [*redis_keys("k", "k1", "team-a"), *redis_keys("t", "team-a")]
+    key_conf, team_conf = f"5 -1 -1 1000 {PERIOD}", f"-1 -1 1 1000 {PERIOD}"  # key: 5 rpm; team: 1 in parallel
+
+    def admit(slot: str) -> list[Verdict]:
+        reply = script(keys=keys, args=[key_conf, team_conf, 0, slot, T0])
+        return [Verdict.of_script(part) for part in reply.split(b";")]
+
+    key, team = admit("a")
+    assert key.allowed and team.allowed and key.rpm_remaining == 4 and team.in_use == 1
+    key, team = admit("b")  # the team has no slot left: refused, and the key's rpm is not spent
+    assert not team.allowed and team.denied_by == "parallel" and key.allowed
+    assert client.get(keys[0]) is not None
+    assert float(client.get(keys[0])) == T0 + PERIOD / 5  # one request's worth, not two
+    assert client.zcard(keys[5]) == 1
 
 
 def test_script_reads_redis_time_when_no_clock_is_given(fresh_redis: RedisServer) -> None:

@@ -12,25 +12,24 @@ slots loses them after `slot_ttl_seconds`."""
 
 from __future__ import annotations
 
-# KEYS: 1 rpm TAT, 2 tpm TAT, 3 parallel slots.
-# ARGV: 1 "rpm tpm max_parallel slot_ttl_ms period_ms" (-1: no limit), 2 tokens reserved, 3 slot id,
-#       4 now ms (absent or '': Redis TIME). Few arguments and one string back: encoding and parsing are most of a
-#       call's cost on the gateway's side.
-# Returns "allowed(0|1) denied_by(- | rpm | tpm | parallel) retry_ms rpm_remaining rpm_reset_ms tpm_remaining
-#          tpm_reset_ms parallel_in_use(after this one)".
+# One request, every scope it is limited by (its key, its team): all checked, then all taken or none.
+# KEYS: 3 per scope: rpm TAT, tpm TAT, parallel slots (a key of a team is tagged with its team: one slot).
+# ARGV: 1..M "rpm tpm max_parallel slot_ttl_ms period_ms" per scope (-1: no limit), M+1 tokens reserved,
+#       M+2 slot id, M+3 now ms (absent or '': Redis TIME). Few arguments and one string back: encoding and
+#       parsing are most of a call's cost on the gateway's side.
+# Returns per scope "allowed(0|1) denied_by(- | rpm | tpm | parallel) retry_ms rpm_remaining rpm_reset_ms
+#          tpm_remaining tpm_reset_ms parallel_in_use", joined by ';'. Refused: nothing was taken in any scope.
 ADMIT = """
-local now = tonumber(ARGV[4])
+local m = #KEYS / 3
+local tokens, slot = tonumber(ARGV[m + 1]), ARGV[m + 2]
+local now = tonumber(ARGV[m + 3])
 if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local conf = {}
-for n in string.gmatch(ARGV[1], '%S+') do conf[#conf + 1] = tonumber(n) end
-local rpm, tpm, par, ttl, period = conf[1], conf[2], conf[3], conf[4], conf[5]
-local tokens, slot = tonumber(ARGV[2]), ARGV[3]
 
 -- {ok, new TAT or false, retry ms, remaining, reset ms}
-local function gcra(key, limit, cost)
+local function gcra(key, limit, cost, period)
   if limit < 0 then return {1, false, 0, -1, 0} end
   local tat = tonumber(redis.call('GET', key)) or now
   if tat < now then tat = now end
@@ -46,32 +45,48 @@ local function gcra(key, limit, cost)
   return {1, new_tat, 0, math.floor((period - (new_tat - now)) / interval), math.ceil(new_tat - now)}
 end
 
-local r = gcra(KEYS[1], rpm, 1)
-local t = gcra(KEYS[2], tpm, tokens)
-local in_use = 0
-if par >= 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
-  in_use = redis.call('ZCARD', KEYS[3])
+local scopes, refused = {}, false
+for s = 1, m do
+  local conf = {}
+  for n in string.gmatch(ARGV[s], '%S+') do conf[#conf + 1] = tonumber(n) end
+  local rpm, tpm, par, ttl, period = conf[1], conf[2], conf[3], conf[4], conf[5]
+  local k = (s - 1) * 3
+  local r = gcra(KEYS[k + 1], rpm, 1, period)
+  local t = gcra(KEYS[k + 2], tpm, tokens, period)
+  local in_use = 0
+  if par >= 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[k + 3], '-inf', now)
+    in_use = redis.call('ZCARD', KEYS[k + 3])
+  end
+  local denied, retry = '-', 0
+  if r[1] == 0 then denied, retry = 'rpm', r[3]
+  elseif t[1] == 0 then denied, retry = 'tpm', t[3]
+  elseif par >= 0 and in_use >= par then denied, retry = 'parallel', 1000
+  end
+  if denied ~= '-' then refused = true end
+  scopes[s] = {k = k, r = r, t = t, par = par, ttl = ttl, in_use = in_use, denied = denied, retry = retry}
 end
-local denied, retry = '', 0
-if r[1] == 0 then denied, retry = 'rpm', r[3]
-elseif t[1] == 0 then denied, retry = 'tpm', t[3]
-elseif par >= 0 and in_use >= par then denied, retry = 'parallel', 1000
+
+local out = {}
+for s = 1, m do
+  local c = scopes[s]
+  if not refused then
+    if c.r[2] then
+      redis.call('SET', KEYS[c.k + 1], string.format('%.3f', c.r[2]), 'PX', math.ceil(c.r[2] - now) + 1)
+    end
+    if c.t[2] and tokens > 0 then
+      redis.call('SET', KEYS[c.k + 2], string.format('%.3f', c.t[2]), 'PX', math.ceil(c.t[2] - now) + 1)
+    end
+    if c.par >= 0 then
+      redis.call('ZADD', KEYS[c.k + 3], now + c.ttl, slot)
+      redis.call('PEXPIRE', KEYS[c.k + 3], c.ttl)
+      c.in_use = c.in_use + 1
+    end
+  end
+  out[s] = string.format('%d %s %d %d %d %d %d %d', c.denied == '-' and 1 or 0, c.denied, c.retry,
+    c.r[4], c.r[5], c.t[4], c.t[5], c.in_use)
 end
-local function reply(ok, by)
-  return string.format('%d %s %d %d %d %d %d %d', ok, by, retry, r[4], r[5], t[4], t[5], in_use)
-end
-if denied ~= '' then return reply(0, denied) end
-if r[2] then redis.call('SET', KEYS[1], string.format('%.3f', r[2]), 'PX', math.ceil(r[2] - now) + 1) end
-if t[2] and tokens > 0 then
-  redis.call('SET', KEYS[2], string.format('%.3f', t[2]), 'PX', math.ceil(t[2] - now) + 1)
-end
-if par >= 0 then
-  redis.call('ZADD', KEYS[3], now + ttl, slot)
-  redis.call('PEXPIRE', KEYS[3], ttl)
-  in_use = in_use + 1
-end
-return reply(1, '-')
+return table.concat(out, ';')
 """
 
 # After answers: the requests of one scope that ended together, settled in one call.
@@ -101,7 +116,8 @@ return 1
 """
 
 
-def redis_keys(scope: str, ident: str) -> tuple[str, str, str]:
-    """rpm, tpm and parallel keys of a key ("k") or team ("t"), under one hash tag (one Redis Cluster slot)."""
-    tag = f"routeiq:{{{scope}:{ident}}}"
+def redis_keys(scope: str, ident: str, team: str | None = None) -> tuple[str, str, str]:
+    """rpm, tpm and parallel keys of a key ("k") or team ("t"). A key of a team shares its team's hash tag, so one
+    script checks both in one Redis Cluster slot; a key without a team has its own."""
+    tag = f"routeiq:{{t:{team}}}:{scope}:{ident}" if team is not None else f"routeiq:{{{scope}:{ident}}}"
     return f"{tag}:rpm", f"{tag}:tpm", f"{tag}:par"

@@ -62,6 +62,11 @@ class _Held:
     tpm: int
     tokens: int
     slot: str
+    team: str | None  # a key's team: its Redis keys share the team's hash tag (limit_scripts.redis_keys)
+
+    @property
+    def keys(self) -> tuple[str, str, str]:
+        return redis_keys(self.scope, self.ident, self.team if self.scope == "k" else None)
 
 
 @dataclass(slots=True)
@@ -116,7 +121,7 @@ class Limiter:
             # A pipeline may take longer than one request waits (that request then goes local): not less than this.
             self._batch = ScriptBatch(redis_url, {"admit": ADMIT, "settle": SETTLE}, max(0.5, 4 * timeout))
         self._degraded = False
-        self._owed: dict[tuple[str, str, int], list[Any]] = {}  # scope → [tokens to correct, slots to free]
+        self._owed: dict[tuple[tuple[str, str, str], int], list[Any]] = {}  # scope → [tokens to correct, slots to free]
         self._owed_soon = False
         metrics.degraded_mode.labels("redis").set(0)
 
@@ -151,6 +156,7 @@ class Limiter:
                 _limit(limits.tpm),
                 tokens if limits.tpm is not None else 0,
                 slot if limits.max_parallel is not None else "",
+                vkey.team_id,
             )
             for scope, ident, limits in scopes
         ]
@@ -158,8 +164,9 @@ class Limiter:
         views = [(limits, verdict) for (_, _, limits), verdict in zip(scopes, verdicts, strict=True)]
         for h, (limits, verdict) in zip(held, views, strict=True):
             if not verdict.allowed:
-                # What the other scope granted is given back (the key's when its team refuses).
-                self._settle(Ticket([g for g, (_, v) in zip(held, views, strict=True) if v.allowed]), None, failed=True)
+                if not h.shared:  # in memory each scope took its part: the others' given back (Redis took none)
+                    granted = [g for g, (_, v) in zip(held, views, strict=True) if v.allowed]
+                    self._settle(Ticket(granted), None, failed=True)
                 self.metrics.rate_limited.labels("key" if h.scope == "k" else "team", verdict.denied_by).inc()
                 raise _refusal(h.scope, h.ident, limits, verdict, views)
         return Ticket(held, _headers(views))
@@ -197,20 +204,21 @@ class Limiter:
         ttl_ms = int(settings.slot_ttl_seconds * 1000)
         batch = self._batch
         if batch is not None and held[0].shared:
-            commands = [
-                batch.encode(
-                    "admit",
-                    redis_keys(h.scope, h.ident),
-                    (f"{_limit(lim.rpm)} {_limit(lim.tpm)} {_limit(lim.max_parallel)} {ttl_ms} {PERIOD_MS}",),
-                    (str(h.tokens), h.slot),
-                )
-                for h, lim in zip(held, limits, strict=True)
-            ]
+            # One script for the key and its team together (one hash tag): both taken, or neither.
+            command = batch.encode(
+                "admit",
+                tuple(k for h in held for k in h.keys),
+                tuple(
+                    f"{_limit(lim.rpm)} {_limit(lim.tpm)} {_limit(lim.max_parallel)} {ttl_ms} {PERIOD_MS}"
+                    for lim in limits
+                ),
+                (str(held[0].tokens or held[-1].tokens), held[0].slot or held[-1].slot),
+            )
             late = functools.partial(self._give_back_late, held)
             try:
-                # Past the timeout (or cancelled with its request) the replies go to `late`.
-                replies = await batch.send(commands, late, settings.redis_timeout_seconds)
-                return [Verdict.of_script(_checked(r)) for r in replies]
+                # Past the timeout (or cancelled with its request) the reply goes to `late`.
+                (reply,) = await batch.send([command], late, settings.redis_timeout_seconds)
+                return [Verdict.of_script(part) for part in _checked(reply).split(b";")]
             except _REDIS_ERRORS as exc:
                 self._set_degraded(True, exc)
                 for h in held:
@@ -232,13 +240,11 @@ class Limiter:
         ]
 
     def _give_back_late(self, held: list[_Held], replies: list[Any]) -> None:
-        """Replies that came after their request stopped waiting (and went local): what they took is given back."""
-        taken = [
-            dataclasses.replace(h, shared=True)  # the request has marked its own local by now
-            for h, r in zip(held, replies, strict=True)
-            if not isinstance(r, Exception) and r[:1] == b"1"
-        ]
-        self._settle(Ticket(taken), None, failed=True)
+        """A reply that came after its request stopped waiting (and went local): what it took is given back."""
+        (reply,) = replies
+        if isinstance(reply, Exception) or reply[:1] != b"1":  # refused: nothing was taken
+            return
+        self._settle(Ticket([dataclasses.replace(h, shared=True) for h in held]), None, failed=True)
 
     def _settle(self, ticket: Ticket, usage: dict[str, Any] | None, failed: bool) -> None:
         held, ticket.held = ticket.held, []
@@ -253,9 +259,9 @@ class Limiter:
             if not h.shared or self._batch is None:
                 self.local.settle(h.scope, h.ident, share(h.tpm, self.settings().replicas), delta, h.slot, PERIOD_MS)
             elif delta or h.slot:
-                owed = self._owed.get((h.scope, h.ident, h.tpm))
+                owed = self._owed.get((h.keys, h.tpm))
                 if owed is None:
-                    owed = self._owed[(h.scope, h.ident, h.tpm)] = [0, []]
+                    owed = self._owed[(h.keys, h.tpm)] = [0, []]
                 owed[0] += delta
                 if h.slot:
                     owed[1].append(h.slot)
@@ -269,8 +275,7 @@ class Limiter:
         if self._batch is None or not owed:
             return
         commands = []
-        for (scope, ident, tpm), (delta, slots) in owed.items():
-            _, k_tpm, k_par = redis_keys(scope, ident)
+        for ((_, k_tpm, k_par), tpm), (delta, slots) in owed.items():
             commands.append(self._batch.encode("settle", (k_tpm, k_par), (str(tpm), _PERIOD), ("", str(delta), *slots)))
         self._batch.send(commands).add_done_callback(self._settled)
 
