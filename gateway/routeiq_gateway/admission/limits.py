@@ -22,7 +22,8 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import uuid
+import itertools
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -123,6 +124,8 @@ class Limiter:
         self._degraded = False
         self._owed: dict[tuple[tuple[str, str, str], int], list[Any]] = {}  # scope → [tokens to correct, slots to free]
         self._owed_soon = False
+        self._slot_prefix = secrets.token_hex(8) + ":"
+        self._slot_seq = itertools.count()
         metrics.degraded_mode.labels("redis").set(0)
 
     @property
@@ -146,7 +149,7 @@ class Limiter:
         tokens = 0
         if any(limits.tpm is not None for _, _, limits in scopes):
             tokens = estimate_tokens(endpoint, body, settings.default_completion_tokens)
-        slot = uuid.uuid4().hex
+        slot = f"{self._slot_prefix}{next(self._slot_seq)}"  # unique across replicas, cheaper than a uuid4
         shared = self.shared
         held = [
             _Held(
