@@ -21,8 +21,8 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-import logging
 import itertools
+import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
