@@ -1,10 +1,12 @@
 """Per key and per team limits for virtual keys: rpm, tpm, max parallel requests and budgets, shared by every
 replica through Redis (REDIS_URL), with local limits while Redis is away.
 
-One request: budget (budget.py, from the key cache) → for the key, then its team, one atomic Lua script each
-(limit_scripts.py): rpm and tpm checked, the tpm reserved from an estimate (token_estimate.py), a parallel slot
-taken → the answer → `finish()` corrects the tpm by the real usage and frees the slot (also after an error, a
-client that went away, or a stream's end). A team's refusal gives the key's reservation back.
+One request: budget (budget.py, from the key cache) → one atomic Lua script for the key and its team together
+(limit_scripts.py; a key of a team shares its team's hash tag): rpm and tpm checked, the tpm reserved from an
+estimate (token_estimate.py), a parallel slot taken, in both or in neither → the answer → `finish()` corrects
+the tpm by the real usage and frees the slot (also after an error, a client that went away, or a stream's end).
+The calls of concurrent requests share one pipelined round trip (script_batch.py, redis_wire.py); the requests
+of a scope that end in the same loop turn are settled in one call.
 
 Over a limit: 429, OpenAI's error JSON (code `rate_limit_exceeded`, or `budget_exceeded`), `Retry-After` and the
 x-ratelimit-* headers. A virtual key with limits gets its own x-ratelimit-* on every answer, in place of the
