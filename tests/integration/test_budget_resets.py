@@ -4,28 +4,16 @@ period boundary after now; rows not due are left alone."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import psycopg
-from harness.processes import child_env
 from routeiq_gateway.admission.budget import reset_due
 from routeiq_gateway.tenancy.database import Database, DatabaseSettings
-
-
-def _upgraded(url: str) -> str:
-    script = Path(sys.executable).with_name("routeiq-gateway")
-    done = subprocess.run(
-        [str(script), "db", "upgrade"], env=child_env({"DATABASE_URL": url}), capture_output=True, text=True, timeout=60
-    )
-    assert done.returncode == 0, done.stderr
-    return url
+from test_virtual_keys import upgraded
 
 
 def test_concurrent_resets_reset_each_row_once(fresh_database: str) -> None:
-    url = _upgraded(fresh_database)
+    url = upgraded(fresh_database)
     now = datetime.now(UTC)
     due_at = now - timedelta(hours=2, minutes=30)  # two and a half periods of 1h ago
     with psycopg.connect(url) as conn:
