@@ -384,12 +384,13 @@ def target_litellm_anthropic(settings: Settings, upstream: Upstream, workdir: Pa
 
 @contextlib.contextmanager
 def target_routeiq_keys(settings: Settings, upstream: Upstream, workdir: Path) -> Iterator[Running]:
-    # Every request authenticated by a virtual key (a team's, with models, rpm/tpm, a budget) from the key cache,
-    # its spend added up and written to PostgreSQL in batches: against the master-key `routeiq` row of the run.
-    # PostgreSQL runs on the load generator's CPU, as nginx does, so the gateway's core is its own.
+    # Every request authenticated by a virtual key (a team's, with models, rpm/tpm/max_parallel, a budget) from the
+    # key cache, its limits enforced in Redis (two Lua scripts to admit: key and team; two to settle), its spend
+    # added up and written to PostgreSQL in batches: against the master-key `routeiq` row of the run. PostgreSQL
+    # and redis-server run on the load generator's CPU, as nginx does, so the gateway's core is its own.
     home = workdir / "routeiq-keys"
     home.mkdir(exist_ok=True)
-    with run_postgres(settings, home) as database_url:
+    with run_postgres(settings, home) as database_url, run_redis(settings, home) as redis_url:
         migrate = [str(settings.routeiq_bin), "db", "upgrade"]
         done = subprocess.run(
             migrate, env=child_env({"DATABASE_URL": database_url}), capture_output=True, text=True, check=False
@@ -400,12 +401,25 @@ def target_routeiq_keys(settings: Settings, upstream: Upstream, workdir: Path) -
 
         def make_key() -> str:
             admin = f"http://127.0.0.1:{admin_port}"
-            team = {"team_id": "bench", "models": [MODEL], "rpm_limit": 10_000_000, "max_budget": 1e9}
+            # Generous limits: enforced on every request, never reached.
+            team = {
+                "team_id": "bench",
+                "models": [MODEL],
+                "rpm_limit": 10_000_000,
+                "max_parallel_requests": 10_000,
+                "max_budget": 1e9,
+            }
             admin_post(f"{admin}/team/new", team)
-            key = {"team_id": "bench", "models": [MODEL], "tpm_limit": 10**9, "max_budget": 1e9}
+            key = {
+                "team_id": "bench",
+                "models": [MODEL],
+                "rpm_limit": 10_000_000,
+                "tpm_limit": 10**9,
+                "max_budget": 1e9,
+            }
             return str(admin_post(f"{admin}/key/generate", key)["key"])
 
-        env = {"DATABASE_URL": database_url, "ADMIN_API_KEYS": BENCH_ADMIN_KEY}
+        env = {"DATABASE_URL": database_url, "ADMIN_API_KEYS": BENCH_ADMIN_KEY, "REDIS_URL": redis_url}
         with _routeiq("routeiq-keys", settings, upstream, workdir, env, None, admin_port, make_key) as running:
             yield running
 
@@ -448,6 +462,20 @@ def run_postgres(settings: Settings, home: Path) -> Iterator[str]:
             yield f"postgresql://routeiq@127.0.0.1:{port}/postgres"
     finally:
         shutil.rmtree(data, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def run_redis(settings: Settings, home: Path) -> Iterator[str]:
+    """redis-server (no persistence) on a free port, on the load CPU; its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise BenchError("redis-server not found (make setup installs it)")
+    port = free_port()
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(home)]
+    log = home / "redis.log"
+    with child_process(pinned(settings.load_cpu, argv), log, child_env({})) as proc:
+        wait_until(lambda: port_open(port), proc, log, 30)
+        yield f"redis://127.0.0.1:{port}/0"
 
 
 @contextlib.contextmanager

@@ -25,6 +25,7 @@ from routeiq_shared.routing_records import finish, route_record
 from routeiq_gateway.admission import auth
 from routeiq_gateway.admission.endpoint_checks import SURFACE_CHECKS
 from routeiq_gateway.admission.inflight import InFlight
+from routeiq_gateway.admission.limits import Ticket
 from routeiq_gateway.admission.shed import admit, refuse_if_draining
 from routeiq_gateway.admission.validate import CHECKS, parse_json_object
 from routeiq_gateway.admission.virtual_keys import KeyAdmission, check_model, may_use
@@ -101,7 +102,7 @@ _ALIVE = b'{"status":"alive"}'
 class _Request:
     """What one request's bookkeeping needs, filled in as the request moves along."""
 
-    __slots__ = ("group", "key", "model", "record", "started", "status", "usage", "vkey")
+    __slots__ = ("group", "key", "limit", "model", "record", "started", "status", "usage", "vkey")
 
     def __init__(self) -> None:
         self.key: bytes | None = None  # the API key presented (checked)
@@ -112,6 +113,7 @@ class _Request:
         self.started = False
         self.record: dict[str, Any] | None = None  # a routed request's record, finished when it ends
         self.usage: dict[str, Any] | None = None
+        self.limit: Ticket | None = None  # its hold on the key's and team's limits (admission/limits.py)
 
 
 class GatewayApp:
@@ -265,6 +267,8 @@ class GatewayApp:
                 )
             if req.record is not None:
                 self._write_record(state, req, elapsed)
+            if req.limit is not None and self.tenancy is not None:  # tpm corrected by the usage, slots freed
+                self.tenancy.limits.finish(req.limit, req.usage, answered=req.started or req.status == 200)
             if req.vkey is not None and req.usage and self.tenancy is not None and req.group is not None:
                 self.tenancy.spend.add(req.vkey, req.group, req.usage, state.prices.get(req.group))
             span.set_attribute("http.response.status_code", req.status)
@@ -283,9 +287,12 @@ class GatewayApp:
         receive: Receive,
     ) -> None:
         model, stream = _CHECKS[endpoint](body)
-        if req.vkey is not None:
-            check_model(req.vkey, model)  # 403 before any routing or upstream work
         headers: list[tuple[bytes, bytes]] = []
+        if req.vkey is not None and self.tenancy is not None:
+            check_model(req.vkey, model)  # 403 before any routing or upstream work
+            req.limit = await self.tenancy.limits.admit(req.vkey, endpoint, body)  # 429 over a limit or budget
+            if req.limit is not None:
+                headers += req.limit.headers
         plan = state.router_plans.get(model)
         view = body if plan is None else routing_body(endpoint, body, model)  # what a router reads (routable.py)
         group = (
@@ -325,7 +332,8 @@ class GatewayApp:
             )
         headers += ((b"x-routeiq-model", dep.model_name.encode()), (b"x-routeiq-provider-path", path.encode()))
         result = outcome.result
-        headers += result.headers  # the upstream's request id and rate-limit state, on both paths
+        # The upstream's request id and rate-limit state, on both paths (a virtual key with limits: ours instead).
+        headers += result.headers if req.limit is None else req.limit.upstream_headers(result.headers)
         if isinstance(result, Completed):
             req.usage = result.usage
             self.metrics.observe_usage(model, result.usage)

@@ -16,6 +16,7 @@ from routeiq_shared.config_schema import (
     AuditSettings,
     ConfigError,
     KeysSettings,
+    LimitsSettings,
     LoadedConfig,
     OidcSettings,
     RecordsSettings,
@@ -58,6 +59,7 @@ class GatewayState:
     audit: AuditSettings = field(default_factory=AuditSettings)
     oidc: OidcSettings | None = None  # routeiq.admin.oidc: admin identity by JWT besides ADMIN_API_KEYS
     keys: KeysSettings = field(default_factory=KeysSettings)  # virtual keys' cache and spend (tenancy/)
+    limits: LimitsSettings = field(default_factory=LimitsSettings)  # virtual keys' rpm/tpm/… (admission/limits.py)
     request_ids: RequestIds = field(default_factory=lambda: RequestIds.for_master_key(None))
     prices: dict[str, tuple[float, float]] = field(default_factory=dict)  # group → llm_candidates.json prices
     allowed_fails: int = 3  # router_settings.allowed_fails: failures in a minute before a deployment cools down
@@ -154,6 +156,7 @@ def build_state(loaded: LoadedConfig, created: int) -> GatewayState:
         audit=cfg.routeiq.audit,
         oidc=cfg.routeiq.admin.oidc,
         keys=cfg.routeiq.keys,
+        limits=cfg.routeiq.limits,
         request_ids=RequestIds.for_master_key(key.encode() if key else None),
         prices={name: (c.input_price, c.output_price) for name, c in loaded.candidates.items()},
         allowed_fails=cfg.router_settings.allowed_fails,

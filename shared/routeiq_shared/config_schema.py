@@ -180,6 +180,21 @@ class GeneralSettings(_Strict):
 class LimitsSettings(_Strict):
     max_in_flight: int = Field(default=1024, ge=1, description="requests past this get 503 at once")
     max_request_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # Virtual keys' rpm / tpm / max_parallel and budgets (gateway admission/limits.py), shared through REDIS_URL.
+    replicas: int = Field(
+        default=1,
+        ge=1,
+        description="gateway replicas sharing the limits: with Redis unreachable each enforces limit / replicas",
+    )
+    redis_timeout_seconds: float = Field(
+        default=0.05, gt=0, le=5, description="longest a request waits on Redis for its limits; then local limits"
+    )
+    default_completion_tokens: int = Field(
+        default=1024, ge=0, description="tpm reserved for the answer when the request sets no max_tokens"
+    )
+    slot_ttl_seconds: float = Field(
+        default=900.0, gt=0, description="a max_parallel slot a crashed replica left behind expires after this"
+    )
 
 
 class ServerSettings(_Strict):

@@ -30,8 +30,11 @@ class RedisServer:
         self.url = f"redis://{host}:{port}/0"
 
     @classmethod
-    def start(cls, binary: str, work_dir: Path, host: str = "127.0.0.1", timeout: float = 15.0) -> RedisServer:
-        port = free_port(host)
+    def start(
+        cls, binary: str, work_dir: Path, host: str = "127.0.0.1", timeout: float = 15.0, port: int | None = None
+    ) -> RedisServer:
+        """`port`: start again where a stopped one was (clients reconnect to the same address)."""
+        port = port or free_port(host)
         work_dir.mkdir(parents=True, exist_ok=True)
         argv = [
             binary,

@@ -281,7 +281,7 @@ async def _open_tenancy(opts: GatewayOptions, ref: StateRef, metrics: GatewayMet
             extra={"event": "virtual_keys", "enabled": False},
         )
         return None
-    tenancy = Tenancy(opts.database, lambda: ref.current.keys, metrics, opts.redis_url)
+    tenancy = Tenancy(opts.database, lambda: ref.current.keys, metrics, opts.redis_url, lambda: ref.current.limits)
     try:
         await tenancy.open()
     except StartupError:

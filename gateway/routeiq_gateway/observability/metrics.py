@@ -62,7 +62,7 @@ class GatewayMetrics:
         self.degraded_mode = Gauge(
             "gateway_degraded_mode",
             "1 while a backing service is unreachable and the gateway serves from what it holds (postgres: keys "
-            "from the cache)",
+            "from the cache; redis: limits per replica)",
             ["service"],
             registry=r,
         )
@@ -75,6 +75,12 @@ class GatewayMetrics:
         )
         self.spend_flushes = Counter(
             "routeiq_spend_flushes", "Batched spend writes to PostgreSQL by result (ok, error)", ["result"], registry=r
+        )
+        self.rate_limited = Counter(
+            "routeiq_rate_limited",
+            "Requests refused with 429 by a virtual key's or team's limit (admission/limits.py)",
+            ["scope", "limit"],  # key | team; rpm | tpm | parallel | budget
+            registry=r,
         )
         self.auth_disabled = Gauge(
             "routeiq_auth_disabled", "1 when no master key is configured: the API answers anyone", registry=r

@@ -10,8 +10,10 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from routeiq_shared.config_schema import KeysSettings
+from routeiq_shared.config_schema import KeysSettings, LimitsSettings
 
+from routeiq_gateway.admission.budget import run_resets
+from routeiq_gateway.admission.limits import Limiter
 from routeiq_gateway.observability.metrics import GatewayMetrics
 from routeiq_gateway.tenancy import migrate
 from routeiq_gateway.tenancy.database import Database, DatabaseSettings
@@ -33,11 +35,13 @@ class Tenancy:
         keys_settings: Callable[[], KeysSettings],
         metrics: GatewayMetrics,
         redis_url: str | None,
+        limits_settings: Callable[[], LimitsSettings] = LimitsSettings,
     ) -> None:
         self.db = Database(settings)
         self.cache = KeyCache(self.db, keys_settings, metrics)
         self.spend = SpendLedger(self.db, metrics, keys_settings)
         self.invalidation = Invalidation(redis_url, self.cache.invalidate) if redis_url else None
+        self.limits = Limiter(redis_url, limits_settings, metrics)  # rpm/tpm/parallel and budgets per key and team
         self._tasks: list[asyncio.Task[None]] = []
 
     async def open(self, wait_seconds: float = 10.0) -> None:
@@ -69,7 +73,12 @@ class Tenancy:
         )
 
     def start(self, stop: asyncio.Event) -> None:
-        self._tasks = [asyncio.create_task(self.cache.run(stop)), asyncio.create_task(self.spend.run(stop))]
+        self._tasks = [
+            asyncio.create_task(self.cache.run(stop)),
+            asyncio.create_task(self.spend.run(stop)),
+            asyncio.create_task(self.limits.run(stop)),
+            asyncio.create_task(run_resets(self.db, lambda: self.cache.settings().refresh_seconds, self.changed, stop)),
+        ]
         if self.invalidation is not None:
             self._tasks.append(asyncio.create_task(self.invalidation.run(stop)))
 
@@ -93,4 +102,5 @@ class Tenancy:
             )
         if self.invalidation is not None:
             await self.invalidation.close()
+        await self.limits.close()
         await self.db.close()

@@ -1,0 +1,123 @@
+"""The Lua scripts behind the shared limits (limits.py): one scope (a key or a team) per call, its three Redis keys
+under one hash tag, so each script touches one Redis Cluster slot and runs atomically.
+
+rpm and tpm are GCRA (the generic cell rate algorithm): one number per limit, the theoretical arrival time (TAT,
+ms). A limit L per period P spaces units by P/L and lets a burst of L through at once; a request of cost c passes
+when TAT + c*P/L - P <= now. So at most L units pass in any burst, and the budget refills smoothly (one unit per
+P/L), never all at once at a window edge. The clock is Redis's (TIME), shared by every replica; tests pass their
+own `now` instead.
+
+max_parallel is a sorted set of slots (member: request id, score: when it expires), so a replica that dies holding
+slots loses them after `slot_ttl_seconds`."""
+
+from __future__ import annotations
+
+# One request, every scope it is limited by (its key, its team): all checked, then all taken or none.
+# KEYS: 3 per scope: rpm TAT, tpm TAT, parallel slots (a key of a team is tagged with its team: one slot).
+# ARGV: 1..M "rpm tpm max_parallel slot_ttl_ms period_ms" per scope (-1: no limit), M+1 tokens reserved,
+#       M+2 slot id, M+3 now ms (absent or '': Redis TIME). Few arguments and one string back: encoding and
+#       parsing are most of a call's cost on the gateway's side.
+# Returns per scope "allowed(0|1) denied_by(- | rpm | tpm | parallel) retry_ms rpm_remaining rpm_reset_ms
+#          tpm_remaining tpm_reset_ms parallel_in_use", joined by ';'. Refused: nothing was taken in any scope.
+ADMIT = """
+local m = #KEYS / 3
+local tokens, slot = tonumber(ARGV[m + 1]), ARGV[m + 2]
+local now = tonumber(ARGV[m + 3])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- {ok, new TAT or false, retry ms, remaining, reset ms}
+local function gcra(key, limit, cost, period)
+  if limit < 0 then return {1, false, 0, -1, 0} end
+  local tat = tonumber(redis.call('GET', key)) or now
+  if tat < now then tat = now end
+  if limit == 0 then return {0, false, period, 0, 0} end
+  local interval = period / limit
+  local new_tat = tat + cost * interval
+  local allow_at = new_tat - period
+  if allow_at > now then
+    local left = math.floor((period - (tat - now)) / interval)
+    if left < 0 then left = 0 end
+    return {0, false, math.ceil(allow_at - now), left, math.ceil(tat - now)}
+  end
+  return {1, new_tat, 0, math.floor((period - (new_tat - now)) / interval), math.ceil(new_tat - now)}
+end
+
+local scopes, refused = {}, false
+for s = 1, m do
+  local conf = {}
+  for n in string.gmatch(ARGV[s], '%S+') do conf[#conf + 1] = tonumber(n) end
+  local rpm, tpm, par, ttl, period = conf[1], conf[2], conf[3], conf[4], conf[5]
+  local k = (s - 1) * 3
+  local r = gcra(KEYS[k + 1], rpm, 1, period)
+  local t = gcra(KEYS[k + 2], tpm, tokens, period)
+  local in_use = 0
+  if par >= 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[k + 3], '-inf', now)
+    in_use = redis.call('ZCARD', KEYS[k + 3])
+  end
+  local denied, retry = '-', 0
+  if r[1] == 0 then denied, retry = 'rpm', r[3]
+  elseif t[1] == 0 then denied, retry = 'tpm', t[3]
+  elseif par >= 0 and in_use >= par then denied, retry = 'parallel', 1000
+  end
+  if denied ~= '-' then refused = true end
+  scopes[s] = {k = k, r = r, t = t, par = par, ttl = ttl, in_use = in_use, denied = denied, retry = retry}
+end
+
+local out = {}
+for s = 1, m do
+  local c = scopes[s]
+  if not refused then
+    if c.r[2] then
+      redis.call('SET', KEYS[c.k + 1], string.format('%.3f', c.r[2]), 'PX', math.ceil(c.r[2] - now) + 1)
+    end
+    if c.t[2] and tokens > 0 then
+      redis.call('SET', KEYS[c.k + 2], string.format('%.3f', c.t[2]), 'PX', math.ceil(c.t[2] - now) + 1)
+    end
+    if c.par >= 0 then
+      redis.call('ZADD', KEYS[c.k + 3], now + c.ttl, slot)
+      redis.call('PEXPIRE', KEYS[c.k + 3], c.ttl)
+      c.in_use = c.in_use + 1
+    end
+  end
+  out[s] = string.format('%d %s %d %d %d %d %d %d', c.denied == '-' and 1 or 0, c.denied, c.retry,
+    c.r[4], c.r[5], c.t[4], c.t[5], c.in_use)
+end
+return table.concat(out, ';')
+"""
+
+# After answers: the requests of one scope that ended together, settled in one call.
+# KEYS: 1 tpm TAT, 2 parallel slots.
+# ARGV: 1 tpm (-1: none), 2 period ms, 3 now ms ('': Redis TIME), 4 tokens used minus reserved, summed (may be
+#       < 0: a refund), 5… slot ids to free.
+# Returns 1.
+SETTLE = """
+local now = tonumber(ARGV[3])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local tpm, period, delta = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
+if tpm > 0 and delta ~= 0 then
+  local tat = tonumber(redis.call('GET', KEYS[1])) or now
+  if tat < now then tat = now end
+  tat = tat + delta * period / tpm
+  if tat <= now then
+    redis.call('DEL', KEYS[1])
+  else
+    redis.call('SET', KEYS[1], string.format('%.3f', tat), 'PX', math.ceil(tat - now) + 1)
+  end
+end
+for i = 5, #ARGV do redis.call('ZREM', KEYS[2], ARGV[i]) end
+return 1
+"""
+
+
+def redis_keys(scope: str, ident: str, team: str | None = None) -> tuple[str, str, str]:
+    """rpm, tpm and parallel keys of a key ("k") or team ("t"). A key of a team shares its team's hash tag, so one
+    script checks both in one Redis Cluster slot; a key without a team has its own."""
+    tag = f"routeiq:{{t:{team}}}:{scope}:{ident}" if team is not None else f"routeiq:{{{scope}:{ident}}}"
+    return f"{tag}:rpm", f"{tag}:tpm", f"{tag}:par"

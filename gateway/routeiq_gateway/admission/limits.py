@@ -1,0 +1,372 @@
+"""Per key and per team limits for virtual keys: rpm, tpm, max parallel requests and budgets, shared by every
+replica through Redis (REDIS_URL), with local limits while Redis is away.
+
+One request: budget (budget.py, from the key cache) → one atomic Lua script for the key and its team together
+(limit_scripts.py; a key of a team shares its team's hash tag): rpm and tpm checked, the tpm reserved from an
+estimate (token_estimate.py), a parallel slot taken, in both or in neither → the answer → `finish()` corrects
+the tpm by the real usage and frees the slot (also after an error, a client that went away, or a stream's end).
+The calls of concurrent requests share one pipelined round trip (script_batch.py, redis_wire.py); the requests
+of a scope that end in the same loop turn are settled in one call.
+
+Over a limit: 429, OpenAI's error JSON (code `rate_limit_exceeded`, or `budget_exceeded`), `Retry-After` and the
+x-ratelimit-* headers. A virtual key with limits gets its own x-ratelimit-* on every answer, in place of the
+upstream's (those describe the provider account the gateway shares, not the caller's allowance); a key without
+limits, and the master key, get the upstream's as they came.
+
+Redis slower than `routeiq.limits.redis_timeout_seconds` or unreachable: this request and the following ones use
+local limits (local_limits.py: the limit divided by `routeiq.limits.replicas`), `gateway_degraded_mode
+{service="redis"}` is 1, one log line says so; a probe every second brings the shared limits back, one more line."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import itertools
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from routeiq_shared.config_schema import LimitsSettings
+
+from routeiq_gateway.admission import budget
+from routeiq_gateway.admission.limit_scripts import ADMIT, SETTLE, redis_keys
+from routeiq_gateway.admission.local_limits import LocalLimits, Verdict, share
+from routeiq_gateway.admission.script_batch import ScriptBatch
+from routeiq_gateway.admission.token_estimate import estimate_tokens
+from routeiq_gateway.http.errors import GatewayError
+from routeiq_gateway.observability.metrics import GatewayMetrics
+from routeiq_gateway.tenancy.records import Limits, VirtualKey
+from routeiq_gateway.tenancy.spend import tokens_of
+
+log = logging.getLogger("routeiq.gateway")
+
+PERIOD_MS = 60_000  # rpm and tpm are per minute
+_PERIOD = str(PERIOD_MS)
+_REDIS_ERRORS = (RedisError, OSError, TimeoutError)
+_PROBE_SECONDS = 1.0
+_RATELIMIT = b"x-ratelimit-"
+
+
+@dataclass(slots=True)
+class _Held:
+    """What one scope of one request holds, to give back or correct at its end."""
+
+    scope: str  # "k" | "t"
+    ident: str
+    shared: bool  # Redis (True) or this process (False)
+    tpm: int
+    tokens: int
+    slot: str
+    team: str | None  # a key's team: its Redis keys share the team's hash tag (limit_scripts.redis_keys)
+
+    @property
+    def keys(self) -> tuple[str, str, str]:
+        return redis_keys(self.scope, self.ident, self.team if self.scope == "k" else None)
+
+
+@dataclass(slots=True)
+class Ticket:
+    """A request's hold on its limits, and the x-ratelimit-* headers its answer carries."""
+
+    held: list[_Held] = field(default_factory=list)
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+    def upstream_headers(self, upstream: tuple[tuple[bytes, bytes], ...]) -> tuple[tuple[bytes, bytes], ...]:
+        """The upstream's headers less its x-ratelimit-* (ours describe the caller's allowance)."""
+        if not self.headers:
+            return upstream
+        return tuple((k, v) for k, v in upstream if not k.startswith(_RATELIMIT))
+
+
+def _checked(reply: Any) -> bytes:
+    if isinstance(reply, Exception):
+        raise reply  # a script's error: Redis is not doing its part
+    return reply  # type: ignore[no-any-return]
+
+
+def _limit(value: int | None) -> int:
+    return -1 if value is None else value
+
+
+def _scopes(vkey: VirtualKey) -> list[tuple[str, str, Limits]]:
+    out = []
+    for scope, ident, limits in (
+        ("k", vkey.id, vkey.limits),
+        ("t", vkey.team_id, vkey.team.limits if vkey.team is not None else None),
+    ):
+        if ident is None or limits is None:
+            continue
+        if limits.rpm is not None or limits.tpm is not None or limits.max_parallel is not None:
+            out.append((scope, ident, limits))
+    return out
+
+
+class Limiter:
+    def __init__(self, redis_url: str | None, settings: Callable[[], LimitsSettings], metrics: GatewayMetrics) -> None:
+        self.settings = settings  # read at each use: a config reload applies at once
+        self.metrics = metrics
+        self.local = LocalLimits()
+        self._redis: aioredis.Redis | None = None
+        self._batch: ScriptBatch | None = None
+        if redis_url:
+            timeout = settings().redis_timeout_seconds
+            self._redis = aioredis.Redis.from_url(
+                redis_url, socket_connect_timeout=timeout, socket_timeout=None, retry=Retry(NoBackoff(), 0)
+            )
+            # A pipeline may take longer than one request waits (that request then goes local): not less than this.
+            self._batch = ScriptBatch(redis_url, {"admit": ADMIT, "settle": SETTLE}, max(0.5, 4 * timeout))
+        self._degraded = False
+        self._owed: dict[tuple[tuple[str, str, str], int], list[Any]] = {}  # scope → [tokens to correct, slots to free]
+        self._owed_soon = False
+        self._slot_prefix = secrets.token_hex(8) + ":"
+        self._slot_seq = itertools.count()
+        metrics.degraded_mode.labels("redis").set(0)
+
+    @property
+    def shared(self) -> bool:
+        """Whether limits are enforced across replicas now (Redis configured and reachable)."""
+        return self._batch is not None and not self._degraded
+
+    # --- the hot path --------------------------------------------------------------------------------------
+
+    async def admit(self, vkey: VirtualKey, endpoint: str, body: dict[str, Any]) -> Ticket | None:
+        """Raises 429 over a budget or limit; else the request's hold (None: the key has no limits at all)."""
+        refused = budget.check(vkey)
+        if refused is not None:
+            scope, exc = refused
+            self.metrics.rate_limited.labels(scope, "budget").inc()
+            raise exc
+        scopes = _scopes(vkey)
+        if not scopes:
+            return None
+        settings = self.settings()
+        tokens = 0
+        if any(limits.tpm is not None for _, _, limits in scopes):
+            tokens = estimate_tokens(endpoint, body, settings.default_completion_tokens)
+        slot = f"{self._slot_prefix}{next(self._slot_seq)}"  # unique across replicas, cheaper than a uuid4
+        shared = self.shared
+        held = [
+            _Held(
+                scope,
+                ident,
+                shared,
+                _limit(limits.tpm),
+                tokens if limits.tpm is not None else 0,
+                slot if limits.max_parallel is not None else "",
+                vkey.team_id,
+            )
+            for scope, ident, limits in scopes
+        ]
+        verdicts = await self._admit_all(held, [limits for _, _, limits in scopes], settings)
+        views = [(limits, verdict) for (_, _, limits), verdict in zip(scopes, verdicts, strict=True)]
+        for h, (limits, verdict) in zip(held, views, strict=True):
+            if not verdict.allowed:
+                if not h.shared:  # in memory each scope took its part: the others' given back (Redis took none)
+                    granted = [g for g, (_, v) in zip(held, views, strict=True) if v.allowed]
+                    self._settle(Ticket(granted), None, failed=True)
+                self.metrics.rate_limited.labels("key" if h.scope == "k" else "team", verdict.denied_by).inc()
+                raise _refusal(h.scope, h.ident, limits, verdict, views)
+        return Ticket(held, _headers(views))
+
+    def finish(self, ticket: Ticket, usage: dict[str, Any] | None, answered: bool) -> None:
+        """The request is over: tpm corrected by its usage (the estimate kept when an answer came without usage,
+        all given back when none came), slots freed. Nothing here waits: the shared part goes out with the next
+        pipeline (script_batch.py)."""
+        self._settle(ticket, usage, failed=not answered)
+
+    # --- background ----------------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """While degraded, try Redis every second; shared limits again as soon as it answers."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), _PROBE_SECONDS)
+            if self._degraded and self._redis is not None:
+                try:
+                    async with asyncio.timeout(max(self.settings().redis_timeout_seconds, 0.5)):
+                        await self._redis.ping()
+                except _REDIS_ERRORS:
+                    continue
+                self._set_degraded(False, None)
+
+    async def close(self) -> None:
+        if self._batch is not None:
+            await self._batch.close()
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    # --- internals -----------------------------------------------------------------------------------------
+
+    async def _admit_all(self, held: list[_Held], limits: list[Limits], settings: LimitsSettings) -> list[Verdict]:
+        ttl_ms = int(settings.slot_ttl_seconds * 1000)
+        batch = self._batch
+        if batch is not None and held[0].shared:
+            # One script for the key and its team together (one hash tag): both taken, or neither.
+            command = batch.encode(
+                "admit",
+                tuple(k for h in held for k in h.keys),
+                tuple(
+                    f"{_limit(lim.rpm)} {_limit(lim.tpm)} {_limit(lim.max_parallel)} {ttl_ms} {PERIOD_MS}"
+                    for lim in limits
+                ),
+                (str(held[0].tokens or held[-1].tokens), held[0].slot or held[-1].slot),
+            )
+            late = functools.partial(self._give_back_late, held)
+            try:
+                # Past the timeout (or cancelled with its request) the reply goes to `late`.
+                (reply,) = await batch.send([command], late, settings.redis_timeout_seconds)
+                return [Verdict.of_script(part) for part in _checked(reply).split(b";")]
+            except _REDIS_ERRORS as exc:
+                self._set_degraded(True, exc)
+                for h in held:
+                    h.shared = False
+        n = settings.replicas
+        return [
+            self.local.admit(
+                h.scope,
+                h.ident,
+                share(_limit(lim.rpm), n),
+                share(_limit(lim.tpm), n),
+                share(_limit(lim.max_parallel), n),
+                h.tokens,
+                h.slot,
+                ttl_ms,
+                PERIOD_MS,
+            )
+            for h, lim in zip(held, limits, strict=True)
+        ]
+
+    def _give_back_late(self, held: list[_Held], replies: list[Any]) -> None:
+        """A reply that came after its request stopped waiting (and went local): what it took is given back."""
+        (reply,) = replies
+        if isinstance(reply, Exception) or reply[:1] != b"1":  # refused: nothing was taken
+            return
+        self._settle(Ticket([dataclasses.replace(h, shared=True) for h in held]), None, failed=True)
+
+    def _settle(self, ticket: Ticket, usage: dict[str, Any] | None, failed: bool) -> None:
+        held, ticket.held = ticket.held, []
+        if not held:
+            return
+        prompt, completion = tokens_of(usage)
+        used = prompt + completion if usage else None
+        for h in held:
+            delta = -h.tokens if failed else (0 if used is None else used - h.tokens)
+            if h.tpm <= 0:
+                delta = 0
+            if not h.shared or self._batch is None:
+                self.local.settle(h.scope, h.ident, share(h.tpm, self.settings().replicas), delta, h.slot, PERIOD_MS)
+            elif delta or h.slot:
+                owed = self._owed.get((h.keys, h.tpm))
+                if owed is None:
+                    owed = self._owed[(h.keys, h.tpm)] = [0, []]
+                owed[0] += delta
+                if h.slot:
+                    owed[1].append(h.slot)
+                if not self._owed_soon:
+                    # Every request of a scope that ends in this turn of the loop: one call for all of them.
+                    self._owed_soon = True
+                    asyncio.get_running_loop().call_soon(self._send_owed)
+
+    def _send_owed(self) -> None:
+        owed, self._owed, self._owed_soon = self._owed, {}, False
+        if self._batch is None or not owed:
+            return
+        commands = []
+        for ((_, k_tpm, k_par), tpm), (delta, slots) in owed.items():
+            commands.append(self._batch.encode("settle", (k_tpm, k_par), (str(tpm), _PERIOD), ("", str(delta), *slots)))
+        self._batch.send(commands).add_done_callback(self._settled)
+
+    def _settled(self, future: asyncio.Future[list[Any]]) -> None:
+        # A lost settle costs a slot until its TTL and leaves the estimate in place of the usage.
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is None:
+            exc = next((r for r in future.result() if isinstance(r, Exception)), None)
+        if exc is not None:
+            self._set_degraded(True, exc)
+
+    def _set_degraded(self, degraded: bool, exc: BaseException | None) -> None:
+        if degraded == self._degraded:
+            return
+        self._degraded = degraded
+        self.metrics.degraded_mode.labels("redis").set(1 if degraded else 0)
+        if degraded:
+            log.error(
+                "Redis unreachable: rate limits enforced per replica (each limit divided by routeiq.limits.replicas)",
+                extra={
+                    "event": "degraded_mode",
+                    "service": "redis",
+                    "degraded": True,
+                    "replicas": self.settings().replicas,
+                    "reason": f"{type(exc).__name__}: {exc}"[:300],
+                },
+            )
+        else:
+            log.info(
+                "Redis reachable again: rate limits shared across replicas",
+                extra={"event": "degraded_mode", "service": "redis", "degraded": False},
+            )
+
+
+def _refusal(
+    scope: str, ident: str, limits: Limits, verdict: Verdict, views: list[tuple[Limits, Verdict]]
+) -> GatewayError:
+    who = "key" if scope == "k" else f"team {ident}"
+    what = {"rpm": "requests per minute", "tpm": "tokens per minute", "parallel": "parallel requests"}[
+        verdict.denied_by
+    ]
+    limit = {"rpm": limits.rpm, "tpm": limits.tpm, "parallel": limits.max_parallel}[verdict.denied_by]
+    retry = max(1, -(-verdict.retry_ms // 1000))
+    headers = [(b"retry-after", str(retry).encode()), *_headers([*views, (limits, verdict)])]
+    return GatewayError(
+        429,
+        f"Rate limit reached for this {who}: {what} limit {limit}. Retry after {retry} s.",
+        code="rate_limit_exceeded",
+        headers=tuple(headers),
+    )
+
+
+_KINDS = (
+    (b"x-ratelimit-limit-requests", b"x-ratelimit-remaining-requests", b"x-ratelimit-reset-requests"),
+    (b"x-ratelimit-limit-tokens", b"x-ratelimit-remaining-tokens", b"x-ratelimit-reset-tokens"),
+)
+
+
+def _headers(views: list[tuple[Limits, Verdict]]) -> list[tuple[bytes, bytes]]:
+    """OpenAI's x-ratelimit-* for requests and tokens: of the tightest scope (fewest remaining) that has the limit."""
+    requests: tuple[int, int, int] | None = None
+    tokens: tuple[int, int, int] | None = None
+    for limits, v in views:
+        if limits.rpm is not None and (requests is None or v.rpm_remaining < requests[0]):
+            requests = (v.rpm_remaining, limits.rpm, v.rpm_reset_ms)
+        if limits.tpm is not None and (tokens is None or v.tpm_remaining < tokens[0]):
+            tokens = (v.tpm_remaining, limits.tpm, v.tpm_reset_ms)
+    out: list[tuple[bytes, bytes]] = []
+    for names, best in zip(_KINDS, (requests, tokens), strict=True):
+        if best is not None:
+            remaining, limit, reset_ms = best
+            out += (
+                (names[0], b"%d" % limit),
+                (names[1], b"%d" % max(0, remaining)),
+                (names[2], _duration(reset_ms)),
+            )
+    return out
+
+
+def _duration(ms: int) -> bytes:
+    """OpenAI's reset format: "1s", "6m0s", "120ms"."""
+    if ms < 1000:
+        return f"{max(0, ms)}ms".encode()
+    minutes, seconds = divmod(ms / 1000, 60)
+    if minutes:
+        return f"{int(minutes)}m{seconds:.0f}s".encode()
+    return f"{seconds:.3g}s".encode()
