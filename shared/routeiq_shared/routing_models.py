@@ -651,10 +651,27 @@ PROMPT_FEATURES = (
 )  # fmt: skip
 
 
+_NOT = re.compile(r"\bNOT\b")
+_LEAST = re.compile(r"\bLEAST\b")
+_ROMAN = re.compile(r"\bI\.|\bII\b")
+_TRUE_FALSE = re.compile(r"\b(True, True|True, False)\b")
+_NEGATION_WORDS = ("not", "never", "least", "false", "incorrect")
+_CODE_MARKS = ("def ", "{", "};", "print(", "return ", "#include")  # _CODE's alternatives, all literals
+
+
+@functools.cache
+def _digits_removed() -> dict[int, None]:
+    """str.translate table deleting every character str.isdigit() accepts (Unicode digits included)."""
+    return {c: None for c in range(0x110000) if chr(c).isdigit()}
+
+
 def prompt_features(text: str) -> np.ndarray:
     """Hand-made difficulty cues of a multiple-choice prompt (what TF-IDF sees only weakly): the stem's and the
     options' lengths, numbers and formulae, negations (EXCEPT, NOT, LEAST), "Statement 1 |" pairs, option overlap,
-    code, units. One row of len(PROMPT_FEATURES) floats; a prompt without options just has zeros there."""
+    code, units. One row of len(PROMPT_FEATURES) floats; a prompt without options just has zeros there.
+    Each regex scan over the whole text is skipped where a substring test shows it cannot match (a regex led by
+    \b gets no literal-prefix search from `re`): the same values as scanning, at a third of the cost on long
+    prompts (tests/unit/test_scoring_fast_path.py checks them against the plain scans on every MMLU prompt)."""
     body = text.rsplit("Answer:", 1)[0]
     options = _OPTION.findall(body)
     first = _OPTION.search(body)
@@ -667,6 +684,8 @@ def prompt_features(text: str) -> np.ndarray:
         overlap = len(set.intersection(*option_words)) / max(1, len(set.union(*option_words)))
     lower_body, lower_stem = body.lower(), stem.lower()
     words = _LETTERS.findall(stem)
+    stem_digits = len(stem) - len(stem.translate(_digits_removed()))
+    body_has_digit = stem_digits > 0 or len(body.translate(_digits_removed())) < len(body)
     row = (
         np.log1p(len(stem)),
         np.log1p(len(body)),
@@ -676,26 +695,26 @@ def prompt_features(text: str) -> np.ndarray:
         len(options),
         numeric / max(1, len(options)),
         overlap,
-        np.log1p(len(_NUMBER.findall(stem))),
-        sum(map(str.isdigit, stem)) / max(1, len(stem)),
+        np.log1p(len(_NUMBER.findall(stem)) if stem_digits else 0),
+        stem_digits / max(1, len(stem)),
         sum(stem.count(c) for c in "=+^*/") / max(1, len(stem)) * 100.0,
         "Statement 1 |" in body,
         "EXCEPT" in stem,
-        re.search(r"\bNOT\b", stem) is not None,
-        re.search(r"\bLEAST\b", stem) is not None,
-        _NEGATION.search(lower_stem) is not None,
+        "NOT" in stem and _NOT.search(stem) is not None,
+        "LEAST" in stem and _LEAST.search(stem) is not None,
+        any(w in lower_stem for w in _NEGATION_WORDS) and _NEGATION.search(lower_stem) is not None,
         "Scenario 1" in body,
-        re.search(r"\bI\.|\bII\b", body) is not None,
+        ("I." in body or "II" in body) and _ROMAN.search(body) is not None,
         "all of the above" in lower_body,
         "none of the above" in lower_body,
         "which of the following" in lower_stem,
         "?" in stem,
-        _CODE.search(body) is not None,
-        _UNIT.search(body) is not None,
+        any(mark in body for mark in _CODE_MARKS),
+        body_has_digit and _UNIT.search(body) is not None,
         stem.count("\n"),
         np.log1p(len(words)),
         sum(1 for w in words if len(w) >= 10) / max(1, len(words)),
-        re.search(r"\b(True, True|True, False)\b", body) is not None,
+        "True, " in body and _TRUE_FALSE.search(body) is not None,
     )
     return np.asarray(row, dtype=np.float64)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import re
 from typing import Any
 
 import numpy as np
@@ -125,6 +126,53 @@ def ref_proba(head: rm.LinearHead, x: Any) -> np.ndarray:
     return e / np.maximum(e.sum(axis=1, keepdims=True), 1e-300)
 
 
+def ref_prompt_features(text: str) -> np.ndarray:
+    """The cues as first written: every regex scans the whole text."""
+    body = text.rsplit("Answer:", 1)[0]
+    options = rm._OPTION.findall(body)
+    first = rm._OPTION.search(body)
+    stem = body[: first.start()] if first else body
+    lengths = np.array([len(o[1]) for o in options], dtype=np.float64) if options else np.zeros(1)
+    numeric = sum(1 for o in options if rm._NUMBER.fullmatch(o[1].strip().rstrip("%").replace("$", "")) is not None)
+    option_words = [{w.lower() for w in rm._LETTERS.findall(o[1])} for o in options]
+    overlap = 0.0
+    if len(option_words) >= 2:
+        overlap = len(set.intersection(*option_words)) / max(1, len(set.union(*option_words)))
+    lower_body, lower_stem = body.lower(), stem.lower()
+    words = rm._LETTERS.findall(stem)
+    row = (
+        np.log1p(len(stem)),
+        np.log1p(len(body)),
+        np.log1p(lengths.mean()),
+        lengths.std() / (lengths.mean() + 1.0),
+        np.log1p(lengths.max()),
+        len(options),
+        numeric / max(1, len(options)),
+        overlap,
+        np.log1p(len(rm._NUMBER.findall(stem))),
+        sum(map(str.isdigit, stem)) / max(1, len(stem)),
+        sum(stem.count(c) for c in "=+^*/") / max(1, len(stem)) * 100.0,
+        "Statement 1 |" in body,
+        "EXCEPT" in stem,
+        re.search(r"\bNOT\b", stem) is not None,
+        re.search(r"\bLEAST\b", stem) is not None,
+        rm._NEGATION.search(lower_stem) is not None,
+        "Scenario 1" in body,
+        re.search(r"\bI\.|\bII\b", body) is not None,
+        "all of the above" in lower_body,
+        "none of the above" in lower_body,
+        "which of the following" in lower_stem,
+        "?" in stem,
+        rm._CODE.search(body) is not None,
+        rm._UNIT.search(body) is not None,
+        stem.count("\n"),
+        np.log1p(len(words)),
+        sum(1 for w in words if len(w) >= 10) / max(1, len(words)),
+        re.search(r"\b(True, True|True, False)\b", body) is not None,
+    )
+    return np.asarray(row, dtype=np.float64)
+
+
 def ref_score(scorer: Any, texts: list[str]) -> np.ndarray:
     if isinstance(scorer, rm.RandomScorer):
         return scorer.score(texts)
@@ -207,3 +255,11 @@ def test_every_kind_scores_as_the_reference(kind: str, data: tuple[TrainingSet, 
     assert expected.shape == (len(texts),) and np.all((expected >= 0) & (expected <= 1))
     assert np.max(np.abs(one_by_one - expected)) <= TOLERANCE
     assert np.max(np.abs(batched - expected)) <= TOLERANCE
+
+
+def test_prompt_cues_match_the_plain_scans(data: tuple[TrainingSet, list[str]]) -> None:
+    # Unicode digits (str.isdigit but not all of them \d), each guarded regex's literal with and without a match
+    odd = ["x \u00b2 \u00b3 \u0663 5 NOT I. II True, True def { 3kg", "Which is NOT\nA. 1\nB. 2\nAnswer:"]
+    odd += ["LEAST \u00b9", "NOTE: LEASTWAYS II. True, Truer", "incorrectly 3 kgs {x}"]
+    for text in [r["prompt"] for r in _rows()] + ODD_TEXTS + odd:
+        assert np.array_equal(rm.prompt_features(text), ref_prompt_features(text)), text[:60]
