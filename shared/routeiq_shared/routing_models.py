@@ -665,6 +665,13 @@ def _digits_removed() -> dict[int, None]:
     return {c: None for c in range(0x110000) if chr(c).isdigit()}
 
 
+def windowed(texts: list[str], window: int | None) -> list[str]:
+    """Each text cut to its last `window` characters (None: as it is)."""
+    if window is None:
+        return texts
+    return [t[-window:] if len(t) > window else t for t in texts]
+
+
 def prompt_features(text: str) -> np.ndarray:
     """Hand-made difficulty cues of a multiple-choice prompt (what TF-IDF sees only weakly): the stem's and the
     options' lengths, numbers and formulae, negations (EXCEPT, NOT, LEAST), "Statement 1 |" pairs, option overlap,
@@ -797,8 +804,13 @@ class BoostedGainScorer:
     features: Any  # HashedTfidf
     heads: StackHeads
     trees: BoostedTrees  # models: weak wrong, strong right | weak wrong, strong wrong | weak right
+    # Only the last `window` characters of a prompt are read (its question and options; a long prompt's start
+    # is mostly a passage): the decision's cost is bounded whatever the prompt's length. None: the whole prompt
+    # (artifacts written before the field have no window).
+    window: int | None = None
 
     def dense(self, texts: list[str]) -> np.ndarray:
+        texts = windowed(texts, self.window)
         hand = np.vstack([prompt_features(t) for t in texts]) if texts else np.zeros((0, len(PROMPT_FEATURES)))
         if isinstance(self.features, HashedTfidf):
             heads = self.heads.row_of_product(self.features.dot(texts, self.heads.weights))

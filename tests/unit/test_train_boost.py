@@ -7,6 +7,7 @@ import numpy as np
 from harness.train_data import make_rows, training_set
 from routeiq_shared.routing_models import PROMPT_FEATURES, BoostedGainScorer, LinearHead, prompt_features
 from routeiq_train.routers import (
+    BOOST_WINDOW,
     TREE_PARAMS,
     TrainingSet,
     _flatten_trees,
@@ -84,3 +85,19 @@ def test_boost_fits_one_subject_and_missing_gain_classes() -> None:
     scores = scorer.score(data.texts[:30])
     assert scores.shape == (30,) and np.all((scores >= 0) & (scores <= 1))
     assert scorer.score([]).shape == (0,)
+
+
+def test_boost_reads_only_the_last_window_of_a_prompt() -> None:
+    data = training_set(make_rows(200, seed=5))
+    scorer = fit_boost(data, 0)
+    assert scorer.window == BOOST_WINDOW
+    tail = data.texts[0] * (BOOST_WINDOW // max(1, len(data.texts[0])) + 2)
+    long = "An unrelated passage about another subject entirely. " * 100 + tail
+    assert len(long) > BOOST_WINDOW and len(tail) > BOOST_WINDOW
+    # what lies before the window changes nothing; what lies inside it does
+    assert scorer.score([long])[0] == scorer.score([tail])[0] == scorer.score([tail[-BOOST_WINDOW:]])[0]
+    assert np.array_equal(scorer.dense([long]), scorer.dense([tail[-BOOST_WINDOW:]]))
+    assert not np.array_equal(scorer.dense([long[:-1]]), scorer.dense([tail[-BOOST_WINDOW:]]))
+    # an artifact written before the field reads the whole prompt
+    whole = BoostedGainScorer(scorer.features, scorer.heads, scorer.trees)
+    assert whole.window is None and not np.array_equal(whole.dense([long]), whole.dense([tail[-BOOST_WINDOW:]]))
