@@ -203,7 +203,9 @@ def ref_score(scorer: Any, texts: list[str]) -> np.ndarray:
         item = rm.expected_gain(ref_proba(scorer.item_classifier, x), scorer.item_classifier.classes_)
         return rm.gain_to_unit((1.0 - scorer.item_weight) * prior + scorer.item_weight * item)
     if isinstance(scorer, rm.BoostedGainScorer):
-        # the trees are checked against scikit-learn in test_train_boost.py; here, the features feeding them
+        # the trees are checked against scikit-learn in test_train_boost.py; here, the features feeding them,
+        # read from each prompt's last `window` characters (test_train_boost.py checks the window itself)
+        texts = rm.windowed(texts, scorer.window)
         hand = np.vstack([rm.prompt_features(t) for t in texts])
         p = scorer.trees.predict_proba(np.hstack((scorer.heads.row(ref_tfidf(scorer.features, texts)), hand)))
         return rm.gain_to_unit(p[:, 0] * p[:, 1] - (1.0 - p[:, 0]) * p[:, 2])
