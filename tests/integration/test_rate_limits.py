@@ -1,6 +1,6 @@
 """Virtual keys' limits end to end: real gateway processes sharing a real redis-server and a real PostgreSQL.
 
-rpm across two replicas, tpm reserved and corrected by the upstream's usage, max_parallel with a slow upstream, a
+rpm across two replicas (exactly the limit in a burst, and within 5% of it sustained), tpm reserved and corrected by the upstream's usage, max_parallel with a slow upstream, a
 stream's slot held to its end, a client that goes away, team limits, budgets and their reset, and Redis stopped
 and started again under load."""
 
@@ -325,3 +325,50 @@ def test_limits_refused_when_invalid(
     # Without REDIS_URL limits still hold, in this process.
     key = new_key(gw, rpm_limit=2)
     assert [call(gw, key).status_code for _ in range(3)] == [200, 200, 429]
+
+
+def test_sustained_rate_of_one_key_on_two_replicas_is_its_rpm(
+    start_gateway: StartGateway,
+    fresh_upstream: FakeUpstream,
+    fresh_database: str,
+    fresh_redis: RedisServer,
+    tmp_path: Path,
+) -> None:
+    """Combined throughput for one key, driven well past its limit through both replicas, stays within 5% of its
+    rpm once the burst GCRA allows at first is spent."""
+    url = upgraded(fresh_database)
+    a = start(start_gateway, fresh_upstream, url, tmp_path / "a", fresh_redis.url)
+    b = start(start_gateway, fresh_upstream, url, tmp_path / "b", fresh_redis.url)
+    limit = 1200  # 20 a second
+    key = new_key(a, rpm_limit=limit)
+    stop = threading.Event()
+    passed: list[float] = []  # when each success came back
+    refused = threading.Event()  # the burst is spent
+
+    def drive(gw: GatewayHandle) -> None:
+        with httpx.Client(trust_env=False, timeout=10) as client:
+            while not stop.is_set():
+                resp = client.post(
+                    gw.url("/v1/chat/completions"),
+                    headers={"Authorization": f"Bearer {key}"},
+                    json={"model": "fast", "messages": MESSAGES},
+                )
+                if resp.status_code == 200:
+                    passed.append(time.monotonic())
+                else:
+                    assert resp.status_code == 429, resp.text
+                    refused.set()
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        drivers = [pool.submit(drive, gw) for gw in (a, b, a, b, a, b, a, b)]
+        assert refused.wait(60), "the burst was never spent"
+        time.sleep(1.0)  # past the first refusals
+        start_at = time.monotonic()
+        time.sleep(10.0)
+        end_at = time.monotonic()
+        stop.set()
+        for d in drivers:
+            d.result()
+    in_window = sum(1 for t in passed if start_at <= t < end_at)
+    per_minute = in_window / (end_at - start_at) * 60
+    assert abs(per_minute - limit) <= 0.05 * limit, (in_window, per_minute)

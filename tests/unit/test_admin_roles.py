@@ -1,16 +1,26 @@
 """The admin port's auth matrix: every route by {no credentials, bad key, viewer, editor, admin, break-glass key}
-→ 401 / 403 / served. Handlers are replaced by one that answers 204, so what is tested is who gets through."""
+→ 401 / 403 / served; and again with real OIDC tokens (the verifier reading the issuer's keys from a JWKS file):
+viewer/editor/admin by their group claim, expired, wrong audience, wrong issuer, bad signature, `alg: none`, HS256
+keyed with the public key. Handlers are replaced by one that answers 204, so what is tested is who gets through."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
+import time
 from typing import Any
 
+import jwt
 import orjson
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from routeiq_gateway.admin.app import AdminApp
 from routeiq_gateway.admin.audit_endpoints import AuditEndpoints
 from routeiq_gateway.admin.endpoints import AdminEndpoints
+from routeiq_gateway.admin.oidc import OidcAuthenticator
 from routeiq_gateway.admin.principals import AdminAuth, Principal, at_least
 from routeiq_gateway.admin.tenancy_endpoints import TenancyEndpoints
 from routeiq_gateway.admin.ui import AdminUI
@@ -18,7 +28,7 @@ from routeiq_gateway.admin.ui_session import Sessions
 from routeiq_gateway.admission.auth import auth_headers, presented_key
 from routeiq_gateway.http.asgi import Scope
 from routeiq_gateway.http.errors import GatewayError
-from routeiq_shared.config_schema import AdminRole
+from routeiq_shared.config_schema import AdminRole, OidcSettings
 
 BREAK_GLASS = b"sk-break-glass"
 TOKENS: dict[bytes, AdminRole] = {b"viewer-token": "viewer", b"editor-token": "editor", b"admin-token": "admin"}
@@ -145,3 +155,70 @@ def test_unknown_route_and_method() -> None:
     assert call(app(), "GET", "/v1/admin/nothing", BREAK_GLASS)[0] == 404
     assert call(app(), "PUT", "/v1/admin/keys/k1", BREAK_GLASS)[0] == 405
     assert call(app(), "GET", "/admin/reload", BREAK_GLASS)[0] == 405
+
+
+# --- the same matrix with real OIDC tokens: the issuer's keys from a JWKS file, every bad token of the issue ----
+
+ISSUER = "https://issuer.example"
+AUDIENCE = "routeiq-admin"
+
+
+@pytest.fixture(scope="module")
+def oidc(tmp_path_factory: pytest.TempPathFactory) -> tuple[AdminApp, dict[str, bytes]]:
+    """The admin app with the real OIDC authenticator, and a token for each case of the matrix."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = orjson.loads(jwt.get_algorithm_by_name("RS256").to_jwk(key.public_key()))
+    jwks = tmp_path_factory.mktemp("jwks") / "jwks.json"
+    jwks.write_bytes(orjson.dumps({"keys": [{**public, "kid": "k1", "alg": "RS256", "use": "sig"}]}))
+    settings = OidcSettings(
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        jwks_file=str(jwks),
+        role_claim="groups",
+        role_map={"ops-viewers": "viewer", "ops-editors": "editor", "ops-admins": "admin"},
+    )
+    now = int(time.time())
+
+    def claims(group: str, **over: Any) -> dict[str, Any]:
+        return {"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "iat": now, "exp": now + 300, "groups": [group], **over}
+
+    def signed(body: dict[str, Any], signer: Any = key, alg: str = "RS256") -> bytes:
+        return jwt.encode(body, signer, algorithm=alg, headers={"kid": "k1"}).encode()
+
+    unsigned = b".".join(
+        base64.urlsafe_b64encode(orjson.dumps(part)).rstrip(b"=")
+        for part in ({"alg": "none", "typ": "JWT", "kid": "k1"}, claims("ops-admins"))
+    )
+    pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    head = base64.urlsafe_b64encode(orjson.dumps({"alg": "HS256", "typ": "JWT", "kid": "k1"})).rstrip(b"=")
+    body = base64.urlsafe_b64encode(orjson.dumps(claims("ops-admins"))).rstrip(b"=")
+    hs = hmac.new(pem, head + b"." + body, hashlib.sha256)  # the classic confusion: HS256 keyed with the public key
+    hs256 = head + b"." + body + b"." + base64.urlsafe_b64encode(hs.digest()).rstrip(b"=")
+    tokens = {
+        "viewer": signed(claims("ops-viewers")),
+        "editor": signed(claims("ops-editors")),
+        "admin": signed(claims("ops-admins")),
+        "expired": signed(claims("ops-admins", iat=now - 7200, exp=now - 3600)),
+        "wrong audience": signed(claims("ops-admins", aud="someone-else")),
+        "wrong issuer": signed(claims("ops-admins", iss="https://evil.example")),
+        "bad signature": signed(claims("ops-admins"), signer=stranger),
+        "alg none": unsigned + b".",
+        "hs256 with the public key": hs256,
+    }
+    return app(extra=(OidcAuthenticator(lambda: settings),)), tokens
+
+
+@pytest.mark.parametrize(("method", "path", "needs"), ROUTES)
+def test_auth_matrix_with_oidc_tokens(
+    method: str, path: str, needs: AdminRole, oidc: tuple[AdminApp, dict[str, bytes]]
+) -> None:
+    a, tokens = oidc
+    unauthenticated = 303 if method == "GET" and path.startswith("/ui") else 401
+    expected = {case: unauthenticated for case in tokens}
+    expected |= {role: 204 if at_least(role, needs) else 403 for role in ("viewer", "editor", "admin")}  # type: ignore[arg-type]
+    expected["break-glass"] = 204
+    expected["none"] = unauthenticated
+    creds = {**tokens, "break-glass": BREAK_GLASS}
+    got = {case: call(a, method, path, creds.get(case))[0] for case in expected}
+    assert got == expected
