@@ -1,8 +1,8 @@
 """Virtual keys' limits end to end: real gateway processes sharing a real redis-server and a real PostgreSQL.
 
-rpm across two replicas (exactly the limit in a burst, and within 5% of it sustained), tpm reserved and corrected by the upstream's usage, max_parallel with a slow upstream, a
-stream's slot held to its end, a client that goes away, team limits, budgets and their reset, and Redis stopped
-and started again under load."""
+rpm across two replicas (exactly the limit in a burst, within 5% of it sustained), tpm reserved and corrected by
+the upstream's usage, max_parallel with a slow upstream, a stream's slot held to its end, a client that goes away,
+team limits, budgets and their reset, and Redis stopped and started again under load."""
 
 from __future__ import annotations
 
