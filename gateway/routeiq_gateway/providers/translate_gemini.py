@@ -32,6 +32,7 @@ from routeiq_gateway.providers.translate_litellm import (
     model_response_json,
     optional_params,
     raw_response,
+    request_shape,
 )
 from routeiq_gateway.routing.deployments import Deployment
 
@@ -65,17 +66,7 @@ class GeminiTranslation:
         chat = plain_chat(messages) if fast.FAST_PARAMS.issuperset(params) else None
         if chat is None:
             return self._prepare(dep, messages, params, stream, extra_headers, drop_params)
-        # Everything LiteLLM's request depends on but the copied values: the judged heads hold the deployment's
-        # key and headers, so a reload that changes them (same deployment id) is judged anew.
-        shape = (
-            dep.id,
-            dep.api_key,
-            tuple(extra_headers.items()),
-            drop_params,
-            frozenset(params),
-            len(chat.system),
-            stream,
-        )
+        shape = request_shape(dep, extra_headers, drop_params, params, len(chat.system), stream)
         data = fast.request_body(chat, params)
         return self.judge.request(
             shape, data, messages, lambda: self._prepare(dep, messages, params, stream, extra_headers, drop_params)

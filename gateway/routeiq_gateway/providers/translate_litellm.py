@@ -27,6 +27,8 @@ from typing import Any
 
 import orjson
 
+from routeiq_gateway.routing.deployments import Deployment
+
 
 class NoLogging:
     """What transform_response logs into (`post_call`): nothing; our own logs and spans tell the story. Some
@@ -107,6 +109,20 @@ def same_answer(litellm: dict[str, Any], mine: dict[str, Any]) -> bool:
     """Equal but for what differs between any two calls (the generated id, the clock)."""
     ignore = ("id", "created")
     return {k: v for k, v in litellm.items() if k not in ignore} == {k: v for k, v in mine.items() if k not in ignore}
+
+
+def request_shape(
+    dep: Deployment,
+    extra_headers: dict[str, str],
+    drop_params: bool | None,
+    params: dict[str, Any],
+    systems: int,
+    stream: bool,
+) -> tuple[Any, ...]:
+    """A request's shape for Judge.request: everything LiteLLM's request depends on but the values the own mapping
+    copies. The judged heads hold the deployment's key and headers, so a reload that changes them (same
+    deployment id) is judged anew."""
+    return (dep.id, dep.api_key, tuple(extra_headers.items()), drop_params, frozenset(params), systems, stream)
 
 
 class Judge:
