@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import itertools
 import os
 import re
@@ -149,33 +150,30 @@ def _csr_matvecs() -> Any:
     return csr_matvecs
 
 
-def _numba_cache() -> None:
-    """Where numba keeps compiled code between processes (NUMBA_CACHE_DIR, by default a folder of the temp dir:
-    the package's own folder is read-only in the images), so a machine compiles a kernel once, not every start.
-    Set before numba is first imported, which is only ever on first use of a kernel: it takes ~0.3 s."""
+@functools.cache
+def _kernel(module: str, name: str) -> Any:
+    """A compiled kernel (routeiq_shared.<module>.<name>), or None where numba is not installed: then the numpy
+    formulation computes the same numbers, ~3x slower. Imported on first use, not with this module (numba takes
+    ~0.3 s to import). Its machine code is cached on disk (NUMBA_CACHE_DIR, by default a folder of the temp dir:
+    the package's own folder is read-only in the images), so a machine compiles a kernel once, not every start."""
     os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(tempfile.gettempdir(), "routeiq-numba-cache"))
+    try:
+        return getattr(importlib.import_module(f"routeiq_shared.{module}"), name)
+    except ImportError:
+        return None
 
 
-@functools.cache
+# One name per kernel, looked up at each use, so the tests can take a kernel away and check the numpy path.
 def _compiled_rows() -> Any:
-    """ngram_kernel.tfidf_rows, or None where numba is not installed (then numpy does the same, ~3x slower)."""
-    _numba_cache()
-    try:
-        from routeiq_shared.ngram_kernel import tfidf_rows
-    except ImportError:
-        return None
-    return tfidf_rows
+    return _kernel("ngram_kernel", "tfidf_rows")
 
 
-@functools.cache
 def _compiled_dot() -> Any:
-    """ngram_kernel.tfidf_dot, or None where numba is not installed (then rows, then scipy's CSR kernel)."""
-    _numba_cache()
-    try:
-        from routeiq_shared.ngram_kernel import tfidf_dot
-    except ImportError:
-        return None
-    return tfidf_dot
+    return _kernel("ngram_kernel", "tfidf_dot")
+
+
+def _compiled_walk() -> Any:
+    return _kernel("tree_kernel", "leaf_values")
 
 
 def _packed(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -184,17 +182,6 @@ def _packed(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     offsets = np.zeros(len(texts) + 1, dtype=np.int64)
     np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)), out=offsets[1:])
     return np.frombuffer(b"".join(encoded), dtype=np.uint8), offsets
-
-
-@functools.cache
-def _compiled_walk() -> Any:
-    """tree_kernel.leaf_values, or None where numba is not installed (then BoostedTrees walks with numpy)."""
-    _numba_cache()
-    try:
-        from routeiq_shared.tree_kernel import leaf_values
-    except ImportError:
-        return None
-    return leaf_values
 
 
 BATCH_CHUNK = 256  # texts hashed in one pass: bounds the temporary arrays (~50 bytes per prompt byte)
@@ -315,8 +302,8 @@ class HashedTfidf:
     def rows(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The CSR arrays (indptr, indices, data) of transform(texts), without the matrix. Several texts are
         hashed together (_batch_rows), in chunks, so numpy's per-call overhead is paid once per chunk."""
-        split = self._word_start()
-        if split is None or not self._ordered() or self.buckets & (self.buckets - 1) != 0:
+        split = self._fast_split()
+        if split is None:
             return self._rows_one_by_one(texts)
         compiled = _compiled_rows()
         if compiled is not None and texts:
@@ -354,8 +341,8 @@ class HashedTfidf:
         """transform(texts) @ dense, the same float32 numbers, computed without building the sparse matrix (and,
         compiled, without the CSR arrays either: the weights' rows are read as each n-gram's value is known)."""
         compiled = _compiled_dot() if texts and dense.dtype == np.float32 and dense.ndim == 2 else None
-        split = self._word_start()
-        if compiled is None or split is None or not self._ordered() or self.buckets & (self.buckets - 1) != 0:
+        split = self._fast_split()
+        if compiled is None or split is None:
             return _csr_dot(*self.rows(texts), dense)
         raw, offsets = _packed(texts)
         bits, base = self._column_index()
@@ -378,6 +365,14 @@ class HashedTfidf:
             if norm > 0:
                 vals[block] /= norm * np.sqrt(2.0)
         return uniq.astype(np.int32), vals
+
+    def _fast_split(self) -> int | None:
+        """The first word column when the batch and compiled paths apply (columns numbered in bucket order, word
+        columns after character ones, a power-of-two bucket count), else None: one text at a time."""
+        split = self._word_start()
+        if split is None or not self._ordered() or self.buckets & (self.buckets - 1) != 0:
+            return None
+        return split
 
     def _word_start(self) -> int | None:
         """The first word column when every word column follows every character one (as fit writes them), else
