@@ -195,6 +195,13 @@ class LimitsSettings(_Strict):
     slot_ttl_seconds: float = Field(
         default=900.0, gt=0, description="a max_parallel slot a crashed replica left behind expires after this"
     )
+    lease_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="a busy key or team far from its limits takes allowance from Redis in chunks, held at most this "
+        "long (gateway admission/leases.py); 0: every request asks Redis",
+    )
 
 
 class ServerSettings(_Strict):
