@@ -214,3 +214,61 @@ def _everything_the_gateway_says(gw: GatewayHandle, root: Path) -> str:
         if path.is_file():
             texts.append(path.read_bytes().decode("utf-8", "replace"))
     return "\n".join(texts)
+
+
+# Each provider path sends the key its own way, and the translated and LiteLLM paths keep per-deployment caches.
+PATHS = {
+    # group: (litellm model, api_base attribute of FakeUpstream, upstream path, header the key travels in)
+    "native": ("openai/fake-native", "base_url", CHAT_PATH, "authorization"),
+    "translated": ("anthropic/claude-3-haiku-20240307", "root_url", "/v1/messages", "x-api-key"),
+    "litellm": ("anthropic/claude-3-haiku-20240307", "root_url", "/v1/messages", "x-api-key"),
+}
+
+
+def test_every_provider_path_sends_the_key_read_at_the_last_reload(
+    start_gateway: StartGateway, fresh_upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    volume = SecretVolume(tmp_path / "secrets" / "provider-keys")
+    volume.write({f"{group}_KEY": f"{OLD_KEY}-{group}\n".encode() for group in PATHS})
+    model_list = []
+    for group, (model, base, _, _) in PATHS.items():
+        params: dict[str, Any] = {
+            "model": model,
+            "api_base": getattr(fresh_upstream, base),
+            "api_key": volume.ref(f"{group}_KEY"),
+        }
+        if group == "litellm":
+            params["num_retries"] = 0  # a setting only litellm.acompletion takes keeps it on LiteLLM
+        model_list.append({"model_name": group, "litellm_params": params})
+    config = {"model_list": model_list, "general_settings": {"master_key": MASTER_KEY}}
+    gw = start_gateway(config, env={"ROUTEIQ_SECRET_DIRS": str(tmp_path / "secrets")})
+
+    def sent_keys() -> dict[str, str]:
+        fresh_upstream.clear_requests()
+        with gw.openai_client(MASTER_KEY) as client:
+            for group in PATHS:
+                raw = client.chat.completions.with_raw_response.create(
+                    model=group, messages=[{"role": "user", "content": group}]
+                )
+                assert raw.headers["x-routeiq-provider-path"] == group
+                stream = client.chat.completions.create(
+                    model=group, messages=[{"role": "user", "content": group}], stream=True
+                )
+                assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        seen: dict[str, set[str]] = {}
+        for group, (_, _, path, header) in PATHS.items():
+            for request in fresh_upstream.requests(path):
+                content = request["body"]["messages"][0]["content"]  # Anthropic's: a list of blocks
+                text = content if isinstance(content, str) else "".join(b.get("text", "") for b in content)
+                if text == group:
+                    seen.setdefault(group, set()).add(request["headers"][header].removeprefix("Bearer "))
+        assert all(len(keys) == 1 for keys in seen.values()), seen  # the same key streamed and not
+        return {group: keys.pop() for group, keys in seen.items()}
+
+    assert sent_keys() == {group: f"{OLD_KEY}-{group}" for group in PATHS}
+    volume.write({f"{group}_KEY": f"{NEW_KEY}-{group}\n".encode() for group in PATHS})
+    assert sent_keys() == {group: f"{OLD_KEY}-{group}" for group in PATHS}  # no reload yet: the key it read
+    mark = len(gw.json_logs())
+    gw.reload()
+    assert asyncio.run(wait_reload(gw, mark))["result"] == "success"
+    assert sent_keys() == {group: f"{NEW_KEY}-{group}" for group in PATHS}
