@@ -533,6 +533,7 @@ class LoadedConfig:
     version: str
     candidates: Mapping[str, Candidate]
     warnings: tuple[str, ...] = ()  # LiteLLM keys accepted with no effect (litellm_compat.py), one line each
+    secret_files: tuple[str, ...] = ()  # the os.file/ paths read by this load (never their content)
 
 
 def format_loc(loc: tuple[int | str, ...]) -> str:
@@ -752,4 +753,5 @@ def load_config(
     except ValidationError as exc:
         raise _validation_error(exc, "config.yaml") from None
     check_header_values(config, resolved=True)
-    return LoadedConfig(config, content_version(config_raw, candidates_raw or b""), candidates, tuple(warnings))
+    version = content_version(config_raw, candidates_raw or b"")
+    return LoadedConfig(config, version, candidates, tuple(warnings), tuple(files.read_paths))

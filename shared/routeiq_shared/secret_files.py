@@ -134,8 +134,12 @@ class SecretFiles:
     def __init__(self, environ: Mapping[str, str]) -> None:
         self._environ = environ
         self._roots: tuple[str, ...] | None = None
+        self.read_paths: list[str] = []  # what this load read, for its log line (paths only)
 
     def read(self, path: str) -> str:
         if self._roots is None:  # parsed on first use: a config without os.file/ is not failed by a bad setting
             self._roots = secret_dirs(self._environ)
-        return read_secret_file(path, self._roots)
+        value = read_secret_file(path, self._roots)
+        if path not in self.read_paths:
+            self.read_paths.append(path)
+        return value

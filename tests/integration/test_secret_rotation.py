@@ -35,7 +35,8 @@ BAD_KEY = b"sk-provider-bad-90e1\nX-Injected: d4c2a7"  # a header injection, wer
 CHAT_PATH = "/v1/chat/completions"
 KEY_PATH = "model_list[0].litellm_params.api_key"
 CONCURRENCY = 8
-PHASE_SECONDS = 1.0  # each phase of the load; the assertions count requests, never time them
+PHASE_SECONDS = 1.0  # each phase of the load lasts this long and PHASE_REQUESTS answers, whichever is later
+PHASE_REQUESTS = 40
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,17 @@ class Load:
             self._next += 1
             await self._one(f"rq-{self._next}", stream=self._next % 2 == 0)
 
+    async def phase(self) -> None:
+        """Let the load run a while: at least PHASE_SECONDS and PHASE_REQUESTS more answers (a busy machine is
+        slower, never a reason for a group of the assertions to be empty)."""
+        target = len(self.samples) + PHASE_REQUESTS
+        await asyncio.sleep(PHASE_SECONDS)
+        deadline = time.monotonic() + 60
+        while len(self.samples) < target:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the load made {len(self.samples)} of {target} answers in 60 s")
+            await asyncio.sleep(0.05)
+
     async def run(self) -> None:
         try:
             await asyncio.gather(*(self._worker() for _ in range(CONCURRENCY)))
@@ -136,23 +148,23 @@ def test_rotating_a_secret_volume_key_under_load(
         load = Load(gw)
         running = asyncio.create_task(load.run())
         marks: dict[str, float] = {}
-        await asyncio.sleep(PHASE_SECONDS)
+        await load.phase()
         # The Secret is updated: until the reload, the gateway keeps the key it read.
         await asyncio.to_thread(volume.write, {"OPENAI_API_KEY": f"{NEW_KEY}\n".encode()})
         marks["file_rotated"] = time.time()
-        await asyncio.sleep(PHASE_SECONDS)
+        await load.phase()
         mark = len(gw.json_logs())
         marks["sighup"] = time.time()
         gw.reload()
         reloaded = await wait_reload(gw, mark)
-        await asyncio.sleep(PHASE_SECONDS)
+        await load.phase()
         # A rotation to a value that cannot be a header: refused, the key before keeps serving.
         await asyncio.to_thread(volume.write, {"OPENAI_API_KEY": BAD_KEY})
         mark = len(gw.json_logs())
         gw.reload()
         refused = await wait_reload(gw, mark)
         marks["refused"] = time.time()
-        await asyncio.sleep(PHASE_SECONDS)
+        await load.phase()
         load.stop.set()
         await running
         return load, marks, reloaded, refused
@@ -162,6 +174,7 @@ def test_rotating_a_secret_volume_key_under_load(
     failed = [s for s in load.samples if not s.ok]
     assert failed == [], f"{len(failed)} of {len(load.samples)} requests failed, e.g. {failed[:3]}"
     assert reloaded["result"] == "success", reloaded
+    assert reloaded["secret_files"] == [str(volume.path("OPENAI_API_KEY"))]  # which files it re-read, no content
     reload_done = log_time(reloaded) + 0.001  # the swap precedes its log line, whose ts is cut to the millisecond
     seen = keys_seen(fresh_upstream)
     assert set(seen) == {s.rid for s in load.samples}

@@ -54,7 +54,9 @@ def _refusal(raw: bytes, env: dict[str, str]) -> ConfigError:
 
 def test_a_secret_volume_key_is_read_at_every_load_through_its_symlinks(volume: SecretVolume, tmp_path: Path) -> None:
     raw = _config(volume.ref("OPENAI_API_KEY"))
-    assert load_config(raw, None, _env(tmp_path)).config.model_list[0].litellm_params.api_key == SECRET
+    loaded = load_config(raw, None, _env(tmp_path))
+    assert loaded.config.model_list[0].litellm_params.api_key == SECRET
+    assert loaded.secret_files == (str(volume.path("OPENAI_API_KEY")),)
     volume.write({"OPENAI_API_KEY": b"sk-rotated\r\n"})  # the kubelet's swap of ..data; CRLF is one newline too
     assert load_config(raw, None, _env(tmp_path)).config.model_list[0].litellm_params.api_key == "sk-rotated"
 
