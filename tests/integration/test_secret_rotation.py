@@ -20,10 +20,14 @@ from typing import Any
 import httpx
 import openai
 import pytest
+import yaml
+from harness.config_sync_process import AwsCli, StartConfigSync
 from harness.fake_upstream_control import FakeUpstream
 from harness.gateway_process import GatewayHandle, StartGateway
+from harness.moto_s3 import MotoS3
 from harness.secret_volume import SecretVolume
 from harness.sidecar_process import parse_metrics
+from routeiq_shared.config_schema import content_version
 
 pytestmark = pytest.mark.integration
 
@@ -285,3 +289,49 @@ def test_every_provider_path_sends_the_key_read_at_the_last_reload(
     gw.reload()
     assert asyncio.run(wait_reload(gw, mark))["result"] == "success"
     assert sent_keys() == {group: f"{NEW_KEY}-{group}" for group in PATHS}
+
+
+def test_config_sync_reports_a_secret_the_gateway_refused_and_has_nothing_to_put_back(
+    start_gateway: StartGateway,
+    start_config_sync: StartConfigSync,
+    moto_s3: MotoS3,
+    s3_bucket: str,
+    fresh_upstream: FakeUpstream,
+    tmp_path: Path,
+) -> None:
+    """The files are the ones the gateway serves; only the secret behind them changed. The agent (which never
+    reads the file: its environment does not even allow the directory) says what the gateway said, leaves the
+    volume alone, and says ok again once a reload with a good file succeeds."""
+    volume = SecretVolume(tmp_path / "secrets" / "provider-keys")
+    volume.write({"OPENAI_API_KEY": f"{OLD_KEY}\n".encode()})
+    params = {"model": "openai/fake-fast", "api_base": fresh_upstream.base_url, "api_key": volume.ref("OPENAI_API_KEY")}
+    config = {
+        "model_list": [{"model_name": "fast", "litellm_params": params}],
+        "general_settings": {"master_key": MASTER_KEY},
+    }
+    raw = yaml.safe_dump(config, sort_keys=False).encode()
+    source = f"s3://{s3_bucket}/prod/"
+    AwsCli.for_moto(moto_s3, tmp_path / "aws").upload(raw, f"{source}config.yaml")
+    gw = start_gateway(raw.decode(), env={"ROUTEIQ_SECRET_DIRS": str(tmp_path / "secrets")})
+    agent = start_config_sync(source, s3_env=moto_s3.env())
+    version = content_version(raw, b"")
+    agent.wait_version(version)
+
+    volume.write({"OPENAI_API_KEY": b""})  # an empty Secret key
+    gw.reload()
+    health = agent.wait_health(lambda h: h["gateway"]["state"] == "rejected_by_gateway", timeout=15)
+    assert health["status"] == "rejected_by_gateway" and health["version"] == version
+    assert KEY_PATH in health["gateway"]["reason"] and "is empty" in health["gateway"]["reason"]
+    assert gw.config_path.read_bytes() == raw  # nothing put back: these very files are what it serves
+    with gw.openai_client(MASTER_KEY) as client:
+        assert client.chat.completions.create(model="fast", messages=[{"role": "user", "content": "x"}]).choices
+    assert fresh_upstream.requests(CHAT_PATH)[-1]["headers"]["authorization"] == f"Bearer {OLD_KEY}"
+
+    volume.write({"OPENAI_API_KEY": f"{NEW_KEY}\n".encode()})
+    gw.reload()
+    health = agent.wait_health(lambda h: h["gateway"]["state"] == "ok", timeout=15)
+    assert health["status"] == "ok" and health["gateway"]["loaded_version"] == version
+    with gw.openai_client(MASTER_KEY) as client:
+        assert client.chat.completions.create(model="fast", messages=[{"role": "user", "content": "y"}]).choices
+    assert fresh_upstream.requests(CHAT_PATH)[-1]["headers"]["authorization"] == f"Bearer {NEW_KEY}"
+    assert OLD_KEY not in agent.log_text() and NEW_KEY not in agent.log_text()
