@@ -67,6 +67,7 @@ class GatewayState:
     pre_call_checks: bool = False  # router_settings.enable_pre_call_checks (dispatch/precall.py)
     wildcards: WildcardGroups = field(default_factory=lambda: WildcardGroups(()))  # `openai/*`, `*`, …
     config_warnings: tuple[str, ...] = ()  # LiteLLM keys accepted with no effect, logged at each load
+    secret_files: tuple[str, ...] = ()  # os.file/ paths read at this load: the reload's log names them
     environment: dict[str, str] = field(default_factory=dict)  # the config's environment_variables
 
     @property
@@ -164,6 +165,7 @@ def build_state(loaded: LoadedConfig, created: int) -> GatewayState:
         wildcards=wildcards,
         pre_call_checks=cfg.router_settings.enable_pre_call_checks,
         config_warnings=loaded.warnings,
+        secret_files=loaded.secret_files,
         environment=dict(cfg.environment_variables),
     )
 

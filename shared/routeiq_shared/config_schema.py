@@ -30,9 +30,9 @@ from pydantic import (
 from .bounded_yaml import YamlBoundError, safe_load_bounded
 from .egress import EgressError, check_url_literal, parse_networks
 from .litellm_compat import adapt
+from .secret_files import SECRET_DIRS_ENV, SecretFiles
+from .secret_refs import SecretRefError, check_ref_syntax, is_secret_ref, resolve_refs
 
-ENV_PREFIX = "os.environ/"
-_ENV_REF = re.compile(r"os\.environ/[A-Za-z_][A-Za-z0-9_]*")
 # An empty key (an empty Secret) would switch auth off; a very short one is guessable.
 MIN_MASTER_KEY_LENGTH = 8
 # litellm_params keys whose values LiteLLM or the native path send as (or inside) an HTTP header.
@@ -77,14 +77,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def is_env_ref(value: object) -> bool:
-    return isinstance(value, str) and value.startswith(ENV_PREFIX)
-
-
 def _unresolved(value: object, info: ValidationInfo) -> bool:
-    """An `os.environ/` reference not resolved yet (the structural check): its value is checked once resolved."""
+    """An `os.environ/` or `os.file/` reference not resolved yet (the structural check): its value is checked once
+    resolved."""
     resolved = bool(info.context and info.context.get("resolved"))
-    return not resolved and is_env_ref(value)
+    return not resolved and is_secret_ref(value)
 
 
 class LiteLLMParams(BaseModel):
@@ -507,6 +504,14 @@ class GatewayConfig(_Strict):
     )
     routeiq: RouteIQSettings = Field(default_factory=RouteIQSettings)
 
+    @field_validator("environment_variables")
+    @classmethod
+    def _cannot_widen_secret_dirs(cls, value: dict[str, str]) -> dict[str, str]:
+        # The pod's setting, not the config's: a config from the bucket must not choose where it may read files.
+        if SECRET_DIRS_ENV in value:
+            raise _NestedError((SECRET_DIRS_ENV,), "set it in the gateway's environment (the pod spec), not here")
+        return value
+
     @field_validator("router_settings")
     @classmethod
     def _fallbacks_are_pairs(cls, value: RouterSettings) -> RouterSettings:
@@ -535,6 +540,7 @@ class LoadedConfig:
     version: str
     candidates: Mapping[str, Candidate]
     warnings: tuple[str, ...] = ()  # LiteLLM keys accepted with no effect (litellm_compat.py), one line each
+    secret_files: tuple[str, ...] = ()  # the os.file/ paths read by this load (never their content)
 
 
 def format_loc(loc: tuple[int | str, ...]) -> str:
@@ -605,7 +611,10 @@ def parse_config(raw: bytes, source: str = "config.yaml", warnings: list[str] | 
         config = GatewayConfig.model_validate(data, context={"resolved": False})
     except ValidationError as exc:
         raise _validation_error(exc, source) from None
-    check_env_ref_syntax(data, "")
+    try:
+        check_ref_syntax(data)
+    except SecretRefError as exc:
+        raise ConfigError(exc.path, exc.message, source) from None
     return config
 
 
@@ -628,41 +637,6 @@ def parse_candidates(raw: bytes, source: str = "llm_candidates.json") -> dict[st
 
 def _split_path(path: str) -> tuple[str, ...]:
     return tuple(p for p in path.replace("[", ".").replace("]", "").split(".") if p)
-
-
-def check_env_ref_syntax(value: Any, path: str) -> None:
-    """Every `os.environ/` string names a variable. What the agent can know without the pod's secrets."""
-    if is_env_ref(value):
-        if not _ENV_REF.fullmatch(value):
-            raise ConfigError(path, "an os.environ/ reference must be os.environ/NAME (letters, digits, _)")
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            check_env_ref_syntax(v, f"{path}.{k}" if path else str(k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            check_env_ref_syntax(v, f"{path}[{i}]")
-
-
-def _strip_one_newline(value: str) -> str:
-    # A file-mounted secret written with `echo` ends in one newline; Kubernetes users expect it to be dropped.
-    if value.endswith("\r\n"):
-        return value[:-2]
-    return value[:-1] if value.endswith("\n") else value
-
-
-def resolve_env_refs(value: Any, path: str, env: Mapping[str, str]) -> Any:
-    """Replace every `os.environ/NAME` string with its value (less one trailing newline); an unset NAME is an
-    error naming the key."""
-    if is_env_ref(value):
-        name = value[len(ENV_PREFIX) :]
-        if name not in env:
-            raise ConfigError(path, f"environment variable {name} is not set")
-        return _strip_one_newline(env[name])
-    if isinstance(value, dict):
-        return {k: resolve_env_refs(v, f"{path}.{k}" if path else k, env) for k, v in value.items()}
-    if isinstance(value, list):
-        return [resolve_env_refs(v, f"{path}[{i}]", env) for i, v in enumerate(value)]
-    return value
 
 
 def cross_check(config: GatewayConfig, candidates: Mapping[str, Candidate]) -> None:
@@ -725,7 +699,7 @@ def check_header_values(config: GatewayConfig, *, resolved: bool) -> None:
     """Refuse what cannot be sent in an HTTP header: a CR/LF would inject a header (and an upstream's error
     would echo the key back), and non-Latin-1 text cannot be encoded. The value is never echoed."""
     for path, what, value in _header_values(config):
-        if not resolved and is_env_ref(value):
+        if not resolved and is_secret_ref(value):
             continue
         bad = next((i for i, c in enumerate(value) if ord(c) < 0x20 or ord(c) == 0x7F), None)
         if bad is not None:
@@ -753,7 +727,8 @@ def _check(
 
 def check_config(config_raw: bytes, candidates_raw: bytes | None = None) -> str:
     """What can be known without the pod's secrets: structure, cross references, literal values and the syntax of
-    `os.environ/` references (not their values: a secret may be mounted only in the gateway's container).
+    `os.environ/` and `os.file/` references (not their values: a secret may be mounted only in the gateway's
+    container).
     Returns the version; raises ConfigError."""
     return check_config_report(config_raw, candidates_raw)[0]
 
@@ -768,16 +743,22 @@ def check_config_report(config_raw: bytes, candidates_raw: bytes | None = None) 
 def load_config(
     config_raw: bytes, candidates_raw: bytes | None = None, env: Mapping[str, str] | None = None
 ) -> LoadedConfig:
-    """Parse, validate, cross-check and resolve secrets. Raises ConfigError; never returns a half-valid config."""
+    """Parse, validate, cross-check and resolve secrets (`os.environ/` from `env`, `os.file/` read now, under the
+    directories `env` allows). Raises ConfigError; never returns a half-valid config."""
     env = os.environ if env is None else env
+    files = SecretFiles(env)  # before the config's own variables, which may not name ROUTEIQ_SECRET_DIRS anyway
     warnings: list[str] = []
     config, candidates = _check(config_raw, candidates_raw, warnings)
     if config.environment_variables:  # as LiteLLM does: the file's variables win over the process's
         env = {**env, **config.environment_variables}
-    resolved = resolve_env_refs(config.model_dump(exclude_unset=True), "", env)
+    try:
+        resolved = resolve_refs(config.model_dump(exclude_unset=True), env, files)
+    except SecretRefError as exc:
+        raise ConfigError(exc.path, exc.message) from None
     try:
         config = GatewayConfig.model_validate(resolved, context={"resolved": True})
     except ValidationError as exc:
         raise _validation_error(exc, "config.yaml") from None
     check_header_values(config, resolved=True)
-    return LoadedConfig(config, content_version(config_raw, candidates_raw or b""), candidates, tuple(warnings))
+    version = content_version(config_raw, candidates_raw or b"")
+    return LoadedConfig(config, version, candidates, tuple(warnings), tuple(files.read_paths))

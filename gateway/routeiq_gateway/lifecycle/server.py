@@ -234,6 +234,7 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
             "port": opts.port,
             "admin_port": opts.admin_port or None,
             "model_groups": len(state.groups),
+            "secret_files": list(state.secret_files),
         },
     )
     stop_watching = asyncio.Event()
