@@ -176,6 +176,10 @@ def _compiled_walk() -> Any:
     return _kernel("tree_kernel", "leaf_values")
 
 
+def _compiled_boost() -> Any:
+    return _kernel("tree_kernel", "boost_proba")
+
+
 def _packed(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """The kernels' input: every text lower-cased and UTF-8 encoded, concatenated, and where each starts."""
     encoded = [t.lower().encode("utf-8", "surrogatepass") for t in texts]
@@ -806,7 +810,7 @@ class BoostedGainScorer:
 
     def dense(self, texts: list[str]) -> np.ndarray:
         texts = windowed(texts, self.window)
-        hand = np.vstack([prompt_features(t) for t in texts]) if texts else np.zeros((0, len(PROMPT_FEATURES)))
+        hand = _hand_rows(texts)
         if isinstance(self.features, HashedTfidf):
             heads = self.heads.row_of_product(self.features.dot(texts, self.heads.weights))
         else:
@@ -814,5 +818,22 @@ class BoostedGainScorer:
         return np.hstack((heads, hand))
 
     def score(self, texts: list[str]) -> np.ndarray:
-        p = self.trees.predict_proba(self.dense(texts))
+        fused = _compiled_boost()
+        t = self.trees
+        if fused is not None and isinstance(self.features, HashedTfidf) and t.roots.size:
+            texts = windowed(texts, self.window)
+            product = np.ascontiguousarray(self.features.dot(texts, self.heads.weights))
+            h = self.heads
+            p = fused(product, h.intercept, h.subject_stats, _hand_rows(texts), t.feature, t.threshold, t.children,
+                      t.value, t.roots, t.depth, t.model_starts, t.baselines)  # fmt: skip
+        else:
+            p = t.predict_proba(self.dense(texts))
         return gain_to_unit(p[:, 0] * p[:, 1] - (1.0 - p[:, 0]) * p[:, 2])
+
+
+def _hand_rows(texts: list[str]) -> np.ndarray:
+    """prompt_features of each text, one row each."""
+    out = np.empty((len(texts), len(PROMPT_FEATURES)))
+    for i, text in enumerate(texts):
+        out[i] = prompt_features(text)
+    return out
