@@ -391,10 +391,11 @@ class GatewayApp:
         except ValueError:
             return None  # a body that has no canonical form (an integer past 64 bits) is not cached
         entry = None
+        label = state.aliases.get(req.model, req.model)  # the group (a wildcard: its pattern), for the metrics
         if caching.read:
-            entry = await self.cache.get(state.cache, key, caching.max_age, req.model)
+            entry = await self.cache.get(state.cache, key, caching.max_age, label)
         else:
-            self.cache.count_miss(state.cache, req.model)
+            self.cache.count_miss(state.cache, label)
         span.set_attribute("cache.hit", entry is not None)
         if entry is None or entry.stream != stream:
             headers.append((b"x-routeiq-cache", b"miss"))

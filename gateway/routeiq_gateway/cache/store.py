@@ -107,9 +107,12 @@ class ResponseCache:
             policy = self._policy
             if not (self._down and policy.uses_redis and self.redis_url):
                 continue
+            client = self._redis(policy)
             try:
                 async with asyncio.timeout(max(policy.redis_timeout, 0.5)):
-                    await self._redis(policy).ping()
+                    await client.ping()
+                # Connections opened before the outage are dead: closed now, not found by the next requests.
+                await client.connection_pool.disconnect()
             except _ERRORS:
                 continue
             self._down = False
