@@ -342,3 +342,26 @@ def test_a_reload_turns_the_cache_on_and_off(
     assert "litellm_settings.cache_params.type" in record["reason"]
     assert "litellm_settings.cache_params.similarity_threshold" in record["reason"]
     assert post(gw, {}).status_code == 200
+
+
+def test_embeddings_responses_and_transcriptions_are_cached_too(
+    start_gateway: StartGateway, fresh_upstream: FakeUpstream, fresh_redis: RedisServer, tmp_path: Path
+) -> None:
+    gw = start_gateway(config(fresh_upstream, {"type": "redis"}), env={"REDIS_URL": fresh_redis.url})
+    client = gw.openai_client(MASTER)
+    audio = tmp_path / "hello.wav"
+    audio.write_bytes(b"RIFF....WAVEfmt fake audio")
+    calls = [
+        ("/v1/embeddings", lambda: client.embeddings.with_raw_response.create(model="fast", input="hello")),
+        ("/v1/responses", lambda: client.responses.with_raw_response.create(model="fast", input="hello")),
+        (
+            "/v1/audio/transcriptions",
+            lambda: client.audio.transcriptions.with_raw_response.create(model="fast", file=audio.open("rb")),
+        ),
+    ]
+    for path, call in calls:
+        first, second = call(), call()
+        assert (first.headers["x-routeiq-cache"], second.headers["x-routeiq-cache"]) == ("miss", "hit"), path
+        assert second.content == first.content and len(fresh_upstream.requests(path)) == 1, path
+    audio.write_bytes(b"RIFF....WAVEfmt other audio")  # another file under the same name: another entry
+    assert calls[2][1]().headers["x-routeiq-cache"] == "miss"

@@ -45,7 +45,7 @@ def normalised(body: dict[str, Any]) -> bytes:
             value = int(value)
         kept[name] = value
     try:
-        return orjson.dumps(kept, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=_upload)
+        return orjson.dumps(kept, option=orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS, default=_upload)
     except orjson.JSONEncodeError as exc:
         raise ValueError(str(exc)) from None
 
