@@ -150,7 +150,7 @@ def measure(
 
 
 def report(args: argparse.Namespace, rows: list[dict[str, Any]], started: dt.datetime) -> str:
-    command = "PYTHONPATH=shared:gateway:tests .venv/bin/python bench/cache.py " + shlex.join(sys.argv[1:])
+    command = " ".join(["PYTHONPATH=shared:gateway:tests .venv/bin/python bench/cache.py", *map(shlex.quote, sys.argv[1:])])
     lines = [
         f"Response cache, {started:%Y-%m-%d %H:%M} UTC, upstream latency {args.upstream_ms} ms, "
         f"{args.pairs} miss/hit pairs alternating on one keep-alive connection:",
