@@ -27,7 +27,6 @@ import datetime as dt
 import http.client
 import json
 import random
-import shlex
 import statistics
 import sys
 import tempfile
@@ -150,7 +149,7 @@ def measure(
 
 
 def report(args: argparse.Namespace, rows: list[dict[str, Any]], started: dt.datetime) -> str:
-    command = " ".join(["PYTHONPATH=shared:gateway:tests .venv/bin/python bench/cache.py", *map(shlex.quote, sys.argv[1:])])
+    command = " ".join(["PYTHONPATH=shared:gateway:tests .venv/bin/python bench/cache.py", *sys.argv[1:]])
     lines = [
         f"Response cache, {started:%Y-%m-%d %H:%M} UTC, upstream latency {args.upstream_ms} ms, "
         f"{args.pairs} miss/hit pairs alternating on one keep-alive connection:",
