@@ -365,3 +365,26 @@ def test_embeddings_responses_and_transcriptions_are_cached_too(
         assert second.content == first.content and len(fresh_upstream.requests(path)) == 1, path
     audio.write_bytes(b"RIFF....WAVEfmt other audio")  # another file under the same name: another entry
     assert calls[2][1]().headers["x-routeiq-cache"] == "miss"
+
+
+def test_a_virtual_model_is_answered_from_the_cache_before_its_router(
+    start_gateway: StartGateway, fresh_upstream: FakeUpstream, fresh_redis: RedisServer
+) -> None:
+    cfg = config(
+        fresh_upstream, {"type": "redis"}, routers=[{"name": "auto", "strategy": "random", "candidates": ["fast"]}]
+    )
+    gw = start_gateway(cfg, env={"REDIS_URL": fresh_redis.url})
+    first, second = post(gw, {"model": "auto"}), post(gw, {"model": "auto"})
+    assert first.headers["x-routeiq-cache"] == "miss" and first.headers["x-routeiq-router"] == "auto"
+    assert second.headers["x-routeiq-cache"] == "hit" and "x-routeiq-router" not in second.headers  # no decision
+    assert second.headers["x-routeiq-model"] == "fast" and second.content == first.content
+    assert post(gw, {"model": "fast"}).headers["x-routeiq-cache"] == "miss"  # the virtual model is its own group
+    assert upstream_calls(fresh_upstream) == 2
+    text = metrics(gw)
+    assert 'routeiq_cache_requests_total{model="auto",result="hit",store="redis"} 1.0' in text
+    decisions = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("routeiq_router_decisions_total{") and 'router="auto"' in line
+    ]
+    assert sum(decisions) == 1.0  # the router decided the miss only
