@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from harness.fake_upstream_control import FakeUpstream
 from harness.gateway_process import GatewayHandle, StartGateway
+from harness.otlp_collector import OtlpCollector
 from harness.postgres_server import upgraded
 from harness.processes import wait_until
 from harness.redis_server import RedisServer, find_redis_server
@@ -388,3 +389,15 @@ def test_a_virtual_model_is_answered_from_the_cache_before_its_router(
         if line.startswith("routeiq_router_decisions_total{") and 'router="auto"' in line
     ]
     assert sum(decisions) == 1.0  # the router decided the miss only
+
+
+def test_spans_carry_cache_hit(
+    start_gateway: StartGateway, fresh_upstream: FakeUpstream, otlp_collector: OtlpCollector
+) -> None:
+    gw = start_gateway(config(fresh_upstream, {"type": "local"}), env=otlp_collector.env("routeiq-cache-test"))
+    for body in ({}, {}, {"cache": {"no-cache": True, "no-store": True}}):
+        assert post(gw, body).status_code == 200
+    spans = otlp_collector.wait_for_spans(lambda s: len([x for x in s if x.name == f"POST {CHAT}"]) >= 3)
+    served = [s for s in spans if s.name == f"POST {CHAT}"]
+    served.sort(key=lambda s: s.start_ns)
+    assert [s.attributes.get("cache.hit") for s in served] == [False, True, None]
