@@ -5,6 +5,8 @@ ways, no request fails), and a config reload that turns the cache on and off."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import time
 from pathlib import Path
@@ -401,3 +403,46 @@ def test_spans_carry_cache_hit(
     served = [s for s in spans if s.name == f"POST {CHAT}"]
     served.sort(key=lambda s: s.start_ns)
     assert [s.attributes.get("cache.hit") for s in served] == [False, True, None]
+
+
+def test_a_redis_that_never_answers_costs_a_request_no_more_than_its_timeout(
+    start_gateway: StartGateway, fresh_upstream: FakeUpstream
+) -> None:
+    """A Redis that accepts connections and never replies (a hung server, a black-holed network): each cache call
+    gives up after socket_timeout, the request is served from the upstream, and the LRU takes over."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                held.append(listener.accept()[0])  # kept open, never answered
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    try:
+        port = listener.getsockname()[1]
+        gw = start_gateway(
+            config(fresh_upstream, {"type": "redis", "socket_timeout": 0.2}),
+            env={"REDIS_URL": f"redis://127.0.0.1:{port}/0"},
+        )
+        times, states = [], []
+        for _ in range(4):
+            t0 = time.monotonic()
+            resp = post(gw, {})
+            times.append(time.monotonic() - t0)
+            assert resp.status_code == 200, resp.text
+            states.append(resp.headers["x-routeiq-cache"])
+        # The first request waits out one timeout for its lookup (then the LRU serves); nothing hangs.
+        assert max(times) < 5.0, times
+        assert states == ["miss", "hit", "hit", "hit"]  # the miss was stored in the LRU
+        assert metric(gw, 'gateway_degraded_mode{service="cache"}') == 1.0
+        assert metric(gw, 'routeiq_cache_redis_errors_total{error="TimeoutError"}') >= 1
+    finally:
+        stop.set()
+        acceptor.join(timeout=5)
+        for conn in held:
+            conn.close()
+        listener.close()
