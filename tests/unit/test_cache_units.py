@@ -16,7 +16,8 @@ from routeiq_gateway.http.errors import GatewayError
 from routeiq_gateway.http.multipart import Upload
 from routeiq_gateway.state import build_state
 from routeiq_gateway.tenancy.records import Limits, Team, VirtualKey
-from routeiq_shared.config_schema import ConfigError, load_config
+from routeiq_shared.config_schema import CacheParams, ConfigError, LiteLLMSettings, load_config
+from routeiq_shared.litellm_compat import CACHE_PARAMS, LITELLM_SETTINGS
 
 BODY = {"model": "fast", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.5, "max_tokens": 20}
 
@@ -241,3 +242,10 @@ def test_cache_params_refused_with_their_paths() -> None:
             policy({"cache": True, "cache_params": {"type": semantic}})
         assert info.value.path == "litellm_settings.cache_params.type"
         assert info.value.message.startswith("a LiteLLM feature RouteIQ does not support")
+
+
+def test_the_compatibility_tables_are_the_schema() -> None:
+    """Every cache_params key the schema reads is honoured in the table, and every honoured key is read."""
+    assert set(CacheParams.model_fields) == {k for k, v in CACHE_PARAMS.items() if v.status == "honoured"}
+    honoured = {k for k, v in LITELLM_SETTINGS.items() if v.status == "honoured"}
+    assert set(LiteLLMSettings.model_fields) == honoured
