@@ -446,3 +446,40 @@ def test_a_redis_that_never_answers_costs_a_request_no_more_than_its_timeout(
         for conn in held:
             conn.close()
         listener.close()
+
+
+def test_only_whole_successful_answers_are_stored(
+    start_gateway: StartGateway, fresh_upstream: FakeUpstream, fresh_redis: RedisServer
+) -> None:
+    gw = start_gateway(config(fresh_upstream, {"type": "redis"}), env={"REDIS_URL": fresh_redis.url})
+    fresh_upstream.add_rule(model="fake", status=500, times=1)
+    assert post(gw, {}).status_code >= 500
+    ok = post(gw, {})
+    assert ok.status_code == 200 and ok.headers["x-routeiq-cache"] == "miss"  # the error was not stored
+    fresh_upstream.add_rule(model="fake", action="reset_mid_stream", chunks=3, times=1)
+    body = {"model": "fast", "messages": [{"role": "user", "content": "cut"}], "stream": True}
+    headers = {"Authorization": f"Bearer {MASTER}"}
+    with httpx.stream("POST", gw.url(CHAT), json=body, headers=headers, trust_env=False) as resp:
+        cut = resp.read()
+    assert resp.headers["x-routeiq-cache"] == "miss" and b'"error"' in cut  # told in-band, as OpenAI does
+    with httpx.stream("POST", gw.url(CHAT), json=body, headers=headers, trust_env=False) as resp:
+        whole = resp.read()
+    assert resp.headers["x-routeiq-cache"] == "miss" and whole.endswith(b"data: [DONE]\n\n")  # the cut one: not kept
+    with fresh_redis.client() as r:
+        assert len(r.keys("routeiq:cache:*")) == 2  # the good answer and the whole stream
+    assert metric(gw, 'routeiq_cache_writes_total{result="stored",store="redis"}') == 2
+
+
+def test_an_answer_over_max_entry_bytes_is_not_stored(
+    start_gateway: StartGateway, fresh_upstream: FakeUpstream, fresh_redis: RedisServer
+) -> None:
+    gw = start_gateway(
+        config(fresh_upstream, {"type": "redis"}, cache={"max_entry_bytes": 2048}), env={"REDIS_URL": fresh_redis.url}
+    )
+    fresh_upstream.add_rule(model="fake", content="long " * 1000)  # ~5 KB of answer
+    assert [post(gw, {}).headers["x-routeiq-cache"] for _ in range(2)] == ["miss", "miss"]
+    assert upstream_calls(fresh_upstream) == 2
+    assert metric(gw, 'routeiq_cache_writes_total{result="too_large",store="redis"}') == 2
+    fresh_upstream.clear_rules()
+    small = {"messages": [{"role": "user", "content": "short answer"}]}
+    assert [post(gw, small).headers["x-routeiq-cache"] for _ in range(2)] == ["miss", "hit"]
