@@ -482,6 +482,102 @@ class KeysSettings(_Strict):
     spend_flush_seconds: float = Field(default=10.0, gt=0, le=3600, description="spend written in batches this often")
 
 
+# LiteLLM's cache call types (`cache_params.supported_call_types`) → the endpoint each one caches.
+CACHE_CALL_TYPES: dict[str, str] = {
+    "completion": "chat/completions",
+    "acompletion": "chat/completions",
+    "text_completion": "completions",
+    "atext_completion": "completions",
+    "embedding": "embeddings",
+    "aembedding": "embeddings",
+    "transcription": "audio/transcriptions",
+    "atranscription": "audio/transcriptions",
+    "rerank": "rerank",
+    "arerank": "rerank",
+    "responses": "responses",
+    "aresponses": "responses",
+}
+# What LiteLLM's `type` may be; RouteIQ serves the first two and refuses the rest by name (litellm_compat.py).
+CACHE_TYPES_SERVED = ("redis", "local")
+_NAMESPACE = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"  # no `{`/`}`: the Redis key's hash tag follows it
+
+
+def _all_call_types() -> list[str]:
+    return list(CACHE_CALL_TYPES)
+
+
+class CacheParams(_Strict):
+    """`litellm_settings.cache_params`, the keys RouteIQ honours (litellm_compat.CACHE_PARAMS refuses the others by
+    name). The Redis server is REDIS_URL's, never the config's."""
+
+    type: str = Field(
+        default="redis", description="redis (REDIS_URL; an in-memory LRU while unset or down) or local (the LRU only)"
+    )
+    mode: Literal["default_on", "default_off"] = Field(
+        default="default_on", description='default_off: only requests with `cache: {"use-cache": true}` use it'
+    )
+    ttl: float | None = Field(default=None, gt=0, description="seconds an answer is kept; unset: 600")
+    default_in_memory_ttl: float | None = Field(default=None, gt=0, description="type local: wins over ttl")
+    default_in_redis_ttl: float | None = Field(default=None, gt=0, description="type redis: wins over ttl")
+    namespace: str | None = Field(default=None, pattern=_NAMESPACE, description="prefix of every cache key")
+    supported_call_types: list[str] = Field(
+        default_factory=_all_call_types, description="LiteLLM call types cached (acompletion = /v1/chat/completions, …)"
+    )
+    socket_timeout: float = Field(
+        default=0.1, gt=0, le=5, description="longest a request waits on one Redis call (then: a miss, served on)"
+    )
+    max_connections: int = Field(default=64, ge=1, le=10_000, description="Redis connections of the cache, at most")
+
+    @field_validator("type")
+    @classmethod
+    def _served_type(cls, value: str) -> str:
+        if value not in CACHE_TYPES_SERVED:
+            raise ValueError(f"unknown cache type {value!r}: RouteIQ serves {' and '.join(CACHE_TYPES_SERVED)}")
+        return value
+
+    @field_validator("supported_call_types")
+    @classmethod
+    def _known_call_types(cls, value: list[str]) -> list[str]:
+        for i, name in enumerate(value):
+            if name not in CACHE_CALL_TYPES:
+                raise _NestedError(
+                    (i,), f"{name!r} is not a call type RouteIQ caches (one of: {', '.join(CACHE_CALL_TYPES)})"
+                )
+        return value
+
+    @property
+    def effective_ttl(self) -> float:
+        """LiteLLM's precedence: the store's own default wins over `ttl`; RouteIQ's default is 600 s."""
+        own = self.default_in_redis_ttl if self.type == "redis" else self.default_in_memory_ttl
+        return own or self.ttl or 600.0
+
+    @property
+    def endpoints(self) -> frozenset[str]:
+        return frozenset(CACHE_CALL_TYPES[name] for name in self.supported_call_types)
+
+
+class LiteLLMSettings(_Strict):
+    """What RouteIQ reads of `litellm_settings` once litellm_compat.adapt() has mapped, warned or refused the rest."""
+
+    cache: bool = Field(default=False, description="answer repeated requests from the response cache")
+    cache_params: CacheParams = Field(default_factory=CacheParams)
+
+
+class CacheSettings(_Strict):
+    """RouteIQ's own bounds of the response cache (litellm_settings.cache turns it on)."""
+
+    max_entry_bytes: int = Field(
+        default=1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="answers larger than this are not cached"
+    )
+    max_ttl_seconds: float = Field(
+        default=7 * 86400, gt=0, description="a request's cache.ttl above this is refused (400)"
+    )
+    local_max_entries: int = Field(default=10_000, ge=1, description="in-memory LRU: entries, at most")
+    local_max_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024 * 1024, description="in-memory LRU: bytes of answers, at most"
+    )
+
+
 class RouteIQSettings(_Strict):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     keys: KeysSettings = Field(default_factory=KeysSettings)
@@ -491,14 +587,14 @@ class RouteIQSettings(_Strict):
     records: RecordsSettings = Field(default_factory=RecordsSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
 
 
 class GatewayConfig(_Strict):
     model_list: list[ModelEntry] = Field(min_length=1)
     router_settings: RouterSettings = Field(default_factory=RouterSettings)
     general_settings: GeneralSettings = Field(default_factory=GeneralSettings)
-    # What remains of litellm_settings once litellm_compat.adapt() has mapped, warned or refused its keys: nothing.
-    litellm_settings: _Strict = Field(default_factory=_Strict)
+    litellm_settings: LiteLLMSettings = Field(default_factory=LiteLLMSettings)
     environment_variables: dict[str, Annotated[str, Field(strict=True)]] = Field(
         default_factory=dict, description="set in the gateway's environment; resolve os.environ/ references"
     )

@@ -38,6 +38,7 @@ from routeiq_gateway.audit.metrics import AuditMetrics
 from routeiq_gateway.audit.shipping import AuditTarget
 from routeiq_gateway.audit.table_sink import TableSink
 from routeiq_gateway.audit.trail import AuditTrail, SpoolSink, pending_records
+from routeiq_gateway.cache.store import ResponseCache
 from routeiq_gateway.dispatch.dispatcher import Dispatcher
 from routeiq_gateway.http.limits import EdgeLimits
 from routeiq_gateway.http.protocol import BoundedHttpToolsProtocol
@@ -76,7 +77,7 @@ class GatewayOptions:
     verify: VerifyPolicy
     admin_port: int = 4001  # the admin API's own listener (admin/app.py); 0: none
     database: DatabaseSettings | None = None  # DATABASE_URL: virtual keys on (tenancy/)
-    redis_url: str | None = None  # REDIS_URL: key changes announced across replicas
+    redis_url: str | None = None  # REDIS_URL: key changes announced across replicas, limits, the response cache
 
 
 class _Server(uvicorn.Server):
@@ -134,6 +135,8 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
     native = NativeProvider(pool)
     litellm = await asyncio.to_thread(_litellm_provider, policy) if state.uses_litellm else None
     runtime = RuntimeState()  # the process's: outlives every reload (routing/runtime.py)
+    cache = ResponseCache(opts.redis_url, metrics)  # outlives reloads too; each config sets its policy
+    cache.configure(state.cache)
     translated = _translated_provider(pool, litellm) if litellm is not None else None
     dispatcher = Dispatcher(native, litellm, metrics, runtime, translated)
 
@@ -172,6 +175,7 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
         if reloaded is not None:  # the translation path's prepared heads hold API keys of deployments maybe gone
             reloaded()
         runtime.forget_except(ref.current.deployment_ids)
+        cache.configure(ref.current.cache)
         await watcher.load_wanted()
 
     reloader = Reloader(ref, opts.config_path, opts.candidates_path, metrics, prepare, after_swap, report, audit)
@@ -183,7 +187,7 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
         log.error("Cannot start: virtual keys unavailable", extra={"event": "startup_failed", "reason": str(exc)})
         pool.close()
         return 2
-    app = GatewayApp(ref, dispatcher, metrics, models, Recorder(spool, metrics), tenancy=tenancy)
+    app = GatewayApp(ref, dispatcher, metrics, models, Recorder(spool, metrics), tenancy=tenancy, cache=cache)
     audit_table = TableSink(tenancy.db, lambda: ref.current.audit, audit_metrics) if tenancy is not None else None
     if audit_table is not None:
         audit.add_sink(audit_table)  # audit records searchable in PostgreSQL too
@@ -241,6 +245,7 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
     watching = asyncio.create_task(watcher.run(stop_watching))
     shipping = asyncio.create_task(shipper.run(stop_watching))
     shipping_audit = asyncio.create_task(audit_shipper.run(stop_watching))
+    probing_cache = asyncio.create_task(cache.run(stop_watching))
     if tenancy is not None:
         tenancy.start(stop_watching)
     writing_audit = asyncio.create_task(audit_table.run(stop_watching)) if audit_table is not None else None
@@ -253,8 +258,10 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
             await asyncio.wait({admin_serving}, timeout=5)
         stop_watching.set()
         await asyncio.wait(
-            {watching, shipping, shipping_audit} | ({writing_audit} if writing_audit else set()), timeout=2
+            {watching, shipping, shipping_audit, probing_cache} | ({writing_audit} if writing_audit else set()),
+            timeout=2,
         )
+        await cache.close()
         if audit_table is not None:
             await audit_table.close(RECORDS_DRAIN_SECONDS)
         if tenancy is not None:
