@@ -39,6 +39,16 @@ local function grant(want, left, limit)
   return g
 end
 
+-- A GCRA verdict that passed ({ok, new TAT, retry, left, reset}) takes a lease too: returns what it took.
+local function lease(v, want, limit, period)
+  local g = grant(want, v[4], limit)
+  if g > 0 then
+    v[2] = v[2] + g * period / limit
+    v[4], v[5] = v[4] - g, math.ceil(v[2] - now)
+  end
+  return g
+end
+
 -- {ok, new TAT or false, retry ms, remaining, reset ms}
 local function gcra(key, limit, cost, period)
   if limit < 0 then return {1, false, 0, -1, 0} end
@@ -83,20 +93,8 @@ local out = {}
 for s = 1, m do
   local c = scopes[s]
   if not refused then
-    if c.r[2] then
-      local g = grant(c.want[1], c.r[4], c.rpm)
-      if g > 0 then
-        c.r[2] = c.r[2] + g * c.period / c.rpm
-        c.r[4], c.r[5], c.got[1] = c.r[4] - g, math.ceil(c.r[2] - now), g
-      end
-    end
-    if c.t[2] then
-      local g = grant(c.want[2], c.t[4], c.tpm)
-      if g > 0 then
-        c.t[2] = c.t[2] + g * c.period / c.tpm
-        c.t[4], c.t[5], c.got[2] = c.t[4] - g, math.ceil(c.t[2] - now), g
-      end
-    end
+    if c.r[2] then c.got[1] = lease(c.r, c.want[1], c.rpm, c.period) end
+    if c.t[2] then c.got[2] = lease(c.t, c.want[2], c.tpm, c.period) end
     if c.r[2] then
       redis.call('SET', KEYS[c.k + 1], string.format('%.3f', c.r[2]), 'PX', math.ceil(c.r[2] - now) + 1)
     end
