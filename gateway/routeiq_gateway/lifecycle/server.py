@@ -24,6 +24,7 @@ from routeiq_shared.atomic import atomic_write
 from routeiq_shared.config_schema import ConfigError
 from routeiq_shared.egress import EgressPolicy
 from routeiq_shared.gateway_files import IDENTITY_FILE, GatewayIdentity
+from routeiq_shared.redis_settings import RedisSettings
 
 from routeiq_gateway.admin.app import AdminApp
 from routeiq_gateway.admin.audit_endpoints import AuditEndpoints
@@ -76,7 +77,7 @@ class GatewayOptions:
     verify: VerifyPolicy
     admin_port: int = 4001  # the admin API's own listener (admin/app.py); 0: none
     database: DatabaseSettings | None = None  # DATABASE_URL: virtual keys on (tenancy/)
-    redis_url: str | None = None  # REDIS_URL: key changes announced across replicas
+    redis: RedisSettings | None = None  # REDIS_URL / Sentinel / Cluster: limits and key changes shared by replicas
 
 
 class _Server(uvicorn.Server):
@@ -281,7 +282,7 @@ async def _open_tenancy(opts: GatewayOptions, ref: StateRef, metrics: GatewayMet
             extra={"event": "virtual_keys", "enabled": False},
         )
         return None
-    tenancy = Tenancy(opts.database, lambda: ref.current.keys, metrics, opts.redis_url, lambda: ref.current.limits)
+    tenancy = Tenancy(opts.database, lambda: ref.current.keys, metrics, opts.redis, lambda: ref.current.limits)
     try:
         await tenancy.open()
     except StartupError:
