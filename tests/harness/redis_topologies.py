@@ -44,9 +44,7 @@ class SentinelSet:
         server = find_binary("redis-server")
         sentinel = find_binary("redis-sentinel")
         master = RedisServer.start(server, work_dir / "master")
-        replica = RedisServer.start(
-            server, work_dir / "replica", extra=["--replicaof", master.host, str(master.port)]
-        )
+        replica = RedisServer.start(server, work_dir / "replica", extra=["--replicaof", master.host, str(master.port)])
         started: list[tuple[ManagedProcess, int]] = []
         try:
             for i in range(3):

@@ -74,6 +74,10 @@ class Invalidation:
                 pubsub = (await self._subscriber()).pubsub(ignore_subscribe_messages=True)
                 await pubsub.subscribe(CHANNEL)
                 if not first:
+                    log.info(
+                        "Key invalidation channel subscribed again",
+                        extra={"event": "key_invalidation_resubscribed", "redis": self.settings.target},
+                    )
                     self.on_change()  # messages may have been missed while away
                 first = False
                 while not stop.is_set():
