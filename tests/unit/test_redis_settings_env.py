@@ -29,7 +29,7 @@ def test_env_credentials_take_the_place_of_the_urls() -> None:
 
 
 def test_tls_files(tmp_path: Path) -> None:
-    with pytest.raises(RedisSettingsError, match="REDIS_TLS_CA_FILE.*not a readable file"):
+    with pytest.raises(RedisSettingsError, match=r"REDIS_TLS_CA_FILE.*not a readable file"):
         RedisSettings.from_env({"REDIS_URL": "rediss://h:6379/0", "REDIS_TLS_CA_FILE": str(tmp_path / "none.pem")})
     bad = tmp_path / "ca.pem"
     bad.write_text("not a certificate")
