@@ -64,7 +64,7 @@ def test_limits_over_tls_as_an_acl_user(
         (
             {"REDIS_URL": f"rediss://u:{PASSWORD}@127.0.0.1/0", "REDIS_TLS_CA_FILE": "/nonexistent/ca.pem"},
             "REDIS_TLS_CA_FILE",
-        ),  # fmt: skip
+        ),
         ({"REDIS_URL": "redis://127.0.0.1/0", "REDIS_CLUSTER": "sometimes"}, "REDIS_CLUSTER"),
     ],
 )
