@@ -147,6 +147,12 @@ class RedisSettings:
                 sentinel_options.update(self.sentinel_tls.redis_py())
             manager = Sentinel(list(self.sentinels), sentinel_kwargs=sentinel_options)
             return manager.master_for(str(self.master_name), db=self.db, **auth, **tls, **options)
+        # As from_url and Sentinel's pool do: a failed call fails at once (no retries with backoff), since every
+        # caller has its own fallback and must not be held seconds by a Redis that is down.
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        options.setdefault("retry", Retry(NoBackoff(), 0))
         if self.path:
             return aioredis.Redis(unix_socket_path=self.path, db=self.db, **auth, **options)
         return aioredis.Redis(host=str(self.host), port=self.port, db=self.db, **auth, **tls, **options)
