@@ -253,7 +253,9 @@ class ClusterWire:
         """The commands on every master (SCRIPT LOAD); the replies of the first, an error of any."""
         slots = self._slots or await self._refresh()
         masters = sorted(set(slots))
-        answers = await asyncio.gather(*(self._node(a).roundtrip(commands) for a in masters))
+        answers = _all_or_raise(
+            await asyncio.gather(*(self._node(a).roundtrip(commands) for a in masters), return_exceptions=True)
+        )
         for replies in answers:
             for reply in replies:
                 if isinstance(reply, Exception):
@@ -316,13 +318,16 @@ class ClusterWire:
             groups: dict[Address, list[int]] = {}
             for i in pending:
                 groups.setdefault(target[i], []).append(i)
+            # Every node's exchange is over before this returns or raises: a connection is never used by two calls.
+            outcomes = await asyncio.gather(
+                *(
+                    self._send_group(a, [commands[i] for i in ids], [i in asking for i in ids])
+                    for a, ids in groups.items()
+                ),
+                return_exceptions=True,
+            )
             try:
-                answers = await asyncio.gather(
-                    *(
-                        self._send_group(a, [commands[i] for i in ids], [i in asking for i in ids])
-                        for a, ids in groups.items()
-                    )
-                )
+                answers = _all_or_raise(outcomes)
             except BaseException:
                 self._slots = None  # a node went away: the map is read again at the next call
                 raise
@@ -362,6 +367,13 @@ class ClusterWire:
             out.append(replies[at])
             at += 1
         return out
+
+
+def _all_or_raise(outcomes: list[list[Any] | BaseException]) -> list[list[Any]]:
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return outcomes  # type: ignore[return-value]
 
 
 def _redirect(reply: Any) -> tuple[str, int, Address] | None:
