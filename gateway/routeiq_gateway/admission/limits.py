@@ -183,17 +183,24 @@ class Limiter:
 
     async def run(self, stop: asyncio.Event) -> None:
         """While degraded, try Redis every second (a new connection made as the next one will be: through the
-        sentinels, or the cluster's slot map); shared limits again as soon as it answers."""
+        sentinels, or the cluster's slot map); shared limits again as soon as it answers. While shared, with
+        Sentinel, ask the sentinels every second whether the master has moved."""
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), _PROBE_SECONDS)
-            if self._degraded and self._batch is not None:
-                try:
+            if self._batch is None:
+                continue
+            if not self._degraded:
+                with contextlib.suppress(*_REDIS_ERRORS):  # a failure here is the next call's to report
                     async with asyncio.timeout(max(self.settings().redis_timeout_seconds, 0.5)):
-                        await self._batch.wire.probe()
-                except _REDIS_ERRORS:
-                    continue
-                self._set_degraded(False, None)
+                        await self._batch.wire.follow()  # Sentinel: has the master moved?
+                continue
+            try:
+                async with asyncio.timeout(max(self.settings().redis_timeout_seconds, 0.5)):
+                    await self._batch.wire.probe()
+            except _REDIS_ERRORS:
+                continue
+            self._set_degraded(False, None)
 
     async def close(self) -> None:
         if self._batch is not None:

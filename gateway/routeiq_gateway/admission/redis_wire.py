@@ -5,8 +5,9 @@ of the few setup commands (SENTINEL, ROLE, CLUSTER SLOTS).
 
 Where Redis is comes from routeiq_shared.redis_settings, in its three modes:
 - standalone: one connection to REDIS_URL (redis://, rediss://, unix://; ACL user and password, database);
-- Sentinel: the master is asked of the sentinels on every (re)connect and checked with ROLE, and a READONLY reply
-  (the master was demoted under an open connection) drops the connection: the next call finds the new master;
+- Sentinel: the master is asked of the sentinels on every (re)connect and checked with ROLE; the limiter asks them
+  again every second (follow) and a READONLY reply (a master demoted under an open connection) drops the
+  connection: either way the next call finds the new master;
 - Cluster (ClusterWire): the slot map from CLUSTER SLOTS; each command goes to the node of its first key's slot,
   a pipelined batch split per node and sent to all of them at once; MOVED updates the map and resends, ASK
   resends once to the importing node behind ASKING."""
@@ -141,6 +142,8 @@ class RespConnection:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._buffer = bytearray()
+        self._connected_to: Address | None = None
+        self._stale = False  # the sentinels name another master: the next call reconnects
 
     async def roundtrip(self, commands: list[bytes]) -> list[Any]:
         """The commands' replies, in order; an error reply is returned, not raised. Any failure on the way closes
@@ -163,7 +166,18 @@ class RespConnection:
         finally:
             fresh.close()
 
+    async def follow(self) -> None:
+        """Sentinel: when the sentinels name another master than the one this connection is on, the next call
+        reconnects. Without it writes would go on reaching a master until it is demoted (READONLY), and what
+        they wrote there in the meantime is lost when it turns replica of the new one."""
+        if self.settings.mode != "sentinel" or self._connected_to is None:
+            return
+        if await self._where() != self._connected_to:
+            self._stale = True
+
     async def exchange(self, data: bytes, count: int) -> list[Any]:
+        if self._stale:
+            self.close()
         try:
             if self._writer is None:
                 await self._open()
@@ -179,6 +193,7 @@ class RespConnection:
             self._writer.close()
         self._reader = self._writer = None
         self._buffer.clear()
+        self._connected_to, self._stale = None, False
 
     async def _where(self) -> Address | None:
         """(host, port) to connect to; None for the unix socket."""
@@ -217,6 +232,7 @@ class RespConnection:
             setup.append(pack(b"SELECT", str(s.db).encode()))
         if s.mode == "sentinel":
             setup.append(pack(b"ROLE"))
+            self._connected_to = where
         if setup:
             self._writer.write(b"".join(setup))
             replies = await self._read(len(setup))
@@ -261,6 +277,9 @@ class ClusterWire:
                 if isinstance(reply, Exception):
                     return replies
         return answers[0]
+
+    async def follow(self) -> None:
+        """Nothing to do: a moved slot answers MOVED, and the map is read again."""
 
     async def probe(self) -> None:
         fresh = ClusterWire(self.settings)
