@@ -129,13 +129,15 @@ class SentinelSet:
 class ClusterSet:
     """Three masters sharing the 16384 slots, no replicas."""
 
-    def __init__(self, nodes: list[RedisServer]) -> None:
+    def __init__(self, nodes: list[RedisServer], args: list[list[str]]) -> None:
         self.nodes = nodes
+        self.args = args  # each node's arguments, to start it again as itself (its dir keeps nodes.conf)
 
     @classmethod
     def start(cls, work_dir: Path, count: int = 3) -> ClusterSet:
         server = find_binary("redis-server")
         nodes: list[RedisServer] = []
+        args: list[list[str]] = []
         try:
             for i in range(count):
                 # The bus port explicitly: the default (port + 10000) does not exist for a free port above 55535.
@@ -143,6 +145,7 @@ class ClusterSet:
                 extra = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-port", bus]
                 extra += ["--cluster-node-timeout", "2000"]
                 nodes.append(RedisServer.start(server, work_dir / f"node{i}", extra=extra))
+                args.append(extra)
             create = [find_binary("redis-cli"), "--cluster", "create", *(f"{n.host}:{n.port}" for n in nodes)]
             subprocess.run(
                 [*create, "--cluster-replicas", "0", "--cluster-yes"],
@@ -151,8 +154,8 @@ class ClusterSet:
                 timeout=60,
                 env=child_env(),
             )
-            made = cls(nodes)
-            wait_until(made._ok, timeout=30)
+            made = cls(nodes, args)
+            wait_until(made.whole, timeout=30)
         except BaseException:
             for node in nodes:
                 node.stop()
@@ -171,7 +174,14 @@ class ClusterSet:
                     return next(n for n in self.nodes if n.port == int(master[1]))
         raise AssertionError(f"no node serves {key}")
 
-    def _ok(self) -> bool:
+    def restart(self, i: int) -> None:
+        """Node i again on its port and directory: it rejoins with the slots it had."""
+        node = self.nodes[i]
+        work_dir = Path(node.process.log_path).parent
+        self.nodes[i] = RedisServer.start(find_binary("redis-server"), work_dir, port=node.port, extra=self.args[i])
+
+    def whole(self) -> bool:
+        """Every node says cluster_state:ok."""
         for node in self.nodes:
             try:
                 with node.client(decode_responses=True) as conn:

@@ -282,11 +282,14 @@ class ClusterWire:
         """Nothing to do: a moved slot answers MOVED, and the map is read again."""
 
     async def probe(self) -> None:
+        """Raises unless every master answers and says the cluster is whole (else its scripts get CLUSTERDOWN)."""
         fresh = ClusterWire(self.settings)
         try:
             slots = await fresh._refresh(list(self._nodes))
             for address in sorted(set(slots)):
-                await fresh._node(address).probe()
+                (info,) = await fresh._node(address).roundtrip([pack(b"CLUSTER", b"INFO")])
+                if isinstance(info, Exception) or b"cluster_state:ok" not in info:
+                    raise RedisConnectionError(f"cluster node {address[0]}:{address[1]} says the cluster is not ok")
         finally:
             fresh.close()
         self._slots = None  # the live wire reads the map again at its next call
