@@ -29,9 +29,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from redis.exceptions import RedisClusterException, RedisError
+
 from routeiq_shared.egress import EgressError, check_host_literal
 
 Mode = Literal["standalone", "sentinel", "cluster"]
+
+# What a call to Redis can raise when Redis is away, in any mode: redis-py's cluster client raises
+# RedisClusterException (not a RedisError) when no node can be reached.
+REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, OSError, TimeoutError)
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("", "0", "false", "no", "off")
 

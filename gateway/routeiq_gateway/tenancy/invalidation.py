@@ -16,8 +16,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from redis.exceptions import RedisError
-from routeiq_shared.redis_settings import RedisSettings
+from routeiq_shared.redis_settings import REDIS_ERRORS, RedisSettings
 
 log = logging.getLogger("routeiq.gateway")
 
@@ -60,7 +59,7 @@ class Invalidation:
         """Best effort: a replica that misses it catches up at its next periodic reload."""
         try:
             await self._redis().publish(CHANNEL, what)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except REDIS_ERRORS as exc:
             log.warning(
                 "Key change not announced to other replicas (they reload on their interval)",
                 extra={"event": "key_invalidation_failed", "reason": str(exc)},
@@ -84,7 +83,7 @@ class Invalidation:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None:
                         self.on_change()
-            except (RedisError, OSError, TimeoutError) as exc:
+            except REDIS_ERRORS as exc:
                 log.warning(
                     "Key invalidation channel lost", extra={"event": "key_invalidation_lost", "reason": str(exc)}
                 )
@@ -93,7 +92,7 @@ class Invalidation:
                     await asyncio.wait_for(stop.wait(), _RETRY_SECONDS)
             finally:
                 if pubsub is not None:
-                    with contextlib.suppress(RedisError, OSError):
+                    with contextlib.suppress(*REDIS_ERRORS):
                         await pubsub.aclose()
 
     async def close(self) -> None:
