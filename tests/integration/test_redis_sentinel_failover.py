@@ -45,7 +45,7 @@ def _gateway(
 class Load:
     """Requests through both gateways from a few threads until stopped: (time sent, status) of each."""
 
-    def __init__(self, gateways: list[GatewayHandle], key: str, threads: int = 4, pause: float = 0.03) -> None:
+    def __init__(self, gateways: list[GatewayHandle], key: str, threads: int = 6, pause: float = 0.02) -> None:
         self.results: list[tuple[float, int]] = []
         self._stop = threading.Event()
         self._threads = [
@@ -106,8 +106,10 @@ def test_master_killed_under_load_the_gateways_follow_the_failover(
     after = [s for t, s in load.results if t >= shared]
     assert before and during and after
     failed = [s for _, s in load.results if s != 200]
+    rate = len(load.results) / (max(t for t, _ in load.results) - min(t for t, _ in load.results))
     print(
-        f"\nsentinel failover: {len(load.results)} requests, {len(during)} in the window, {len(failed)} failed; "
+        f"\nsentinel failover: {len(load.results)} requests ({rate:.0f}/s), {len(during)} in the window, "
+        f"{len(failed)} failed; "
         f"kill -> promoted {promoted - killed:.2f} s, kill -> limits shared again {shared - killed:.2f} s"
     )
     assert failed == []  # the window's requests were admitted locally, none refused or failed
