@@ -163,6 +163,23 @@ class RedisSettings:
             return aioredis.Redis(unix_socket_path=self.path, db=self.db, **auth, **options)
         return aioredis.Redis(host=str(self.host), port=self.port, db=self.db, **auth, **tls, **options)
 
+    def connection_kwargs(self) -> dict[str, Any]:
+        """Standalone only: the arguments of a redis-py asyncio connection pool (for a pool class of the caller's
+        choosing, such as BlockingConnectionPool): where, who, and TLS."""
+        from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
+
+        if self.mode != "standalone":
+            raise ValueError(f"connection_kwargs() is for a standalone Redis, not {self.mode}: use client()")
+        out: dict[str, Any] = {"db": self.db, "username": self.username, "password": self.password}
+        if self.path:
+            return {**out, "connection_class": UnixDomainSocketConnection, "path": self.path}
+        out.update(host=str(self.host), port=self.port, connection_class=Connection)
+        if self.tls:
+            tls = self.tls.redis_py()
+            del tls["ssl"]
+            out.update(connection_class=SSLConnection, **tls)
+        return out
+
     def node_client(self, host: str, port: int, **options: Any) -> Any:
         """A plain client to one node (a cluster's, for pub/sub), with this mode's credentials and TLS."""
         import redis.asyncio as aioredis
