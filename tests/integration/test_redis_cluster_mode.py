@@ -1,6 +1,7 @@
 """A Redis Cluster of three masters (`redis-server --cluster-enabled yes`, `redis-cli --cluster create`) behind two
 gateways: rpm and team limits enforced across both replicas with each scope's script on its slot's node, key
-changes announced through the cluster's pub/sub, and model-sync's download permits spread over its slots."""
+changes announced through the cluster's pub/sub, the response cache shared through it, and model-sync's download
+permits spread over its slots."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from harness.fake_upstream_control import FakeUpstream
 from harness.gateway_process import GatewayHandle, StartGateway
@@ -20,7 +22,7 @@ from routeiq_model_sync.cli import make_syncer
 from routeiq_model_sync.settings import ModelSyncSettings
 from routeiq_shared.lease import LeaseSemaphore
 from test_rate_limits import assert_rate_limited, call, metric, new_key
-from test_virtual_keys import ADMIN, admin, config, upgraded
+from test_virtual_keys import ADMIN, MASTER, admin, config, upgraded
 
 DEGRADED = 'gateway_degraded_mode{service="redis"}'
 
@@ -37,10 +39,21 @@ def _gateway(
 ) -> GatewayHandle:
     cfg = config(upstream)
     cfg["routeiq"]["limits"] = {"replicas": 2}
+    cfg["litellm_settings"] = {"cache": True, "cache_params": {"type": "redis", "ttl": 60}}
     return start_gateway(cfg, env={"DATABASE_URL": db, "ADMIN_API_KEYS": ADMIN, **cluster.env()}, root=root)
 
 
-def test_limits_and_invalidation_on_a_cluster(
+def _ask(gw: GatewayHandle, text: str) -> httpx.Response:
+    return httpx.post(
+        gw.url("/v1/chat/completions"),
+        headers={"Authorization": f"Bearer {MASTER}"},
+        json={"model": "fast", "messages": [{"role": "user", "content": text}]},
+        timeout=10,
+        trust_env=False,
+    )
+
+
+def test_limits_invalidation_and_cache_on_a_cluster(
     start_gateway: StartGateway,
     fresh_upstream: FakeUpstream,
     fresh_database: str,
@@ -75,6 +88,13 @@ def test_limits_and_invalidation_on_a_cluster(
     assert admin(a, "PATCH", f"/v1/admin/keys/{made['key_id']}", {"revoked": True}).status_code == 200
     wait_until(lambda: call(b, made["key"]).status_code == 401, timeout=1.0)
     assert time.monotonic() - t0 < 1.0
+
+    # The response cache on the cluster: an answer stored by a is found by b (each has its own LRU otherwise).
+    for i in range(6):  # entries over several slots
+        assert _ask(a, f"cluster cache {i}").headers["x-routeiq-cache"] == "miss"
+        assert _ask(b, f"cluster cache {i}").headers["x-routeiq-cache"] == "hit"
+    cache_degraded = 'gateway_degraded_mode{service="cache"}'
+    assert metric(a, cache_degraded) == 0.0 and metric(b, cache_degraded) == 0.0
 
 
 def test_model_sync_permits_on_a_cluster(cluster: ClusterSet, tmp_path: Path) -> None:

@@ -1,8 +1,9 @@
 """Redis Sentinel, for real: a master, a replica and three Debian `redis-sentinel` processes. The master is killed
 (SIGKILL) under steady load through two gateways' virtual-key limits; Sentinel promotes the replica; the gateways
 follow without a restart. No request fails — during the failover window they are admitted on local limits (the
-degraded path) — and afterwards the limits are shared again on the new master, key changes are announced on it,
-and model-sync's download permits (the very client the agent builds) are taken on it."""
+degraded path) — and afterwards the limits are shared again on the new master, the response cache is on it, key
+changes are announced on it, and model-sync's download permits (the very client the agent builds) are taken on
+it."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from routeiq_model_sync.cli import make_syncer
 from routeiq_model_sync.settings import ModelSyncSettings
 from routeiq_shared.lease import LeaseSemaphore, LeaseUnavailable
 from test_rate_limits import call, metric, new_key
-from test_virtual_keys import ADMIN, admin, config, upgraded
+from test_virtual_keys import ADMIN, MASTER, admin, config, upgraded
 
 DEGRADED = 'gateway_degraded_mode{service="redis"}'
 
@@ -39,7 +40,18 @@ def _gateway(
 ) -> GatewayHandle:
     cfg = config(upstream)
     cfg["routeiq"]["limits"] = {"replicas": 2, "redis_timeout_seconds": 0.05}
+    cfg["litellm_settings"] = {"cache": True, "cache_params": {"type": "redis", "ttl": 60}}
     return start_gateway(cfg, env={"DATABASE_URL": db, "ADMIN_API_KEYS": ADMIN, **env}, root=root)
+
+
+def _ask(gw: GatewayHandle, text: str) -> httpx.Response:
+    return httpx.post(
+        gw.url("/v1/chat/completions"),
+        headers={"Authorization": f"Bearer {MASTER}"},
+        json={"model": "fast", "messages": [{"role": "user", "content": text}]},
+        timeout=10,
+        trust_env=False,
+    )
 
 
 class Load:
@@ -114,9 +126,14 @@ def test_master_killed_under_load_the_gateways_follow_the_failover(
     )
     assert failed == []  # the window's requests were admitted locally, none refused or failed
 
-    for gw in (a, b):  # each went degraded and came back, once each
-        events = [r["degraded"] for r in gw.json_logs() if r.get("event") == "degraded_mode"]
-        assert events == [True, False], events
+    for gw in (a, b):  # limits and cache each went degraded and came back, once each
+        for service in ("redis", "cache"):
+            events = [
+                r["degraded"]
+                for r in gw.json_logs()
+                if r.get("event") == "degraded_mode" and r.get("service") == service
+            ]
+            assert events == [True, False], (service, events)
 
     # Shared on the new master: replica a alone gets the whole 4 (locally it would get 4 / 2).
     fresh = new_key(a, rpm_limit=4)
@@ -124,6 +141,12 @@ def test_master_killed_under_load_the_gateways_follow_the_failover(
     assert call(b, fresh).status_code == 429
     with sentinels.replica.client() as conn:
         assert conn.execute_command("ROLE")[0] == b"master" and conn.keys("routeiq:*")
+
+    # The response cache back on Redis, the new master: an answer stored by a is found by b.
+    cache_degraded = 'gateway_degraded_mode{service="cache"}'
+    wait_until(lambda: metric(a, cache_degraded) == 0.0 and metric(b, cache_degraded) == 0.0, timeout=10)
+    assert _ask(a, "after the failover").headers["x-routeiq-cache"] == "miss"
+    assert _ask(b, "after the failover").headers["x-routeiq-cache"] == "hit"
 
     # Invalidation re-subscribed on the new master: a revocation on a reaches b at once (its refresh is 30 s).
     wait_until(lambda: any(r.get("event") == "key_invalidation_resubscribed" for r in b.json_logs()), timeout=15)
