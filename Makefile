@@ -7,7 +7,7 @@ PY := $(BIN)/python
 PACKAGES := -e 'shared[ml]' -e gateway -e config_sync_agent -e model_sync_agent -e 'train[mlflow]'
 # Debian packages: redis-server and postgresql (15, the system of record for keys) for tests and the local pod; nginx and wrk for bench/; prometheus for promtool
 # (the chart's alert rules are checked and unit-tested with it); chromium, headless, drives the admin page's test over its DevTools protocol.
-SYSTEM_PACKAGES := redis-server postgresql nginx wrk prometheus chromium
+SYSTEM_PACKAGES := redis-server redis-sentinel postgresql nginx wrk prometheus chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Images (make images / make images-test): Debian's podman 4.3 with runc, mmdebstrap for the base image.
 IMAGE_TOOLS := podman runc mmdebstrap uidmap fuse-overlayfs

@@ -8,8 +8,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from routeiq_shared.egress import EgressError, check_setting_url
 from routeiq_shared.jsonlog import setup_logging, startup_errors_logged
+from routeiq_shared.redis_settings import RedisSettings, RedisSettingsError
 from routeiq_shared.signing import KeyFileError, load_public_key
 from routeiq_shared.telemetry import setup_tracing
 from routeiq_shared.volume import VolumePaths
@@ -89,12 +89,10 @@ def main(argv: list[str] | None = None) -> None:
             database = DatabaseSettings.from_env()
         except ValueError as exc:
             raise SystemExit(str(exc)) from None
-        redis_url = os.environ.get("REDIS_URL", "").strip() or None
-        if redis_url is not None:
-            try:  # never a link-local or metadata address
-                check_setting_url("REDIS_URL", redis_url, ("redis", "rediss", "unix"))
-            except EgressError as exc:
-                raise SystemExit(str(exc)) from None
+        try:  # REDIS_URL, Sentinel or Cluster; never a link-local or metadata address
+            redis = RedisSettings.from_env(os.environ)
+        except RedisSettingsError as exc:
+            raise SystemExit(str(exc)) from None
     keys = tuple(k.strip().encode() for k in os.environ.get("ADMIN_API_KEYS", "").split(",") if k.strip())
 
     import uvloop
@@ -112,6 +110,6 @@ def main(argv: list[str] | None = None) -> None:
         verify=verify,
         admin_port=args.admin_port,
         database=database,
-        redis_url=redis_url,
+        redis=redis,
     )
     sys.exit(uvloop.run(serve(opts, tracer_provider)))

@@ -69,10 +69,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def make_syncer(settings: ModelSyncSettings) -> tuple[ModelSyncer, Any]:
     store = open_store(settings.registry)
     redis_client = None
-    if settings.redis_url:
-        import redis.asyncio as aioredis
-
-        redis_client = aioredis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+    if settings.redis is not None:  # Sentinel: the master is found again after a failover; Cluster: by slot
+        redis_client = settings.redis.client(socket_connect_timeout=2, socket_timeout=5)
     try:
         key = load_public_key(settings.public_key) if settings.public_key else None
     except (KeyFileError, OSError) as exc:

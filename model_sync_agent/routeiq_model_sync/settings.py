@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from routeiq_shared.redis_settings import RedisSettings, RedisSettingsError
 from routeiq_shared.sidecar import env_number, env_url
 from routeiq_shared.volume import VolumePaths
 
@@ -18,7 +19,7 @@ class ModelSyncSettings:
     names: tuple[str, ...]  # MODEL_NAMES: followed in addition to the synced config's routers
     require_signature: bool
     public_key: str | None  # PEM text or a path
-    redis_url: str | None
+    redis: RedisSettings | None  # REDIS_URL, Sentinel or Cluster (routeiq_shared.redis_settings)
     max_concurrent: int
     lease_ttl_ms: int
     lock_wait_seconds: float  # how long to wait for a download permit before trying again next poll
@@ -43,7 +44,7 @@ class ModelSyncSettings:
             names=names,
             require_signature=env.get("MODEL_REQUIRE_SIGNATURE", "true").strip().lower() not in ("false", "0", "no"),
             public_key=env.get("MODEL_SIGNING_PUBLIC_KEY") or None,
-            redis_url=env_url(env, "REDIS_URL", ("redis", "rediss", "unix")),
+            redis=_redis(env),
             max_concurrent=max(1, int(env_number(env, "MODEL_SYNC_MAX_CONCURRENT", 1))),
             lease_ttl_ms=int(env_number(env, "MODEL_SYNC_LEASE_TTL_MS", 30_000)),
             lock_wait_seconds=env_number(env, "MODEL_SYNC_LOCK_WAIT", 600.0),
@@ -54,3 +55,10 @@ class ModelSyncSettings:
             paths=VolumePaths.from_env(env),
             health_port=int(env_number(env, "HEALTH_PORT", 8082)),
         )
+
+
+def _redis(env: Mapping[str, str]) -> RedisSettings | None:
+    try:
+        return RedisSettings.from_env(env)
+    except RedisSettingsError as exc:
+        raise SystemExit(str(exc)) from None

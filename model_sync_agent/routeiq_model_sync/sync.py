@@ -28,10 +28,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from opentelemetry import trace
-from redis.exceptions import RedisError
 from routeiq_shared.lease import LeaseSemaphore, LeaseUnavailable
 from routeiq_shared.manifest import NAME_PATTERN, CurrentPointer, Manifest, ManifestError
 from routeiq_shared.objectstore import ObjectStore, ObjectTooLarge, StoreError
+from routeiq_shared.redis_settings import REDIS_ERRORS
 from routeiq_shared.signing import VerificationError, verify_artifact, verify_manifest, verify_pointer
 
 from .metrics import ModelSyncMetrics
@@ -126,7 +126,7 @@ class ModelSyncer:
             return
         try:
             await self.redis.ping()
-        except (RedisError, OSError):
+        except REDIS_ERRORS:
             self.redis_state = "unreachable"
         else:
             self.redis_state = "ok"

@@ -32,7 +32,8 @@ from types import TracebackType
 from typing import Self, TypeVar
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+
+from routeiq_shared.redis_settings import REDIS_ERRORS
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -235,5 +236,5 @@ class Lease:
 async def _call(awaitable: Awaitable[T]) -> T:
     try:
         return await awaitable
-    except (RedisError, OSError) as exc:
+    except REDIS_ERRORS as exc:
         raise LeaseUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc

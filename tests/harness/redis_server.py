@@ -1,8 +1,10 @@
-"""A real `redis-server` process on a free loopback port, without persistence."""
+"""A real `redis-server` process on a free loopback port, without persistence. `extra` arguments make it a
+replica, a cluster node or a TLS server (redis_topologies.py builds those)."""
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import redis
@@ -31,9 +33,17 @@ class RedisServer:
 
     @classmethod
     def start(
-        cls, binary: str, work_dir: Path, host: str = "127.0.0.1", timeout: float = 15.0, port: int | None = None
+        cls,
+        binary: str,
+        work_dir: Path,
+        host: str = "127.0.0.1",
+        timeout: float = 15.0,
+        port: int | None = None,
+        extra: Sequence[str] = (),
+        ready: Callable[[], bool] | None = None,
     ) -> RedisServer:
-        """`port`: start again where a stopped one was (clients reconnect to the same address)."""
+        """`port`: start again where a stopped one was (clients reconnect to the same address). `extra`: more
+        redis-server arguments; `ready`: the check that it is up, when PING on `port` is not it (TLS)."""
         port = port or free_port(host)
         work_dir.mkdir(parents=True, exist_ok=True)
         argv = [
@@ -44,11 +54,12 @@ class RedisServer:
             "--appendonly", "no",
             "--daemonize", "no",
             "--dir", str(work_dir),
+            *extra,
         ]  # fmt: skip
         process = ManagedProcess(argv, work_dir / "redis-server.log", env=child_env(), name="redis-server")
         process.start()
         try:
-            process.wait_ready(lambda: _pings(host, port), timeout, f"PING on {host}:{port}")
+            process.wait_ready(ready or (lambda: pings(host, port)), timeout, f"PING on {host}:{port}")
         except BaseException:
             process.stop()
             raise
@@ -68,7 +79,7 @@ class RedisServer:
         return f"<RedisServer {self.url} {self.process!r}>"
 
 
-def _pings(host: str, port: int) -> bool:
+def pings(host: str, port: int) -> bool:
     try:
         with redis.Redis(host=host, port=port, socket_connect_timeout=0.2, socket_timeout=0.5) as conn:
             return bool(conn.ping())

@@ -19,6 +19,7 @@ from routeiq_gateway.http.errors import GatewayError
 from routeiq_gateway.observability.metrics import GatewayMetrics
 from routeiq_gateway.tenancy.records import Limits, Team, VirtualKey
 from routeiq_shared.config_schema import LimitsSettings
+from routeiq_shared.redis_settings import RedisSettings
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 10}
 PERIOD = 60_000
@@ -32,7 +33,7 @@ def _evalsha_calls(server: RedisServer) -> int:
 
 def _limiter(server: RedisServer, lease_seconds: float = 5.0, replicas: int = 1) -> Limiter:
     settings = LimitsSettings(redis_timeout_seconds=1.0, lease_seconds=lease_seconds, replicas=replicas)
-    return Limiter(server.url, lambda: settings, GatewayMetrics())
+    return Limiter(RedisSettings.from_env({"REDIS_URL": server.url}), lambda: settings, GatewayMetrics())
 
 
 def _key(limits: Limits, team: Team | None = None) -> VirtualKey:

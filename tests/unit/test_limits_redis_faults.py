@@ -19,6 +19,7 @@ from routeiq_gateway.http.errors import GatewayError
 from routeiq_gateway.observability.metrics import GatewayMetrics
 from routeiq_gateway.tenancy.records import Limits, VirtualKey
 from routeiq_shared.config_schema import LimitsSettings
+from routeiq_shared.redis_settings import RedisSettings
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 100}
 
@@ -51,7 +52,11 @@ def test_a_hung_redis_costs_one_timeout_and_the_late_admission_is_given_back(own
     client = own_redis.client()
 
     async def scenario() -> None:
-        limiter = Limiter(own_redis.url, lambda: LimitsSettings(redis_timeout_seconds=0.1), metrics)
+        limiter = Limiter(
+            RedisSettings.from_env({"REDIS_URL": own_redis.url}),
+            lambda: LimitsSettings(redis_timeout_seconds=0.1),
+            metrics,
+        )
         first = await limiter.admit(vkey, "chat/completions", BODY)  # shared: one slot taken in Redis
         assert first is not None and limiter.shared and client.zcard(k_par) == 1
         limiter.finish(first, {"prompt_tokens": 2, "completion_tokens": 3}, answered=True)
@@ -89,7 +94,11 @@ def test_scripts_loaded_again_when_redis_lost_them(own_redis: RedisServer) -> No
     vkey = _key(Limits(rpm=3))
 
     async def scenario() -> None:
-        limiter = Limiter(own_redis.url, lambda: LimitsSettings(redis_timeout_seconds=1.0), metrics)
+        limiter = Limiter(
+            RedisSettings.from_env({"REDIS_URL": own_redis.url}),
+            lambda: LimitsSettings(redis_timeout_seconds=1.0),
+            metrics,
+        )
         assert await limiter.admit(vkey, "chat/completions", BODY) is not None
         own_redis.client().script_flush()  # as after a restart: Redis knows no script
         tickets = [await limiter.admit(vkey, "chat/completions", BODY) for _ in range(2)]

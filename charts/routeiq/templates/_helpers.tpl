@@ -156,3 +156,77 @@ volumeMounts:
     readOnly: true
   {{- end }}
 {{- end }}
+
+{{/* Redis env for the gateway and model-sync alike (routeiq_shared.redis_settings reads it), checked here so a
+conflicting set of values fails at render with the value's name. */}}
+{{- define "routeiq.redisEnv" -}}
+{{- $r := .Values.redis }}
+{{- if and $r.sentinel.hosts $r.urlSecret.name }}
+{{- fail "redis.sentinel.hosts and redis.urlSecret.name are both set: with Sentinel the sentinels say where the master is (leave urlSecret empty)" }}
+{{- end }}
+{{- if and $r.sentinel.hosts $r.cluster }}
+{{- fail "redis.sentinel.hosts and redis.cluster are both set: choose one mode" }}
+{{- end }}
+{{- if and $r.sentinel.hosts (not $r.sentinel.masterName) }}
+{{- fail "redis.sentinel.masterName is required with redis.sentinel.hosts" }}
+{{- end }}
+{{- if and $r.cluster (not $r.urlSecret.name) }}
+{{- fail "redis.cluster needs redis.urlSecret (the URL of any one node)" }}
+{{- end }}
+{{- if and $r.tls.enabled (not $r.sentinel.hosts) }}
+{{- fail "redis.tls.enabled is for Sentinel: with redis.urlSecret, TLS is the URL's rediss:// scheme" }}
+{{- end }}
+{{- with include "routeiq.secretEnv" (list "REDIS_URL" $r.urlSecret) | trim }}{{ . }}{{ end }}
+{{- if $r.cluster }}
+- name: REDIS_CLUSTER
+  value: "1"
+{{- end }}
+{{- if $r.username }}
+- name: REDIS_USERNAME
+  value: {{ $r.username | quote }}
+{{- end }}
+{{- with include "routeiq.secretEnv" (list "REDIS_PASSWORD" $r.passwordSecret) | trim }}
+{{ . }}
+{{- end }}
+{{- if $r.sentinel.hosts }}
+- name: REDIS_SENTINELS
+  value: {{ join "," $r.sentinel.hosts | quote }}
+- name: REDIS_SENTINEL_MASTER
+  value: {{ $r.sentinel.masterName | quote }}
+- name: REDIS_DB
+  value: {{ $r.sentinel.db | quote }}
+{{- if $r.sentinel.username }}
+- name: REDIS_SENTINEL_USERNAME
+  value: {{ $r.sentinel.username | quote }}
+{{- end }}
+{{- with include "routeiq.secretEnv" (list "REDIS_SENTINEL_PASSWORD" $r.sentinel.passwordSecret) | trim }}
+{{ . }}
+{{- end }}
+{{- if $r.sentinel.tls }}
+- name: REDIS_SENTINEL_TLS
+  value: "1"
+{{- end }}
+{{- if $r.tls.enabled }}
+- name: REDIS_TLS
+  value: "1"
+{{- end }}
+{{- end }}
+{{- if $r.tls.secretName }}
+- name: REDIS_TLS_CA_FILE
+  value: /etc/routeiq/redis-tls/ca.crt
+{{- if $r.tls.clientCertificate }}
+- name: REDIS_TLS_CERT_FILE
+  value: /etc/routeiq/redis-tls/tls.crt
+- name: REDIS_TLS_KEY_FILE
+  value: /etc/routeiq/redis-tls/tls.key
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "routeiq.redisTlsMount" -}}
+{{- if .Values.redis.tls.secretName }}
+- name: redis-tls
+  mountPath: /etc/routeiq/redis-tls
+  readOnly: true
+{{- end }}
+{{- end }}

@@ -14,7 +14,8 @@ x-ratelimit-* headers. A virtual key with limits gets its own x-ratelimit-* on e
 upstream's (those describe the provider account the gateway shares, not the caller's allowance); a key without
 limits, and the master key, get the upstream's as they came.
 
-Redis slower than `routeiq.limits.redis_timeout_seconds` or unreachable: this request and the following ones use
+Redis is reached as routeiq_shared.redis_settings says (REDIS_URL, Sentinel or Cluster; redis_wire.py). Redis
+slower than `routeiq.limits.redis_timeout_seconds` or unreachable: this request and the following ones use
 local limits (local_limits.py: the limit divided by `routeiq.limits.replicas`), `gateway_degraded_mode
 {service="redis"}` is 1, one log line says so; a probe every second brings the shared limits back, one more line."""
 
@@ -31,11 +32,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from routeiq_shared.config_schema import LimitsSettings
+from routeiq_shared.redis_settings import RedisSettings
 
 from routeiq_gateway.admission import budget
 from routeiq_gateway.admission.leases import Lease, LeaseBook, wants
@@ -114,20 +113,18 @@ def _scopes(vkey: VirtualKey) -> list[tuple[str, str, Limits]]:
 
 
 class Limiter:
-    def __init__(self, redis_url: str | None, settings: Callable[[], LimitsSettings], metrics: GatewayMetrics) -> None:
+    def __init__(
+        self, redis: RedisSettings | None, settings: Callable[[], LimitsSettings], metrics: GatewayMetrics
+    ) -> None:
         self.settings = settings  # read at each use: a config reload applies at once
         self.metrics = metrics
         self.local = LocalLimits()
-        self._redis: aioredis.Redis | None = None
         self._batch: ScriptBatch | None = None
-        if redis_url:
+        if redis is not None:
             timeout = settings().redis_timeout_seconds
-            self._redis = aioredis.Redis.from_url(
-                redis_url, socket_connect_timeout=timeout, socket_timeout=None, retry=Retry(NoBackoff(), 0)
-            )
             # A pipeline may take longer than one request waits (that request then goes local): not less than this.
             self._batch = ScriptBatch(
-                redis_url, {"admit": ADMIT, "settle": SETTLE, "give_back": GIVE_BACK}, max(0.5, 4 * timeout)
+                redis, {"admit": ADMIT, "settle": SETTLE, "give_back": GIVE_BACK}, max(0.5, 4 * timeout)
             )
         self.leases = LeaseBook()
         self._degraded = False
@@ -199,27 +196,33 @@ class Limiter:
     # --- background ----------------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """While degraded, try Redis every second; shared limits again as soon as it answers."""
+        """While degraded, try Redis every second (a new connection made as the next one will be: through the
+        sentinels, or the cluster's slot map); shared limits again as soon as it answers. While shared, with
+        Sentinel, ask the sentinels every second whether the master has moved."""
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), _PROBE_SECONDS)
             for lease in self.leases.expired():
                 self._give_back(lease)
-            if self._degraded and self._redis is not None:
-                try:
+            if self._batch is None:
+                continue
+            if not self._degraded:
+                with contextlib.suppress(*_REDIS_ERRORS):  # a failure here is the next call's to report
                     async with asyncio.timeout(max(self.settings().redis_timeout_seconds, 0.5)):
-                        await self._redis.ping()
-                except _REDIS_ERRORS:
-                    continue
-                self._set_degraded(False, None)
+                        await self._batch.wire.follow()  # Sentinel: has the master moved?
+                continue
+            try:
+                async with asyncio.timeout(max(self.settings().redis_timeout_seconds, 0.5)):
+                    await self._batch.wire.probe()
+            except _REDIS_ERRORS:
+                continue
+            self._set_degraded(False, None)
 
     async def close(self) -> None:
         for lease in self.leases.drain():
             self._give_back(lease)
         if self._batch is not None:
             await self._batch.close()
-        if self._redis is not None:
-            await self._redis.aclose()
 
     # --- internals -----------------------------------------------------------------------------------------
 

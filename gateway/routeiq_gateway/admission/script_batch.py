@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import NoScriptError, RedisError
+from routeiq_shared.redis_settings import RedisSettings
 
-from routeiq_gateway.admission.redis_wire import RespConnection, pack
+from routeiq_gateway.admission.redis_wire import open_wire, pack
 
 _ERRORS = (RedisError, OSError, TimeoutError)
 _HEADS = 10_000  # encoded command heads kept (one per scope and limits)
@@ -33,8 +34,8 @@ class _Group:
 
 
 class ScriptBatch:
-    def __init__(self, url: str, scripts: dict[str, str], flush_timeout: float) -> None:
-        self.wire = RespConnection(url)
+    def __init__(self, settings: RedisSettings, scripts: dict[str, str], flush_timeout: float) -> None:
+        self.wire = open_wire(settings)
         self.scripts = scripts
         self.sha = {
             name: hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest() for name, text in scripts.items()
@@ -105,14 +106,15 @@ class ScriptBatch:
                     group.late(mine)
 
     async def _send(self, commands: list[bytes]) -> list[Any]:
-        replies = await self.wire.roundtrip(b"".join(commands), len(commands))
+        replies = await self.wire.roundtrip(commands)
         missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:
+            # On every node of a cluster: the one that said NOSCRIPT may not be the only one that lost them.
             loads = [pack(b"SCRIPT", b"LOAD", text.encode()) for text in self.scripts.values()]
-            for reply in await self.wire.roundtrip(b"".join(loads), len(loads)):
+            for reply in await self.wire.broadcast(loads):
                 if isinstance(reply, Exception):
                     raise reply
-            again = await self.wire.roundtrip(b"".join(commands[i] for i in missing), len(missing))
+            again = await self.wire.roundtrip([commands[i] for i in missing])
             for i, reply in zip(missing, again, strict=True):
                 replies[i] = reply
         return replies

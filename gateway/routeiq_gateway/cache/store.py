@@ -12,9 +12,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from routeiq_shared.redis_settings import REDIS_ERRORS, RedisSettings
 
 from routeiq_gateway.observability.metrics import GatewayMetrics
 
@@ -25,18 +25,18 @@ from .redis_client import cache_redis
 
 log = logging.getLogger("routeiq.gateway")
 
-_ERRORS = (RedisError, OSError, TimeoutError)
+_ERRORS = REDIS_ERRORS
 _PROBE_SECONDS = 1.0
 
 
 class ResponseCache:
-    def __init__(self, redis_url: str | None, metrics: GatewayMetrics) -> None:
-        self.redis_url = redis_url
+    def __init__(self, redis: RedisSettings | None, metrics: GatewayMetrics) -> None:
+        self.redis = redis
         self.metrics = metrics
         self.local = LocalLRU(10_000, 64 * 1024 * 1024)
-        self._client: aioredis.Redis | None = None
+        self._client: Any = None  # redis-py's Redis, or RedisCluster
         self._client_settings: tuple[float, int] | None = None
-        self._retired: list[aioredis.Redis] = []
+        self._retired: list[Any] = []
         self._down = False  # Redis failed its last call and has not answered a probe since
         self._degraded = False
         self._policy = CachePolicy()
@@ -50,7 +50,7 @@ class ResponseCache:
         self.local.resize(policy.local_max_entries, policy.local_max_bytes)
         if not policy.enabled:
             self.local.clear()  # turned off: nothing of it is served again, so nothing is kept
-        self._publish("REDIS_URL is not set" if self.redis_url is None else "Redis unreachable")
+        self._publish("REDIS_URL is not set" if self.redis is None else "Redis unreachable")
 
     def store_name(self, policy: CachePolicy) -> str:
         return "redis" if self._redis_serves(policy) else "local"
@@ -105,14 +105,17 @@ class ResponseCache:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), _PROBE_SECONDS)
             policy = self._policy
-            if not (self._down and policy.uses_redis and self.redis_url):
+            if not (self._down and policy.uses_redis and self.redis):
                 continue
             client = self._redis(policy)
             try:
                 async with asyncio.timeout(max(policy.redis_timeout, 0.5)):
                     await client.ping()
-                # Connections opened before the outage are dead: closed now, not found by the next requests.
-                await client.connection_pool.disconnect()
+                # Connections opened before the outage are dead: closed now, not found by the next requests (a
+                # cluster client has a pool per node and drops a dead node's itself).
+                pool = getattr(client, "connection_pool", None)
+                if pool is not None:
+                    await pool.disconnect()
             except _ERRORS:
                 continue
             self._down = False
@@ -126,15 +129,15 @@ class ResponseCache:
     # --- internals -----------------------------------------------------------------------------------------
 
     def _redis_serves(self, policy: CachePolicy) -> bool:
-        return policy.store == "redis" and self.redis_url is not None and not self._down
+        return policy.store == "redis" and self.redis is not None and not self._down
 
-    def _redis(self, policy: CachePolicy) -> aioredis.Redis:
-        assert self.redis_url is not None
+    def _redis(self, policy: CachePolicy) -> Any:
+        assert self.redis is not None
         settings = (policy.redis_timeout, policy.max_connections)
         if self._client is None or settings != self._client_settings:
             if self._client is not None:  # a reload changed them: the old client is closed at exit
                 self._retired.append(self._client)
-            self._client = cache_redis(self.redis_url, *settings)
+            self._client = cache_redis(self.redis, *settings)
             self._client_settings = settings
         return self._client
 
@@ -147,7 +150,7 @@ class ResponseCache:
     def _publish(self, reason: str) -> None:
         """gateway_degraded_mode{service="cache"} and one log line, when it changes."""
         policy = self._policy
-        degraded = policy.uses_redis and (self.redis_url is None or self._down)
+        degraded = policy.uses_redis and (self.redis is None or self._down)
         if degraded == self._degraded:
             return
         self._degraded = degraded

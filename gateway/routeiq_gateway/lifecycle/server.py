@@ -24,6 +24,7 @@ from routeiq_shared.atomic import atomic_write
 from routeiq_shared.config_schema import ConfigError
 from routeiq_shared.egress import EgressPolicy
 from routeiq_shared.gateway_files import IDENTITY_FILE, GatewayIdentity
+from routeiq_shared.redis_settings import RedisSettings
 
 from routeiq_gateway.admin.app import AdminApp
 from routeiq_gateway.admin.audit_endpoints import AuditEndpoints
@@ -77,7 +78,7 @@ class GatewayOptions:
     verify: VerifyPolicy
     admin_port: int = 4001  # the admin API's own listener (admin/app.py); 0: none
     database: DatabaseSettings | None = None  # DATABASE_URL: virtual keys on (tenancy/)
-    redis_url: str | None = None  # REDIS_URL: key changes announced across replicas, limits, the response cache
+    redis: RedisSettings | None = None  # REDIS_URL / Sentinel / Cluster: limits, key changes, the response cache
 
 
 class _Server(uvicorn.Server):
@@ -135,7 +136,7 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
     native = NativeProvider(pool)
     litellm = await asyncio.to_thread(_litellm_provider, policy) if state.uses_litellm else None
     runtime = RuntimeState()  # the process's: outlives every reload (routing/runtime.py)
-    cache = ResponseCache(opts.redis_url, metrics)  # outlives reloads too; each config sets its policy
+    cache = ResponseCache(opts.redis, metrics)  # outlives reloads too; each config sets its policy
     cache.configure(state.cache)
     translated = _translated_provider(pool, litellm) if litellm is not None else None
     dispatcher = Dispatcher(native, litellm, metrics, runtime, translated)
@@ -289,7 +290,7 @@ async def _open_tenancy(opts: GatewayOptions, ref: StateRef, metrics: GatewayMet
             extra={"event": "virtual_keys", "enabled": False},
         )
         return None
-    tenancy = Tenancy(opts.database, lambda: ref.current.keys, metrics, opts.redis_url, lambda: ref.current.limits)
+    tenancy = Tenancy(opts.database, lambda: ref.current.keys, metrics, opts.redis, lambda: ref.current.limits)
     try:
         await tenancy.open()
     except StartupError:

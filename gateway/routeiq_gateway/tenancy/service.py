@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 
 from routeiq_shared.config_schema import KeysSettings, LimitsSettings
+from routeiq_shared.redis_settings import RedisSettings
 
 from routeiq_gateway.admission.budget import run_resets
 from routeiq_gateway.admission.limits import Limiter
@@ -34,14 +35,14 @@ class Tenancy:
         settings: DatabaseSettings,
         keys_settings: Callable[[], KeysSettings],
         metrics: GatewayMetrics,
-        redis_url: str | None,
+        redis: RedisSettings | None,
         limits_settings: Callable[[], LimitsSettings] = LimitsSettings,
     ) -> None:
         self.db = Database(settings)
         self.cache = KeyCache(self.db, keys_settings, metrics)
         self.spend = SpendLedger(self.db, metrics, keys_settings)
-        self.invalidation = Invalidation(redis_url, self.cache.invalidate) if redis_url else None
-        self.limits = Limiter(redis_url, limits_settings, metrics)  # rpm/tpm/parallel and budgets per key and team
+        self.invalidation = Invalidation(redis, self.cache.invalidate) if redis else None
+        self.limits = Limiter(redis, limits_settings, metrics)  # rpm/tpm/parallel and budgets per key and team
         self._tasks: list[asyncio.Task[None]] = []
 
     async def open(self, wait_seconds: float = 10.0) -> None:
@@ -69,6 +70,7 @@ class Tenancy:
                 "keys": self.cache.size,
                 "schema_version": version,
                 "invalidation": "redis" if self.invalidation else "interval only (no REDIS_URL)",
+                "redis": self.invalidation.settings.target if self.invalidation else None,
             },
         )
 
