@@ -16,7 +16,7 @@ _V = TypeVar("_V")
 _MAX_ENTRIES = 100_000  # scopes remembered; past this the oldest are forgotten (they refill anyway)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one is built per request, and a frozen dataclass's __init__ costs 3x
 class Verdict:
     allowed: bool
     denied_by: str  # "" | "rpm" | "tpm" | "parallel"
