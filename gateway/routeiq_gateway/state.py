@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from routeiq_shared.breaker import BreakerPolicy
 from routeiq_shared.config_schema import (
     AuditSettings,
+    BreakersSettings,
     ConfigError,
     KeysSettings,
     LimitsSettings,
@@ -68,6 +70,9 @@ class GatewayState:
     wildcards: WildcardGroups = field(default_factory=lambda: WildcardGroups(()))  # `openai/*`, `*`, …
     config_warnings: tuple[str, ...] = ()  # LiteLLM keys accepted with no effect, logged at each load
     environment: dict[str, str] = field(default_factory=dict)  # the config's environment_variables
+    # routeiq.breakers: each dependency's circuit breaker policy (routeiq_shared/breaker.py), built once per load
+    breaker_policies: dict[str, BreakerPolicy] = field(default_factory=lambda: BreakersSettings().policies())
+    deployment_latency_budget: float | None = None  # a provider call slower than this counts as a failure
 
     @property
     def router_artifacts(self) -> set[str]:
@@ -165,6 +170,8 @@ def build_state(loaded: LoadedConfig, created: int) -> GatewayState:
         pre_call_checks=cfg.router_settings.enable_pre_call_checks,
         config_warnings=loaded.warnings,
         environment=dict(cfg.environment_variables),
+        breaker_policies=cfg.routeiq.breakers.policies(),
+        deployment_latency_budget=cfg.routeiq.breakers.deployment_latency_budget_seconds,
     )
 
 

@@ -13,9 +13,11 @@ x-ratelimit-* headers. A virtual key with limits gets its own x-ratelimit-* on e
 upstream's (those describe the provider account the gateway shares, not the caller's allowance); a key without
 limits, and the master key, get the upstream's as they came.
 
-Redis slower than `routeiq.limits.redis_timeout_seconds` or unreachable: this request and the following ones use
-local limits (local_limits.py: the limit divided by `routeiq.limits.replicas`), `gateway_degraded_mode
-{service="redis"}` is 1, one log line says so; a probe every second brings the shared limits back, one more line."""
+Redis slower than `routeiq.limits.redis_timeout_seconds` or unreachable: this request uses local limits
+(local_limits.py: the limit divided by `routeiq.limits.replicas`); after `routeiq.breakers.redis.failures` such
+calls in a row (default 1) the Redis breaker opens and the following requests go local without trying Redis,
+`gateway_degraded_mode{service="redis"}` is 1, one log line says so; once the breaker's cool-down is over
+(default 1 s) a PING probes, and its answer closes the breaker and brings the shared limits back, one more line."""
 
 from __future__ import annotations
 
@@ -34,7 +36,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from routeiq_shared.config_schema import LimitsSettings
+from routeiq_shared.breaker import BreakerPolicy
+from routeiq_shared.config_schema import BreakersSettings, LimitsSettings
 
 from routeiq_gateway.admission import budget
 from routeiq_gateway.admission.limit_scripts import ADMIT, SETTLE, redis_keys
@@ -51,7 +54,8 @@ log = logging.getLogger("routeiq.gateway")
 PERIOD_MS = 60_000  # rpm and tpm are per minute
 _PERIOD = str(PERIOD_MS)
 _REDIS_ERRORS = (RedisError, OSError, TimeoutError)
-_PROBE_SECONDS = 1.0
+_PROBE_SECONDS = 1.0  # how often the background task looks whether a probe is due
+_DEFAULT_POLICY = BreakersSettings().redis.policy()
 _RATELIMIT = b"x-ratelimit-"
 
 
@@ -110,7 +114,13 @@ def _scopes(vkey: VirtualKey) -> list[tuple[str, str, Limits]]:
 
 
 class Limiter:
-    def __init__(self, redis_url: str | None, settings: Callable[[], LimitsSettings], metrics: GatewayMetrics) -> None:
+    def __init__(
+        self,
+        redis_url: str | None,
+        settings: Callable[[], LimitsSettings],
+        metrics: GatewayMetrics,
+        breaker_policy: Callable[[], BreakerPolicy] = lambda: _DEFAULT_POLICY,
+    ) -> None:
         self.settings = settings  # read at each use: a config reload applies at once
         self.metrics = metrics
         self.local = LocalLimits()
@@ -123,17 +133,16 @@ class Limiter:
             )
             # A pipeline may take longer than one request waits (that request then goes local): not less than this.
             self._batch = ScriptBatch(redis_url, {"admit": ADMIT, "settle": SETTLE}, max(0.5, 4 * timeout))
-        self._degraded = False
+        self.breaker = metrics.breaker("redis", breaker_policy, log, self._degraded)
         self._owed: dict[tuple[tuple[str, str, str], int], list[Any]] = {}  # scope → [tokens to correct, slots to free]
         self._owed_soon = False
         self._slot_prefix = secrets.token_hex(8) + ":"
         self._slot_seq = itertools.count()
-        metrics.degraded_mode.labels("redis").set(0)
 
     @property
     def shared(self) -> bool:
         """Whether limits are enforced across replicas now (Redis configured and reachable)."""
-        return self._batch is not None and not self._degraded
+        return self._batch is not None and self.breaker.closed
 
     # --- the hot path --------------------------------------------------------------------------------------
 
@@ -185,17 +194,18 @@ class Limiter:
     # --- background ----------------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """While degraded, try Redis every second; shared limits again as soon as it answers."""
+        """While the breaker is open, probe Redis when its cool-down is over; shared limits again once it answers."""
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), _PROBE_SECONDS)
-            if self._degraded and self._redis is not None:
+            if self._redis is not None and self.breaker.probe_due() and self.breaker.allow():
                 try:
                     async with asyncio.timeout(max(self.settings().redis_timeout_seconds, 0.5)):
                         await self._redis.ping()
-                except _REDIS_ERRORS:
+                except _REDIS_ERRORS as exc:
+                    self.breaker.failure(_reason(exc))
                     continue
-                self._set_degraded(False, None)
+                self.breaker.success()
 
     async def close(self) -> None:
         if self._batch is not None:
@@ -223,11 +233,14 @@ class Limiter:
             try:
                 # Past the timeout (or cancelled with its request) the reply goes to `late`.
                 (reply,) = await batch.send([command], late, settings.redis_timeout_seconds)
-                return [Verdict.of_script(part) for part in _checked(reply).split(b";")]
+                verdicts = [Verdict.of_script(part) for part in _checked(reply).split(b";")]
             except _REDIS_ERRORS as exc:
-                self._set_degraded(True, exc)
+                self.breaker.failure(_reason(exc))
                 for h in held:
                     h.shared = False
+            else:
+                self.breaker.success()
+                return verdicts
         n = settings.replicas
         return [
             self.local.admit(
@@ -292,13 +305,10 @@ class Limiter:
         if exc is None:
             exc = next((r for r in future.result() if isinstance(r, Exception)), None)
         if exc is not None:
-            self._set_degraded(True, exc)
+            self.breaker.failure(_reason(exc))
 
-    def _set_degraded(self, degraded: bool, exc: BaseException | None) -> None:
-        if degraded == self._degraded:
-            return
-        self._degraded = degraded
-        self.metrics.degraded_mode.labels("redis").set(1 if degraded else 0)
+    def _degraded(self, degraded: bool, reason: str) -> None:
+        """The breaker left closed (degraded) or closed again: one line each way."""
         if degraded:
             log.error(
                 "Redis unreachable: rate limits enforced per replica (each limit divided by routeiq.limits.replicas)",
@@ -307,7 +317,7 @@ class Limiter:
                     "service": "redis",
                     "degraded": True,
                     "replicas": self.settings().replicas,
-                    "reason": f"{type(exc).__name__}: {exc}"[:300],
+                    "reason": reason[:300],
                 },
             )
         else:
@@ -315,6 +325,10 @@ class Limiter:
                 "Redis reachable again: rate limits shared across replicas",
                 extra={"event": "degraded_mode", "service": "redis", "degraded": False},
             )
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]
 
 
 def _refusal(

@@ -184,7 +184,11 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
         pool.close()
         return 2
     app = GatewayApp(ref, dispatcher, metrics, models, Recorder(spool, metrics), tenancy=tenancy)
-    audit_table = TableSink(tenancy.db, lambda: ref.current.audit, audit_metrics) if tenancy is not None else None
+    audit_table = (
+        TableSink(tenancy.db, lambda: ref.current.audit, audit_metrics, breaker=tenancy.cache.breaker)
+        if tenancy is not None
+        else None
+    )
     if audit_table is not None:
         audit.add_sink(audit_table)  # audit records searchable in PostgreSQL too
     sessions = Sessions()  # the admin page's logins
@@ -281,7 +285,14 @@ async def _open_tenancy(opts: GatewayOptions, ref: StateRef, metrics: GatewayMet
             extra={"event": "virtual_keys", "enabled": False},
         )
         return None
-    tenancy = Tenancy(opts.database, lambda: ref.current.keys, metrics, opts.redis_url, lambda: ref.current.limits)
+    tenancy = Tenancy(
+        opts.database,
+        lambda: ref.current.keys,
+        metrics,
+        opts.redis_url,
+        lambda: ref.current.limits,
+        lambda: ref.current.breaker_policies,
+    )
     try:
         await tenancy.open()
     except StartupError:

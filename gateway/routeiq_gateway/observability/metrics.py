@@ -6,9 +6,12 @@ counters the request path keeps anyway instead of being updated on every request
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from routeiq_shared.breaker import BreakerMetrics, BreakerPolicy, BreakerState, CircuitBreaker
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -66,6 +69,8 @@ class GatewayMetrics:
             ["service"],
             registry=r,
         )
+        # gateway_circuit_breaker_state{dependency} / _transitions_total{dependency,to}: redis, postgres, s3
+        self.breakers = BreakerMetrics(r, "gateway")
         self.virtual_key_cache = Gauge("routeiq_virtual_keys_cached", "Virtual keys in the in-memory cache", registry=r)
         self.key_lookups = Counter(
             "routeiq_virtual_key_lookups",
@@ -134,6 +139,28 @@ class GatewayMetrics:
         self._request_children: dict[tuple[str, str, int], Counter] = {}
         self._latency_children: dict[str, Histogram] = {}
         self._upstream_children: dict[tuple[str, str], Histogram] = {}
+
+    def breaker(
+        self,
+        dependency: str,
+        policy: Callable[[], BreakerPolicy],
+        log: logging.Logger,
+        degraded: Callable[[bool, str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> CircuitBreaker:
+        """The dependency's breaker; with `degraded`, gateway_degraded_mode{service=dependency} follows it (1 from
+        the moment it leaves closed until it is closed again) and `degraded(flag, reason)` logs each flip."""
+
+        def follow(dep: str, old: BreakerState, new: BreakerState, reason: str) -> None:
+            if degraded is None or (old is not BreakerState.CLOSED and new is not BreakerState.CLOSED):
+                return  # open <-> half-open: still degraded, said once already
+            flag = new is not BreakerState.CLOSED
+            self.degraded_mode.labels(dep).set(1 if flag else 0)
+            degraded(flag, reason)
+
+        if degraded is not None:
+            self.degraded_mode.labels(dependency).set(0)
+        return self.breakers.breaker(dependency, policy, log, follow, clock)
 
     def bind_gauges(self, in_flight: Callable[[], float], streams: Callable[[], float]) -> None:
         self.in_flight.set_function(in_flight)
