@@ -21,6 +21,7 @@ from typing import Any
 import uvicorn
 from opentelemetry.sdk.trace import TracerProvider
 from routeiq_shared.atomic import atomic_write
+from routeiq_shared.breaker import BreakerState
 from routeiq_shared.config_schema import ConfigError
 from routeiq_shared.egress import EgressPolicy
 from routeiq_shared.gateway_files import IDENTITY_FILE, GatewayIdentity
@@ -133,7 +134,12 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
     pool = Pool(policy, upstream)
     native = NativeProvider(pool)
     litellm = await asyncio.to_thread(_litellm_provider, policy) if state.uses_litellm else None
-    runtime = RuntimeState()  # the process's: outlives every reload (routing/runtime.py)
+    # The process's: outlives every reload (routing/runtime.py); its deployment breakers' transitions counted.
+    runtime = RuntimeState(on_change=lambda dep_id, old, new, reason: _breaker_moved(metrics, runtime, dep_id, new))
+    runtime.describe(_deployment_groups(state))
+    metrics.bind_deployment_breakers(
+        lambda: ((group, dep_id, int(runtime.breaker(dep_id))) for dep_id, group in runtime.names.items())
+    )
     translated = _translated_provider(pool, litellm) if litellm is not None else None
     dispatcher = Dispatcher(native, litellm, metrics, runtime, translated)
 
@@ -172,6 +178,7 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
         if reloaded is not None:  # the translation path's prepared heads hold API keys of deployments maybe gone
             reloaded()
         runtime.forget_except(ref.current.deployment_ids)
+        runtime.describe(_deployment_groups(ref.current))
         await watcher.load_wanted()
 
     reloader = Reloader(ref, opts.config_path, opts.candidates_path, metrics, prepare, after_swap, report, audit)
@@ -275,6 +282,19 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
         if tracer_provider is not None:
             tracer_provider.shutdown()  # flush spans still queued for export
     return 0
+
+
+def _deployment_groups(state: GatewayState) -> dict[str, str]:
+    """Deployment id → its model group, each deployment once (an alias group shares its target's)."""
+    out: dict[str, str] = {}
+    for group in state.groups.values():
+        for dep in group:
+            out.setdefault(dep.id, dep.model_name)
+    return out
+
+
+def _breaker_moved(metrics: GatewayMetrics, runtime: RuntimeState, dep_id: str, new: BreakerState) -> None:
+    metrics.deployment_breaker_transitions.labels(runtime.names.get(dep_id, ""), dep_id, new.label).inc()
 
 
 async def _open_tenancy(opts: GatewayOptions, ref: StateRef, metrics: GatewayMetrics) -> Tenancy | None:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 from routeiq_shared.breaker import BreakerMetrics, BreakerPolicy, BreakerState, CircuitBreaker
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -71,6 +73,12 @@ class GatewayMetrics:
         )
         # gateway_circuit_breaker_state{dependency} / _transitions_total{dependency,to}: redis, postgres, s3
         self.breakers = BreakerMetrics(r, "gateway")
+        self.deployment_breaker_transitions = Counter(
+            "routeiq_deployment_circuit_breaker_transitions",
+            "Provider deployments' circuit breaker transitions by model group, deployment id and the state entered",
+            ["model", "deployment_id", "to"],
+            registry=r,
+        )
         self.virtual_key_cache = Gauge("routeiq_virtual_keys_cached", "Virtual keys in the in-memory cache", registry=r)
         self.key_lookups = Counter(
             "routeiq_virtual_key_lookups",
@@ -162,6 +170,10 @@ class GatewayMetrics:
             self.degraded_mode.labels(dependency).set(0)
         return self.breakers.breaker(dependency, policy, log, follow, clock)
 
+    def bind_deployment_breakers(self, states: Callable[[], Iterable[tuple[str, str, int]]]) -> None:
+        """routeiq_deployment_circuit_breaker_state{model,deployment_id}, read at scrape: (model, id, state)."""
+        self.registry.register(_DeploymentBreakers(states))
+
     def bind_gauges(self, in_flight: Callable[[], float], streams: Callable[[], float]) -> None:
         self.in_flight.set_function(in_flight)
         self.active_streams.set_function(streams)
@@ -200,3 +212,19 @@ class GatewayMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _DeploymentBreakers(Collector):
+    def __init__(self, states: Callable[[], Iterable[tuple[str, str, int]]]) -> None:
+        self.states = states
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "routeiq_deployment_circuit_breaker_state",
+            "Provider deployment's circuit breaker: 0 closed, 1 open, 2 half-open (deployment_id: stable digest of "
+            "model_name, model and api_base)",
+            labels=["model", "deployment_id"],
+        )
+        for model, dep_id, state in self.states():
+            family.add_metric([model, dep_id], state)
+        yield family
