@@ -155,12 +155,15 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
     audit_metrics = AuditMetrics(metrics.registry)
     audit_metrics.pending.set_function(lambda: pending_records(audit_spool))
     audit = AuditTrail(lambda: ref.current.audit, audit_metrics, [SpoolSink(audit_spool, lambda: ref.current.audit)])
+    # One S3 breaker for both shippers: what one learns about the store, the other need not find out again.
+    s3_breaker = metrics.breaker("s3", lambda: ref.current.breaker_policies["s3"], log, _s3_degraded)
     audit_shipper = Shipper(
         audit_spool,
         metrics,
         lambda: ref.current.audit,
         target=AuditTarget(lambda: ref.current.audit),
         counters=audit_metrics.ship_counters(),
+        breaker=s3_breaker,
     )
     models = ModelsRef()
     watcher = ModelWatcher(
@@ -183,7 +186,7 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
 
     reloader = Reloader(ref, opts.config_path, opts.candidates_path, metrics, prepare, after_swap, report, audit)
     spool = open_spool(opts.run_dir / "records", state.records.spool_max_bytes)
-    shipper = Shipper(spool, metrics, lambda: ref.current.records)
+    shipper = Shipper(spool, metrics, lambda: ref.current.records, breaker=s3_breaker)
     try:
         tenancy = await _open_tenancy(opts, ref, metrics)
     except StartupError as exc:
@@ -282,6 +285,19 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
         if tracer_provider is not None:
             tracer_provider.shutdown()  # flush spans still queued for export
     return 0
+
+
+def _s3_degraded(degraded: bool, reason: str) -> None:
+    if degraded:
+        log.error(
+            "Object store unreachable: routing records and audit records kept in the spool until it answers",
+            extra={"event": "degraded_mode", "service": "s3", "degraded": True, "reason": reason[:300]},
+        )
+    else:
+        log.info(
+            "Object store reachable again: shipping the spool",
+            extra={"event": "degraded_mode", "service": "s3", "degraded": False},
+        )
 
 
 def _deployment_groups(state: GatewayState) -> dict[str, str]:
