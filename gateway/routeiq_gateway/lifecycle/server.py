@@ -42,6 +42,7 @@ from routeiq_gateway.audit.trail import AuditTrail, SpoolSink, pending_records
 from routeiq_gateway.dispatch.dispatcher import Dispatcher
 from routeiq_gateway.http.limits import EdgeLimits
 from routeiq_gateway.http.protocol import BoundedHttpToolsProtocol
+from routeiq_gateway.lifecycle.dependency_health import DependencyHealth
 from routeiq_gateway.lifecycle.drain import drain
 from routeiq_gateway.lifecycle.reload import Reloader
 from routeiq_gateway.lifecycle.status_report import StatusReport
@@ -193,7 +194,12 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
         log.error("Cannot start: virtual keys unavailable", extra={"event": "startup_failed", "reason": str(exc)})
         pool.close()
         return 2
-    app = GatewayApp(ref, dispatcher, metrics, models, Recorder(spool, metrics), tenancy=tenancy)
+    dependencies = DependencyHealth(
+        opts.config_path, opts.models_dir, opts.run_dir, metrics.dependency_breakers, runtime
+    )
+    app = GatewayApp(
+        ref, dispatcher, metrics, models, Recorder(spool, metrics), tenancy=tenancy, dependencies=dependencies
+    )
     audit_table = (
         TableSink(tenancy.db, lambda: ref.current.audit, audit_metrics, breaker=tenancy.cache.breaker)
         if tenancy is not None

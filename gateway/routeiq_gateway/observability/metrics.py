@@ -73,6 +73,7 @@ class GatewayMetrics:
         )
         # gateway_circuit_breaker_state{dependency} / _transitions_total{dependency,to}: redis, postgres, s3
         self.breakers = BreakerMetrics(r, "gateway")
+        self.dependency_breakers: dict[str, CircuitBreaker] = {}  # by dependency, as made (/health/dependencies)
         self.deployment_breaker_transitions = Counter(
             "routeiq_deployment_circuit_breaker_transitions",
             "Provider deployments' circuit breaker transitions by model group, deployment id and the state entered",
@@ -168,7 +169,9 @@ class GatewayMetrics:
 
         if degraded is not None:
             self.degraded_mode.labels(dependency).set(0)
-        return self.breakers.breaker(dependency, policy, log, follow, clock)
+        breaker = self.breakers.breaker(dependency, policy, log, follow, clock)
+        self.dependency_breakers[dependency] = breaker
+        return breaker
 
     def bind_deployment_breakers(self, states: Callable[[], Iterable[tuple[str, str, int]]]) -> None:
         """routeiq_deployment_circuit_breaker_state{model,deployment_id}, read at scrape: (model, id, state)."""
