@@ -66,6 +66,10 @@ def settings_from(args: argparse.Namespace) -> AgentSettings:
         "health_port": args.health_port,
     }
     settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    if args.interval is not None and "CONFIG_SYNC_BREAKER_COOLDOWN" not in os.environ:
+        # The breaker's cool-down defaults to the poll interval: the one given here.
+        breaker = dataclasses.replace(settings.store_breaker, cooldown_seconds=args.interval)
+        settings = dataclasses.replace(settings, store_breaker=breaker)
     if not settings.source:
         raise SystemExit("CONFIG_SOURCE (or --source) is required: s3://bucket/prefix/ or file:///dir/")
     return settings

@@ -44,5 +44,5 @@ class AgentSettings:
             gateway_admin_key=env.get("GATEWAY_ADMIN_KEY") or None,
             endpoint_url=env_url(env, "AWS_ENDPOINT_URL_S3") or env_url(env, "AWS_ENDPOINT_URL"),
             gateway_verdict_timeout=env_number(env, "CONFIG_SYNC_GATEWAY_WAIT", 5.0),
-            store_breaker=policy_from_env(env, "CONFIG_SYNC"),
+            store_breaker=policy_from_env(env, "CONFIG_SYNC", env_number(env, "CONFIG_SYNC_INTERVAL", 60.0)),
         )

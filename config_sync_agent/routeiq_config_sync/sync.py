@@ -281,7 +281,7 @@ class Syncer:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception(lambda e: isinstance(e, StoreError) and not isinstance(e, _NOT_RETRIED)),
                 wait=wait_random_exponential(multiplier=0.2, max=5),
-                stop=stop_after_attempt(3),
+                stop=stop_after_attempt(3 if self.store_health.breaker.closed else 1),  # a probe: one try
                 reraise=True,
             ):
                 with attempt:

@@ -57,5 +57,5 @@ class ModelSyncSettings:
             retry_backoff_max=env_number(env, "MODEL_SYNC_RETRY_BACKOFF_MAX", 3600.0),
             paths=VolumePaths.from_env(env),
             health_port=int(env_number(env, "HEALTH_PORT", 8082)),
-            store_breaker=policy_from_env(env, "MODEL_SYNC"),
+            store_breaker=policy_from_env(env, "MODEL_SYNC", env_number(env, "MODEL_SYNC_INTERVAL", 300.0)),
         )

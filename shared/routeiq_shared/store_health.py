@@ -27,10 +27,13 @@ from .sidecar import env_number
 STORE_DOWN_REASONS = frozenset({"store_unavailable", "store_error"})
 
 
-def policy_from_env(env: Mapping[str, str], prefix: str) -> BreakerPolicy:
-    """`<prefix>_BREAKER_FAILURES` (5) and `<prefix>_BREAKER_COOLDOWN` (60 s): the seeds' defaults."""
+def policy_from_env(env: Mapping[str, str], prefix: str, interval: float) -> BreakerPolicy:
+    """`<prefix>_BREAKER_FAILURES` (5, the seeds' default) and `<prefix>_BREAKER_COOLDOWN` (default: the poll
+    interval, so a store that is back is seen at the next poll, as without a breaker; the seeds' 60 s would hold
+    a recovered store off for up to a minute). While open, a poll is skipped until the cool-down is over, and the
+    one that probes makes a single attempt (no retries)."""
     failures = int(env_number(env, f"{prefix}_BREAKER_FAILURES", 5))
-    cooldown = env_number(env, f"{prefix}_BREAKER_COOLDOWN", 60.0)
+    cooldown = env_number(env, f"{prefix}_BREAKER_COOLDOWN", interval)
     try:
         return BreakerPolicy(failures, cooldown)
     except ValueError as exc:

@@ -88,9 +88,15 @@ class DependencyHealth:
             if status is not None:
                 sync = {k: status.get(k) for k in _SYNC_FIELDS if k in status}
                 store = status.get("store")
-                if isinstance(store, dict):
-                    sync["store"] = {k: store.get(k) for k in _STORE_FIELDS}
                 written = status.get("written_at")
+                if isinstance(store, dict):
+                    seen: dict[str, Any] = {k: store.get(k) for k in _STORE_FIELDS}
+                    last_ok, stale = store.get("last_ok_at"), store.get("staleness_seconds")
+                    if isinstance(last_ok, int | float):  # as of now, not as of the report
+                        seen["staleness_seconds"] = round(now - last_ok, 3)
+                    elif isinstance(stale, int | float) and isinstance(written, int | float):
+                        seen["staleness_seconds"] = round(stale + now - written, 3)
+                    sync["store"] = seen
                 if isinstance(written, int | float):
                     sync["report_age_seconds"] = round(now - written, 3)  # the agent itself may be gone
                 doc["sync"] = sync
