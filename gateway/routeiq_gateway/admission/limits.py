@@ -28,6 +28,7 @@ import functools
 import itertools
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -230,6 +231,8 @@ class Limiter:
                 (str(held[0].tokens or held[-1].tokens), held[0].slot or held[-1].slot),
             )
             late = functools.partial(self._give_back_late, held)
+            timed = self.breaker.policy().latency_budget_seconds is not None  # slow answers count as failures
+            started = time.perf_counter() if timed else 0.0
             try:
                 # Past the timeout (or cancelled with its request) the reply goes to `late`.
                 (reply,) = await batch.send([command], late, settings.redis_timeout_seconds)
@@ -239,7 +242,7 @@ class Limiter:
                 for h in held:
                     h.shared = False
             else:
-                self.breaker.success()
+                self.breaker.success(time.perf_counter() - started if timed else None)
                 return verdicts
         n = settings.replicas
         return [

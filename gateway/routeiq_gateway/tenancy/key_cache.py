@@ -109,6 +109,7 @@ class KeyCache:
         if not self.breaker.allow():
             return False  # open: the next refresh after the cool-down is the probe
         generation = self._generation
+        started = time.monotonic()
         try:
             _, keys = await store.load_all(self.db, primary)
         except DB_ERRORS as exc:
@@ -120,7 +121,7 @@ class KeyCache:
         self._negative = {}
         self._last_ok = self.clock()
         self.metrics.virtual_key_cache.set(len(keys))
-        self.breaker.success()
+        self.breaker.success(time.monotonic() - started)  # over routeiq.breakers.postgres's budget: a failure
         return True
 
     def invalidate(self) -> None:
