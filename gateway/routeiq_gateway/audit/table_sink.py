@@ -66,14 +66,14 @@ class TableSink:
                     await insert_records(self.db, batch)
                 except DB_ERRORS as exc:
                     if self.breaker is not None:
-                        self.breaker.failure(self.db.settings.redact(f"{type(exc).__name__}: {exc}"))
+                        self.breaker.failure(self.db.settings.describe(exc))
                     self.metrics.table_write_failures.inc()
                     log.warning(
                         "Audit records not written to PostgreSQL; kept for the next attempt",
                         extra={
                             "event": "audit_table_write_failed",
                             "records": len(self._queue),
-                            "reason": self.db.settings.redact(str(exc)),
+                            "reason": self.db.settings.describe(exc),
                         },
                     )
                     return False

@@ -70,6 +70,10 @@ class DatabaseSettings:
                 text = text.replace(password, "***")
         return text
 
+    def describe(self, exc: BaseException) -> str:
+        """An error for a log line or a breaker's reason: its type (a TimeoutError says nothing else), no password."""
+        return self.redact(f"{type(exc).__name__}: {exc}")
+
     def connect_kwargs(self) -> dict[str, object]:
         return {
             "connect_timeout": max(1, round(self.connect_timeout)),  # libpq takes whole seconds

@@ -113,7 +113,7 @@ class KeyCache:
         try:
             _, keys = await store.load_all(self.db, primary)
         except DB_ERRORS as exc:
-            self.breaker.failure(self.db.settings.redact(f"{type(exc).__name__}: {exc}"))
+            self.breaker.failure(self.db.settings.describe(exc))
             return False
         if generation != self._generation:
             self._wake.set()  # an invalidation arrived meanwhile: what was read may predate it
@@ -164,11 +164,11 @@ class KeyCache:
         try:
             key = await store.find_key(self.db, digest)
         except DB_ERRORS as exc:
-            self.breaker.failure(self.db.settings.redact(f"{type(exc).__name__}: {exc}"))
+            self.breaker.failure(self.db.settings.describe(exc))
             self.metrics.key_lookups.labels("error").inc()
             log.warning(
                 "Virtual key lookup failed",
-                extra={"event": "key_lookup_failed", "reason": self.db.settings.redact(str(exc))},
+                extra={"event": "key_lookup_failed", "reason": self.db.settings.describe(exc)},
             )
         else:
             self.breaker.success()

@@ -87,7 +87,7 @@ class SpendLedger:
                 await store.add_spend(self.db, rows)
             except DB_ERRORS as exc:
                 if self.breaker is not None:
-                    self.breaker.failure(self.db.settings.redact(f"{type(exc).__name__}: {exc}"))
+                    self.breaker.failure(self.db.settings.describe(exc))
                 for slot, acc in batch.items():  # back in, added to what came meanwhile
                     mine = self._pending.setdefault(slot, [0, 0, 0, 0.0])
                     for i, v in enumerate(acc):
@@ -98,7 +98,7 @@ class SpendLedger:
                     extra={
                         "event": "spend_flush_failed",
                         "rows": len(rows),
-                        "reason": self.db.settings.redact(str(exc)),
+                        "reason": self.db.settings.describe(exc),
                     },
                 )
                 return False
