@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
-from routeiq_gateway.dispatch.dispatcher import Dispatcher
+from routeiq_gateway.dispatch.dispatcher import Dispatcher, attempt_plan
 from routeiq_gateway.http.errors import GatewayError
 from routeiq_gateway.observability.metrics import GatewayMetrics
 from routeiq_gateway.providers import Completed
@@ -38,7 +38,7 @@ def _state(extra: str = "", budget: str = "") -> GatewayState:
 model_list:
   - {{model_name: g, litellm_params: {{model: openai/x, api_base: "http://127.0.0.1:1/v1"}}}}
   - {{model_name: g, litellm_params: {{model: openai/y, api_base: "http://127.0.0.1:2/v1"}}}}
-router_settings: {{num_retries: 1, retry_after: 0, allowed_fails: 1, cooldown_time: 10{extra}}}
+router_settings: {{retry_after: 0, allowed_fails: 1, cooldown_time: 10{extra or ", num_retries: 1"}}}
 {budget}
 """
     return build_state(load_config(raw.encode(), None, {}), created=0)
@@ -79,6 +79,21 @@ def test_open_deployments_go_last_and_an_all_open_group_is_still_tried() -> None
     for _ in range(2):
         runtime.failed(deps[1].id, 1, 10)
     assert {d.id for d in ordered(strategy, deps, runtime, random.Random(), False)} == {d.id for d in deps}
+
+
+def test_the_attempt_plan_skips_open_deployments_unless_the_whole_group_is_open() -> None:
+    state = _state(", num_retries: 3")
+    deps = state.groups["g"]
+    runtime = RuntimeState()
+    for _ in range(2):
+        runtime.failed(deps[0].id, 1, 10)
+    for _ in range(50):  # the retries cycle over the peer only
+        plan = attempt_plan(state, "g", random.Random(), runtime)
+        assert [d.id for d in plan] == [deps[1].id] * 4
+    for _ in range(2):
+        runtime.failed(deps[1].id, 1, 10)
+    plan = attempt_plan(state, "g", random.Random(), runtime)
+    assert {d.id for d in plan} == {d.id for d in deps} and len(plan) == 4  # all open: a last resort, as before
 
 
 class _Stub:

@@ -74,6 +74,9 @@ def attempt_plan(
             order = [d for d in order if precall.fits(d, tokens)]
             if not order:
                 continue
+        if runtime.unhealthy:
+            # Open deployments are skipped while a peer of the group is not; with all open, all are tried.
+            order = [d for d in order if not runtime.cooling(d.id)] or order
         plan.extend(order[i % len(order)] for i in range(tries))
     if not plan and tokens is not None:
         raise precall.too_long(considered, tokens)
@@ -124,7 +127,7 @@ class Dispatcher:
             plan = attempt_plan(state, model, self.rng, self.runtime, stream, tokens)
         runtime = self.runtime
         if runtime.unhealthy:
-            self._note_open(span, plan, runtime)
+            self._note_open(span, group, runtime)
         budget = state.deployment_latency_budget
         timed = measure or budget is not None
         last: GatewayError | None = None
@@ -192,8 +195,8 @@ class Dispatcher:
             if isinstance(total, int) and total > 0:
                 self.runtime.add_tokens(outcome.deployment.id, total)
 
-    def _note_open(self, span: Span, plan: Sequence[Deployment], runtime: RuntimeState) -> None:
-        kept_back = {d.id: d for d in plan if runtime.cooling(d.id)}
+    def _note_open(self, span: Span, group: Sequence[Deployment], runtime: RuntimeState) -> None:
+        kept_back = {d.id: d for d in group if runtime.cooling(d.id)}
         if kept_back:
             span.set_attribute("routeiq.breaker.open", [d.litellm_model for d in kept_back.values()])
             span.set_attribute("routeiq.breaker.reasons", [runtime.reason(i) for i in kept_back])

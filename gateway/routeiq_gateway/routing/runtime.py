@@ -9,7 +9,8 @@ cooldown_time): more than `allowed_fails` failures in a minute open it — a cal
 `routeiq.breakers.deployment_latency_budget_seconds` (a timeout too) counts as a failure — for `cooldown_time`
 seconds; then it is half-open: the next request that reaches it is the probe, the others keep away while the
 probe is out; the probe's success closes it, its failure opens it again for another cooldown. Strategies put
-deployments that are open (or half-open with a probe out) last (deployment_strategies.ordered).
+deployments that are open (or half-open with a probe out) last (deployment_strategies.ordered), and the attempt
+plan leaves them out while a peer is not (dispatcher.attempt_plan).
 """
 
 from __future__ import annotations
