@@ -33,8 +33,8 @@ from .sync import Syncer, SyncFailed
 SERVICE = "routeiq-config-sync"
 log = logging.getLogger("routeiq.config_sync")
 RESOLVE_ENV_HELP = (
-    "also resolve os.environ/ references in this shell and check their values (default: check their syntax only; "
-    "the pods resolve them)"
+    "also resolve os.environ/ and os.file/ references in this shell and check their values (default: check their "
+    "syntax only; the pods resolve them)"
 )
 
 

@@ -4,7 +4,8 @@ A pod group follows `s3://bucket/canary/` while the rest follow `s3://bucket/pro
 the canary serves and copies it over prod; `rollback` restores the object versions prod had before (the bucket
 must be versioned). Either way every pod picks the change up at its next poll, so both validate the pair prod
 would then hold, and refuse with the reason. They check what the agent checks (structure, references' syntax):
-the `os.environ/` values are the pods' secrets, not the operator's, unless `resolve_env` asks for them.
+the `os.environ/` and `os.file/` values are the pods' secrets, not the operator's, unless `resolve_env` asks for
+them.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 One request through /v1/*, in order:
   refuse while draining (shed.py) → authenticate (auth.py) → read the body within its deadlines (asgi.py)
-  → admit against max_in_flight (shed.py) → check the body (validate.py)
+  → admit against max_in_flight (shed.py) → check the body (validate.py) → key's models and limits
+  → the response cache: a hit is answered here (cache/)
   → pick deployments and call upstream with retries/fallbacks (dispatch.py, providers/)
   → send JSON or stream SSE → metrics (metrics.py) and the server span (tracing.py)
   → for a routed request, its routing record (records/).
@@ -29,6 +30,11 @@ from routeiq_gateway.admission.limits import Ticket
 from routeiq_gateway.admission.shed import admit, refuse_if_draining
 from routeiq_gateway.admission.validate import CHECKS, parse_json_object
 from routeiq_gateway.admission.virtual_keys import KeyAdmission, check_model, may_use
+from routeiq_gateway.cache.capture import Capture
+from routeiq_gateway.cache.controls import NONE, Plan, plan_for, take_controls
+from routeiq_gateway.cache.entry import Entry
+from routeiq_gateway.cache.key import cache_key, tenant_of
+from routeiq_gateway.cache.store import ResponseCache
 from routeiq_gateway.dispatch.dispatcher import Dispatcher, Outcome
 from routeiq_gateway.http import sse
 from routeiq_gateway.http.anthropic_errors import send_anthropic_error
@@ -98,6 +104,7 @@ _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no
 _READY = b'{"status":"ready"}'
 _CUT = GatewayError(503, "The gateway shut down before this request finished; retry it.", code="shutdown")
 _ALIVE = b'{"status":"alive"}'
+_ZERO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}  # a cache hit: no upstream tokens
 
 
 class _Request:
@@ -128,9 +135,11 @@ class GatewayApp:
         scoring: ScoringRunner | None = None,
         tenancy: Tenancy | None = None,
         dependencies: DependencyHealth | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
         self.ref = ref
         self.dependencies = dependencies
+        self.cache = cache if cache is not None else ResponseCache(None, metrics)  # outlives reloads
         self.models = models
         self.scoring = scoring if scoring is not None else ScoringRunner()  # outlives reloads: what it measured
         self.dispatcher = dispatcher
@@ -291,6 +300,8 @@ class GatewayApp:
         receive: Receive,
     ) -> None:
         model, stream = _CHECKS[endpoint](body)
+        # `cache` is a control for the gateway, never a provider parameter (cache/controls.py)
+        controls = NONE if endpoint == _UPLOAD else take_controls(body, _cache_control(scope, state))
         headers: list[tuple[bytes, bytes]] = []
         if req.vkey is not None and self.tenancy is not None:
             check_model(req.vkey, model)  # 403 before any routing or upstream work
@@ -298,11 +309,16 @@ class GatewayApp:
             if req.limit is not None:
                 headers += req.limit.headers
         plan = state.router_plans.get(model)
-        view = body if plan is None else routing_body(endpoint, body, model)  # what a router reads (routable.py)
-        group = (
-            self._group_for(state, model) if plan is None else await self._route(plan, state, view, span, headers, req)
-        )
+        plain_group = self._group_for(state, model) if plan is None else ""
         req.model = model if plan is not None else state.metric_model(model)  # a wildcard's pattern, not the name
+        caching = plan_for(state.cache, endpoint, controls) if state.cache.enabled else None
+        store_key = None
+        if caching is not None:
+            store_key = await self._from_cache(state, caching, endpoint, model, stream, body, req, span, headers, send)
+            if req.status == 200:  # answered from the cache
+                return
+        view = body if plan is None else routing_body(endpoint, body, model)  # what a router reads (routable.py)
+        group = plain_group if plan is None else await self._route(plan, state, view, span, headers, req)
         t0 = time.perf_counter()
         # A client gone while upstream works: the protocol cancels this task, freeing the slot and the upstream call.
         task = asyncio.current_task()
@@ -342,15 +358,64 @@ class GatewayApp:
             req.usage = result.usage
             self.metrics.observe_usage(model, result.usage)
             self.dispatcher.add_tokens(state, outcome, result.usage)  # only when a strategy reads usage
+            if store_key is not None and caching is not None:  # stored before it is sent: the next request hits
+                entry = Entry(False, result.content_type, dep.model_name, time.time(), result.body)
+                await self.cache.put(state.cache, store_key, entry, caching.ttl)
             req.status = 200
             await send_response(send, 200, result.body, content_type=result.content_type, headers=headers)
             return
+        store = None
+        if store_key is not None and caching is not None:
+            store = (state, caching, store_key, dep.model_name)
         try:
-            await self._stream(result, model, req, send, receive, headers, outcome)
+            await self._stream(result, model, req, send, receive, headers, outcome, store)
         finally:
             self.dispatcher.stream_ended(outcome)
             self.dispatcher.add_tokens(state, outcome, result.usage)
             req.usage = result.usage
+
+    async def _from_cache(
+        self,
+        state: GatewayState,
+        caching: Plan,
+        endpoint: str,
+        model: str,
+        stream: bool,
+        body: dict[str, Any],
+        req: _Request,
+        span: trace.Span,
+        headers: list[tuple[bytes, bytes]],
+        send: Send,
+    ) -> str | None:
+        """Answer from the cache (req.status 200) or say `x-routeiq-cache: miss`; the key to store the answer
+        under, when it is to be stored."""
+        try:
+            group = state.aliases.get(model, model)
+            key = cache_key(caching.namespace, tenant_of(req.vkey, req.key), group, endpoint, stream, body)
+        except ValueError:
+            return None  # a body that has no canonical form (an integer past 64 bits) is not cached
+        entry = None
+        label = state.aliases.get(req.model, req.model)  # the group (a wildcard: its pattern), for the metrics
+        if caching.read:
+            entry = await self.cache.get(state.cache, key, caching.max_age, label)
+        else:
+            self.cache.count_miss(state.cache, label)
+        span.set_attribute("cache.hit", entry is not None)
+        if entry is None or entry.stream != stream:
+            headers.append((b"x-routeiq-cache", b"miss"))
+            return key if caching.write else None
+        # A hit costs no upstream tokens: spend and tpm see zero, the request is counted (as LiteLLM: cost 0).
+        req.usage, req.group = _ZERO_USAGE, entry.group
+        headers += ((b"x-routeiq-cache", b"hit"), (b"x-routeiq-model", entry.group.encode()))
+        if not entry.stream:
+            req.status = 200
+            await send_response(send, 200, entry.body, content_type=entry.content_type, headers=headers)
+            return None
+        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + headers})
+        req.started = True
+        req.status = 200
+        await send({"type": "http.response.body", "body": entry.body, "more_body": False})
+        return None
 
     def _write_record(self, state: GatewayState, req: _Request, elapsed: float) -> None:
         rec = req.record
@@ -444,7 +509,9 @@ class GatewayApp:
         receive: Receive,
         headers: list[tuple[bytes, bytes]],
         outcome: Outcome,
+        store: tuple[GatewayState, Plan, str, str] | None = None,
     ) -> None:
+        capture = Capture(store[0].cache.max_entry_bytes) if store is not None else None
         # uvicorn's send() goes quiet once the client has gone, so watch for the disconnect to stop reading upstream.
         gone = asyncio.ensure_future(receive())
         start = time.perf_counter()
@@ -463,6 +530,13 @@ class GatewayApp:
                     req.status = 499
                     break
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if capture is not None:
+                    capture.add(chunk)
+            if store is not None and capture is not None and req.status == 200 and not capture.over:
+                # a whole stream, stored before its end is sent: a request after this one replays it
+                state, caching, key, group = store
+                entry = Entry(True, _SSE_HEADERS[0][1], group, time.time(), capture.value())
+                await self.cache.put(state.cache, key, entry, caching.ttl)
         except GatewayError as exc:
             # Headers are gone already: the failure can only be told in-band, as OpenAI does.
             req.status = exc.status
@@ -545,6 +619,11 @@ def _in_band(stream: Streaming, exc: GatewayError) -> bytes:
         body: bytes = error_event(exc)
         return body
     return sse.event(exc.body())
+
+
+def _cache_control(scope: Scope, state: GatewayState) -> bytes | None:
+    """`Cache-Control` (LiteLLM reads its s-maxage as the entry's ttl); looked for only while the cache is on."""
+    return _header(scope, b"cache-control") if state.cache.enabled else None
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:

@@ -2,8 +2,8 @@
 
 Prints every problem with its key's path (one per line) and every LiteLLM key accepted with no effect
 (`warning:` lines), then exits 0 (loadable) or 1, as `nginx -t` and `promtool check config` do. It resolves
-`os.environ/` references in this shell, as the gateway would in its container, and builds the serving state
-(custom routers imported, egress allow-list parsed), but starts nothing and changes no environment.
+`os.environ/` and `os.file/` references in this shell, as the gateway would in its container, and builds the
+serving state (custom routers imported, egress allow-list parsed), but starts nothing and changes no environment.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from routeiq_shared.config_schema import (
     load_config,
 )
 
+from routeiq_gateway.cache.policy import CachePolicy
 from routeiq_gateway.dispatch.precall import with_context_windows
 from routeiq_gateway.providers.tls_check import check_ca_bundle
 from routeiq_gateway.records.request_ids import RequestIds
@@ -69,10 +70,13 @@ class GatewayState:
     pre_call_checks: bool = False  # router_settings.enable_pre_call_checks (dispatch/precall.py)
     wildcards: WildcardGroups = field(default_factory=lambda: WildcardGroups(()))  # `openai/*`, `*`, …
     config_warnings: tuple[str, ...] = ()  # LiteLLM keys accepted with no effect, logged at each load
+    secret_files: tuple[str, ...] = ()  # os.file/ paths read at this load: the reload's log names them
     environment: dict[str, str] = field(default_factory=dict)  # the config's environment_variables
     # routeiq.breakers: each dependency's circuit breaker policy (routeiq_shared/breaker.py), built once per load
     breaker_policies: dict[str, BreakerPolicy] = field(default_factory=lambda: BreakersSettings().policies())
     deployment_latency_budget: float | None = None  # a provider call slower than this counts as a failure
+    cache: CachePolicy = field(default_factory=CachePolicy)  # litellm_settings.cache (cache/)
+    aliases: dict[str, str] = field(default_factory=dict)  # model_group_alias: alias → its group
 
     @property
     def router_artifacts(self) -> set[str]:
@@ -125,9 +129,11 @@ def build_state(loaded: LoadedConfig, created: int) -> GatewayState:
     for pattern in wildcards.patterns:
         del groups[pattern.name]
     listed = [*groups, *routers]
+    aliases = {}
     for alias, to in cfg.router_settings.model_group_alias.items():  # another name for the same deployments
         target, hidden = (to, False) if isinstance(to, str) else (to.model, to.hidden)
         groups[alias] = groups[target]
+        aliases[alias] = target
         if not hidden:
             listed.append(alias)
     models = [{"id": name, "object": "model", "created": created, "owned_by": "routeiq"} for name in listed]
@@ -169,9 +175,12 @@ def build_state(loaded: LoadedConfig, created: int) -> GatewayState:
         wildcards=wildcards,
         pre_call_checks=cfg.router_settings.enable_pre_call_checks,
         config_warnings=loaded.warnings,
+        secret_files=loaded.secret_files,
         environment=dict(cfg.environment_variables),
         breaker_policies=cfg.routeiq.breakers.policies(),
         deployment_latency_budget=cfg.routeiq.breakers.deployment_latency_budget_seconds,
+        cache=CachePolicy.from_config(cfg.litellm_settings, cfg.routeiq.cache),
+        aliases=aliases,
     )
 
 

@@ -31,9 +31,9 @@ from .bounded_yaml import YamlBoundError, safe_load_bounded
 from .breaker import BreakerPolicy
 from .egress import EgressError, check_url_literal, parse_networks
 from .litellm_compat import adapt
+from .secret_files import SECRET_DIRS_ENV, SecretFiles
+from .secret_refs import SecretRefError, check_ref_syntax, is_secret_ref, resolve_refs
 
-ENV_PREFIX = "os.environ/"
-_ENV_REF = re.compile(r"os\.environ/[A-Za-z_][A-Za-z0-9_]*")
 # An empty key (an empty Secret) would switch auth off; a very short one is guessable.
 MIN_MASTER_KEY_LENGTH = 8
 # litellm_params keys whose values LiteLLM or the native path send as (or inside) an HTTP header.
@@ -78,14 +78,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def is_env_ref(value: object) -> bool:
-    return isinstance(value, str) and value.startswith(ENV_PREFIX)
-
-
 def _unresolved(value: object, info: ValidationInfo) -> bool:
-    """An `os.environ/` reference not resolved yet (the structural check): its value is checked once resolved."""
+    """An `os.environ/` or `os.file/` reference not resolved yet (the structural check): its value is checked once
+    resolved."""
     resolved = bool(info.context and info.context.get("resolved"))
-    return not resolved and is_env_ref(value)
+    return not resolved and is_secret_ref(value)
 
 
 class LiteLLMParams(BaseModel):
@@ -195,6 +192,13 @@ class LimitsSettings(_Strict):
     )
     slot_ttl_seconds: float = Field(
         default=900.0, gt=0, description="a max_parallel slot a crashed replica left behind expires after this"
+    )
+    lease_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="a busy key or team far from its limits takes allowance from Redis in chunks, held at most this "
+        "long (gateway admission/leases.py); 0: every request asks Redis",
     )
 
 
@@ -518,6 +522,102 @@ class BreakersSettings(_Strict):
         return {"redis": self.redis.policy(), "postgres": self.postgres.policy(), "s3": self.s3.policy()}
 
 
+# LiteLLM's cache call types (`cache_params.supported_call_types`) → the endpoint each one caches.
+CACHE_CALL_TYPES: dict[str, str] = {
+    "completion": "chat/completions",
+    "acompletion": "chat/completions",
+    "text_completion": "completions",
+    "atext_completion": "completions",
+    "embedding": "embeddings",
+    "aembedding": "embeddings",
+    "transcription": "audio/transcriptions",
+    "atranscription": "audio/transcriptions",
+    "rerank": "rerank",
+    "arerank": "rerank",
+    "responses": "responses",
+    "aresponses": "responses",
+}
+# What LiteLLM's `type` may be; RouteIQ serves the first two and refuses the rest by name (litellm_compat.py).
+CACHE_TYPES_SERVED = ("redis", "local")
+_NAMESPACE = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"  # no `{`/`}`: the Redis key's hash tag follows it
+
+
+def _all_call_types() -> list[str]:
+    return list(CACHE_CALL_TYPES)
+
+
+class CacheParams(_Strict):
+    """`litellm_settings.cache_params`, the keys RouteIQ honours (litellm_compat.CACHE_PARAMS refuses the others by
+    name). The Redis server is REDIS_URL's, never the config's."""
+
+    type: str = Field(
+        default="redis", description="redis (REDIS_URL; an in-memory LRU while unset or down) or local (the LRU only)"
+    )
+    mode: Literal["default_on", "default_off"] = Field(
+        default="default_on", description='default_off: only requests with `cache: {"use-cache": true}` use it'
+    )
+    ttl: float | None = Field(default=None, gt=0, description="seconds an answer is kept; unset: 600")
+    default_in_memory_ttl: float | None = Field(default=None, gt=0, description="type local: wins over ttl")
+    default_in_redis_ttl: float | None = Field(default=None, gt=0, description="type redis: wins over ttl")
+    namespace: str | None = Field(default=None, pattern=_NAMESPACE, description="prefix of every cache key")
+    supported_call_types: list[str] = Field(
+        default_factory=_all_call_types, description="LiteLLM call types cached (acompletion = /v1/chat/completions, …)"
+    )
+    socket_timeout: float = Field(
+        default=0.1, gt=0, le=5, description="longest a request waits on one Redis call (then: a miss, served on)"
+    )
+    max_connections: int = Field(default=64, ge=1, le=10_000, description="Redis connections of the cache, at most")
+
+    @field_validator("type")
+    @classmethod
+    def _served_type(cls, value: str) -> str:
+        if value not in CACHE_TYPES_SERVED:
+            raise ValueError(f"unknown cache type {value!r}: RouteIQ serves {' and '.join(CACHE_TYPES_SERVED)}")
+        return value
+
+    @field_validator("supported_call_types")
+    @classmethod
+    def _known_call_types(cls, value: list[str]) -> list[str]:
+        for i, name in enumerate(value):
+            if name not in CACHE_CALL_TYPES:
+                raise _NestedError(
+                    (i,), f"{name!r} is not a call type RouteIQ caches (one of: {', '.join(CACHE_CALL_TYPES)})"
+                )
+        return value
+
+    @property
+    def effective_ttl(self) -> float:
+        """LiteLLM's precedence: the store's own default wins over `ttl`; RouteIQ's default is 600 s."""
+        own = self.default_in_redis_ttl if self.type == "redis" else self.default_in_memory_ttl
+        return own or self.ttl or 600.0
+
+    @property
+    def endpoints(self) -> frozenset[str]:
+        return frozenset(CACHE_CALL_TYPES[name] for name in self.supported_call_types)
+
+
+class LiteLLMSettings(_Strict):
+    """What RouteIQ reads of `litellm_settings` once litellm_compat.adapt() has mapped, warned or refused the rest."""
+
+    cache: bool = Field(default=False, description="answer repeated requests from the response cache")
+    cache_params: CacheParams = Field(default_factory=CacheParams)
+
+
+class CacheSettings(_Strict):
+    """RouteIQ's own bounds of the response cache (litellm_settings.cache turns it on)."""
+
+    max_entry_bytes: int = Field(
+        default=1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="answers larger than this are not cached"
+    )
+    max_ttl_seconds: float = Field(
+        default=7 * 86400, gt=0, description="a request's cache.ttl above this is refused (400)"
+    )
+    local_max_entries: int = Field(default=10_000, ge=1, description="in-memory LRU: entries, at most")
+    local_max_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024 * 1024, description="in-memory LRU: bytes of answers, at most"
+    )
+
+
 class RouteIQSettings(_Strict):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     keys: KeysSettings = Field(default_factory=KeysSettings)
@@ -528,18 +628,26 @@ class RouteIQSettings(_Strict):
     admin: AdminSettings = Field(default_factory=AdminSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     breakers: BreakersSettings = Field(default_factory=BreakersSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
 
 
 class GatewayConfig(_Strict):
     model_list: list[ModelEntry] = Field(min_length=1)
     router_settings: RouterSettings = Field(default_factory=RouterSettings)
     general_settings: GeneralSettings = Field(default_factory=GeneralSettings)
-    # What remains of litellm_settings once litellm_compat.adapt() has mapped, warned or refused its keys: nothing.
-    litellm_settings: _Strict = Field(default_factory=_Strict)
+    litellm_settings: LiteLLMSettings = Field(default_factory=LiteLLMSettings)
     environment_variables: dict[str, Annotated[str, Field(strict=True)]] = Field(
         default_factory=dict, description="set in the gateway's environment; resolve os.environ/ references"
     )
     routeiq: RouteIQSettings = Field(default_factory=RouteIQSettings)
+
+    @field_validator("environment_variables")
+    @classmethod
+    def _cannot_widen_secret_dirs(cls, value: dict[str, str]) -> dict[str, str]:
+        # The pod's setting, not the config's: a config from the bucket must not choose where it may read files.
+        if SECRET_DIRS_ENV in value:
+            raise _NestedError((SECRET_DIRS_ENV,), "set it in the gateway's environment (the pod spec), not here")
+        return value
 
     @field_validator("router_settings")
     @classmethod
@@ -569,6 +677,7 @@ class LoadedConfig:
     version: str
     candidates: Mapping[str, Candidate]
     warnings: tuple[str, ...] = ()  # LiteLLM keys accepted with no effect (litellm_compat.py), one line each
+    secret_files: tuple[str, ...] = ()  # the os.file/ paths read by this load (never their content)
 
 
 def format_loc(loc: tuple[int | str, ...]) -> str:
@@ -639,7 +748,10 @@ def parse_config(raw: bytes, source: str = "config.yaml", warnings: list[str] | 
         config = GatewayConfig.model_validate(data, context={"resolved": False})
     except ValidationError as exc:
         raise _validation_error(exc, source) from None
-    check_env_ref_syntax(data, "")
+    try:
+        check_ref_syntax(data)
+    except SecretRefError as exc:
+        raise ConfigError(exc.path, exc.message, source) from None
     return config
 
 
@@ -662,41 +774,6 @@ def parse_candidates(raw: bytes, source: str = "llm_candidates.json") -> dict[st
 
 def _split_path(path: str) -> tuple[str, ...]:
     return tuple(p for p in path.replace("[", ".").replace("]", "").split(".") if p)
-
-
-def check_env_ref_syntax(value: Any, path: str) -> None:
-    """Every `os.environ/` string names a variable. What the agent can know without the pod's secrets."""
-    if is_env_ref(value):
-        if not _ENV_REF.fullmatch(value):
-            raise ConfigError(path, "an os.environ/ reference must be os.environ/NAME (letters, digits, _)")
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            check_env_ref_syntax(v, f"{path}.{k}" if path else str(k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            check_env_ref_syntax(v, f"{path}[{i}]")
-
-
-def _strip_one_newline(value: str) -> str:
-    # A file-mounted secret written with `echo` ends in one newline; Kubernetes users expect it to be dropped.
-    if value.endswith("\r\n"):
-        return value[:-2]
-    return value[:-1] if value.endswith("\n") else value
-
-
-def resolve_env_refs(value: Any, path: str, env: Mapping[str, str]) -> Any:
-    """Replace every `os.environ/NAME` string with its value (less one trailing newline); an unset NAME is an
-    error naming the key."""
-    if is_env_ref(value):
-        name = value[len(ENV_PREFIX) :]
-        if name not in env:
-            raise ConfigError(path, f"environment variable {name} is not set")
-        return _strip_one_newline(env[name])
-    if isinstance(value, dict):
-        return {k: resolve_env_refs(v, f"{path}.{k}" if path else k, env) for k, v in value.items()}
-    if isinstance(value, list):
-        return [resolve_env_refs(v, f"{path}[{i}]", env) for i, v in enumerate(value)]
-    return value
 
 
 def cross_check(config: GatewayConfig, candidates: Mapping[str, Candidate]) -> None:
@@ -759,7 +836,7 @@ def check_header_values(config: GatewayConfig, *, resolved: bool) -> None:
     """Refuse what cannot be sent in an HTTP header: a CR/LF would inject a header (and an upstream's error
     would echo the key back), and non-Latin-1 text cannot be encoded. The value is never echoed."""
     for path, what, value in _header_values(config):
-        if not resolved and is_env_ref(value):
+        if not resolved and is_secret_ref(value):
             continue
         bad = next((i for i, c in enumerate(value) if ord(c) < 0x20 or ord(c) == 0x7F), None)
         if bad is not None:
@@ -787,7 +864,8 @@ def _check(
 
 def check_config(config_raw: bytes, candidates_raw: bytes | None = None) -> str:
     """What can be known without the pod's secrets: structure, cross references, literal values and the syntax of
-    `os.environ/` references (not their values: a secret may be mounted only in the gateway's container).
+    `os.environ/` and `os.file/` references (not their values: a secret may be mounted only in the gateway's
+    container).
     Returns the version; raises ConfigError."""
     return check_config_report(config_raw, candidates_raw)[0]
 
@@ -802,16 +880,22 @@ def check_config_report(config_raw: bytes, candidates_raw: bytes | None = None) 
 def load_config(
     config_raw: bytes, candidates_raw: bytes | None = None, env: Mapping[str, str] | None = None
 ) -> LoadedConfig:
-    """Parse, validate, cross-check and resolve secrets. Raises ConfigError; never returns a half-valid config."""
+    """Parse, validate, cross-check and resolve secrets (`os.environ/` from `env`, `os.file/` read now, under the
+    directories `env` allows). Raises ConfigError; never returns a half-valid config."""
     env = os.environ if env is None else env
+    files = SecretFiles(env)  # before the config's own variables, which may not name ROUTEIQ_SECRET_DIRS anyway
     warnings: list[str] = []
     config, candidates = _check(config_raw, candidates_raw, warnings)
     if config.environment_variables:  # as LiteLLM does: the file's variables win over the process's
         env = {**env, **config.environment_variables}
-    resolved = resolve_env_refs(config.model_dump(exclude_unset=True), "", env)
+    try:
+        resolved = resolve_refs(config.model_dump(exclude_unset=True), env, files)
+    except SecretRefError as exc:
+        raise ConfigError(exc.path, exc.message) from None
     try:
         config = GatewayConfig.model_validate(resolved, context={"resolved": True})
     except ValidationError as exc:
         raise _validation_error(exc, "config.yaml") from None
     check_header_values(config, resolved=True)
-    return LoadedConfig(config, content_version(config_raw, candidates_raw or b""), candidates, tuple(warnings))
+    version = content_version(config_raw, candidates_raw or b"")
+    return LoadedConfig(config, version, candidates, tuple(warnings), tuple(files.read_paths))

@@ -60,7 +60,7 @@ TOP_LEVEL: dict[str, Key] = {
     "mcp_tools": _r("MCP tools"),
     "vector_store_registry": _r("vector stores"),
     "vector_stores": _r("vector stores"),
-    "credential_list": _r("the credentials registry (reference secrets with `os.environ/` instead)"),
+    "credential_list": _r("the credentials registry (reference secrets with `os.environ/` or `os.file/` instead)"),
     "callback_settings": _r("logging callbacks"),
     "files_settings": _r("the files API"),
     "assistant_settings": _r("the assistants API"),
@@ -104,8 +104,15 @@ LITELLM_SETTINGS: dict[str, Key] = {
     "disable_copilot_system_to_assistant": _w("deprecated in LiteLLM"),
     "context_window_fallbacks": _r("context-window fallbacks"),
     "content_policy_fallbacks": _r("content-policy fallbacks"),
-    "cache": _r("response caching"),
-    "cache_params": _r("response caching"),
+    "cache": _h(
+        "the response cache (gateway/routeiq_gateway/cache/): Redis (REDIS_URL) with an in-memory LRU while Redis "
+        "is unset or down; per request `cache: {no-cache, no-store, ttl, s-maxage, use-cache, namespace}`"
+    ),
+    "cache_params": _h("the response cache's settings; see the cache_params table"),
+    "enable_caching_on_provider_specific_optional_params": _w(
+        "RouteIQ's cache key always includes every request field but `user`, `metadata` and `stream_options`"
+    ),
+    "enable_redis_auth_cache": _w("RouteIQ keeps virtual keys in memory (tenancy/key_cache.py), not in Redis"),
     "mcp_aliases": _r("MCP servers"),
     "modify_params": _r("request rewriting (modify_params)"),
     "enable_preview_features": _r("preview features"),
@@ -168,6 +175,76 @@ LITELLM_SETTINGS: dict[str, Key] = {
     "model_group_settings": _r("LiteLLM's model hub"),
 }
 
+_REDIS_IN_CONFIG = "Redis connection settings in config (the cache uses REDIS_URL from the environment)"
+CACHE_PARAMS: dict[str, Key] = {
+    "type": _h("`redis` (default, as LiteLLM's proxy) or `local`; every other cache type is refused by name"),
+    "mode": _h('`default_on` (default) or `default_off`: then only requests with `cache: {"use-cache": true}`'),
+    "ttl": _h("seconds an answer is kept (RouteIQ's default 600; LiteLLM keeps Redis entries forever)"),
+    "default_in_memory_ttl": _h("with type local, wins over ttl"),
+    "default_in_redis_ttl": _h("with type redis, wins over ttl"),
+    "namespace": _h("prefix of every cache key (letters, digits, `._:-`)"),
+    "supported_call_types": _h(
+        "call types cached: (a)completion, (a)text_completion, (a)embedding, (a)transcription, (a)rerank, "
+        "(a)responses; default all; `[]` caches nothing"
+    ),
+    "socket_timeout": _h("seconds a request waits on one Redis call, then it is a miss (RouteIQ's default 0.1)"),
+    "max_connections": _h("Redis connections of the cache, at most (default 64)"),
+    "host": _r(_REDIS_IN_CONFIG),
+    "port": _r(_REDIS_IN_CONFIG),
+    "password": _r(_REDIS_IN_CONFIG),
+    "username": _r(_REDIS_IN_CONFIG),
+    "db": _r(_REDIS_IN_CONFIG),
+    "url": _r(_REDIS_IN_CONFIG),
+    "ssl": _r(_REDIS_IN_CONFIG + "; TLS is `rediss://`"),
+    "ssl_cert_reqs": _r(_REDIS_IN_CONFIG),
+    "ssl_check_hostname": _r(_REDIS_IN_CONFIG),
+    "redis_startup_nodes": _r("Redis Cluster settings in config (REDIS_URL)"),
+    "service_name": _r("Redis Sentinel settings in config (REDIS_URL)"),
+    "sentinel_nodes": _r("Redis Sentinel settings in config (REDIS_URL)"),
+    "sentinel_password": _r("Redis Sentinel settings in config (REDIS_URL)"),
+    "gcp_service_account": _r("GCP IAM auth to Redis"),
+    "gcp_ssl_ca_certs": _r("GCP IAM auth to Redis"),
+    "redis_flush_size": _r("batched cache writes"),
+    "similarity_threshold": _r("semantic caching"),
+    "redis_semantic_cache_embedding_model": _r("semantic caching"),
+    "redis_semantic_cache_index_name": _r("semantic caching"),
+    "valkey_semantic_cache_embedding_model": _r("semantic caching"),
+    "valkey_semantic_cache_index_name": _r("semantic caching"),
+    "qdrant_api_base": _r("semantic caching"),
+    "qdrant_api_key": _r("semantic caching"),
+    "qdrant_collection_name": _r("semantic caching"),
+    "qdrant_quantization_config": _r("semantic caching"),
+    "qdrant_semantic_cache_embedding_model": _r("semantic caching"),
+    "qdrant_semantic_cache_vector_size": _r("semantic caching"),
+    "s3_bucket_name": _r("an S3 response cache"),
+    "s3_region_name": _r("an S3 response cache"),
+    "s3_api_version": _r("an S3 response cache"),
+    "s3_use_ssl": _r("an S3 response cache"),
+    "s3_verify": _r("an S3 response cache"),
+    "s3_endpoint_url": _r("an S3 response cache"),
+    "s3_aws_access_key_id": _r("an S3 response cache"),
+    "s3_aws_secret_access_key": _r("an S3 response cache"),
+    "s3_aws_session_token": _r("an S3 response cache"),
+    "s3_config": _r("an S3 response cache"),
+    "s3_path": _r("an S3 response cache"),
+    "gcs_bucket_name": _r("a GCS response cache"),
+    "gcs_path_service_account": _r("a GCS response cache"),
+    "gcs_path": _r("a GCS response cache"),
+    "azure_account_url": _r("an Azure Blob response cache"),
+    "azure_blob_container": _r("an Azure Blob response cache"),
+    "disk_cache_dir": _r("a disk response cache"),
+}
+# cache_params.type values LiteLLM knows and RouteIQ does not serve: refused by name, with the key's path.
+REFUSED_CACHE_TYPES = {
+    "redis-semantic": "semantic caching",
+    "valkey-semantic": "semantic caching",
+    "qdrant-semantic": "semantic caching",
+    "s3": "an S3 response cache",
+    "gcs": "a GCS response cache",
+    "azure-blob": "an Azure Blob response cache",
+    "disk": "a disk response cache",
+}
+
 GENERAL_SETTINGS: dict[str, Key] = {
     "master_key": _h("the API key clients send (`Authorization: Bearer`); at least 8 characters"),
     "max_request_size_mb": _m("`routeiq.limits.max_request_body_bytes` (MiB → bytes; routeiq wins when both)"),
@@ -190,6 +267,7 @@ GENERAL_SETTINGS: dict[str, Key] = {
     "store_prompts_in_spend_logs": _w(),
     "maximum_spend_logs_retention_period": _w(),
     "maximum_spend_logs_retention_interval": _w(),
+    "maximum_spend_logs_cleanup_cron": _w(),
     "database_connection_pool_limit": _w(),
     "database_connection_timeout": _w(),
     "otel": _w("RouteIQ exports OpenTelemetry traces when OTEL_EXPORTER_OTLP_* is set"),
@@ -232,7 +310,7 @@ GENERAL_SETTINGS: dict[str, Key] = {
     "spend_report_frequency": _r("spend reports"),
     "pass_through_endpoints": _r("pass-through endpoints"),
     "use_client_credentials_pass_through_routes": _r("pass-through endpoints"),
-    "key_management_system": _r("secret managers (mount secrets and use `os.environ/`)"),
+    "key_management_system": _r("secret managers (mount secrets and use `os.file/` or `os.environ/`)"),
     "key_management_settings": _r("secret managers"),
     "use_azure_key_vault": _r("secret managers"),
     "use_google_kms": _r("secret managers"),
@@ -299,9 +377,9 @@ ROUTER_SETTINGS: dict[str, Key] = {
     "default_priority": _r("request priorities (the scheduler)"),
     "polling_interval": _r("request priorities (the scheduler)"),
     "routing_strategy_args": _r("routing strategy arguments"),
-    "cache_responses": _r("response caching"),
-    "caching_groups": _r("response caching"),
-    "cache_kwargs": _r("response caching"),
+    "cache_responses": _r("the Router's own response cache (turn the cache on with `litellm_settings.cache`)"),
+    "caching_groups": _r("cache entries shared across model groups"),
+    "cache_kwargs": _r("the Router's own response cache (settings are `litellm_settings.cache_params`)"),
     "provider_budget_config": _r("provider budgets"),
     "deployment_affinity_ttl_seconds": _r("deployment affinity"),
     "ignore_invalid_deployments": _r("skipping invalid deployments (RouteIQ refuses the config instead)"),
@@ -360,6 +438,9 @@ def adapt(data: dict[str, Any]) -> tuple[dict[str, Any], list[Problem], list[Pro
             elif entry.status == "warned":
                 body.pop(key)
                 warnings.append(Problem(path, f"ignored: {entry.note}"))
+    litellm = out.get("litellm_settings")
+    if isinstance(litellm, dict):
+        _cache_params(litellm, refused, warnings)
     env = out.get("environment_variables")
     if env is None and "environment_variables" in out:
         out["environment_variables"] = {}
@@ -375,6 +456,24 @@ def adapt(data: dict[str, Any]) -> tuple[dict[str, Any], list[Problem], list[Pro
         return out, refused, warnings
     _map(out, warnings)
     return out, refused, warnings
+
+
+def _cache_params(litellm: dict[str, Any], refused: list[Problem], warnings: list[Problem]) -> None:
+    """`litellm_settings.cache_params`: its refused keys and cache types named, each with its path."""
+    params = litellm.get("cache_params")
+    if params is None and "cache_params" in litellm:
+        litellm["cache_params"] = {}
+        return
+    if not isinstance(params, dict):
+        return  # the schema says what is wrong with it
+    for key in params:
+        entry = CACHE_PARAMS.get(key)
+        if entry is not None and entry.status == "refused":
+            refused.append(Problem(f"litellm_settings.cache_params.{key}", refusal(entry.note)))
+    kind = params.get("type")
+    if isinstance(kind, str) and kind in REFUSED_CACHE_TYPES:
+        what = refusal(f"{REFUSED_CACHE_TYPES[kind]} (type {kind!r}; RouteIQ serves redis and local)")
+        refused.append(Problem("litellm_settings.cache_params.type", what))
 
 
 def _callbacks(path: str, value: Any, refused: list[Problem], warnings: list[Problem]) -> None:
@@ -465,6 +564,7 @@ _TABLES: tuple[tuple[str, str, dict[str, Key]], ...] = (
     ("Top level", "", TOP_LEVEL),
     ("`model_list[]` entries", "model_list[].", MODEL_ENTRY),
     ("`litellm_settings`", "litellm_settings.", LITELLM_SETTINGS),
+    ("`litellm_settings.cache_params`", "litellm_settings.cache_params.", CACHE_PARAMS),
     ("`general_settings`", "general_settings.", GENERAL_SETTINGS),
     ("`router_settings`", "router_settings.", ROUTER_SETTINGS),
 )

@@ -19,6 +19,7 @@ import functools
 import hashlib
 import importlib
 import itertools
+import math
 import os
 import re
 import tempfile
@@ -174,6 +175,10 @@ def _compiled_dot() -> Any:
 
 def _compiled_walk() -> Any:
     return _kernel("tree_kernel", "leaf_values")
+
+
+def _compiled_boost() -> Any:
+    return _kernel("tree_kernel", "boost_proba")
 
 
 def _packed(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -678,7 +683,7 @@ def prompt_features(text: str) -> np.ndarray:
     options = _OPTION.findall(body)
     first = _OPTION.search(body)
     stem = body[: first.start()] if first else body
-    lengths = np.array([len(o[1]) for o in options], dtype=np.float64) if options else np.zeros(1)
+    mean, spread, longest = _length_stats([float(len(o[1])) for o in options])
     numeric = sum(1 for o in options if _NUMBER.fullmatch(o[1].strip().rstrip("%").replace("$", "")) is not None)
     option_words = [{w.lower() for w in _LETTERS.findall(o[1])} for o in options]
     overlap = 0.0
@@ -691,9 +696,9 @@ def prompt_features(text: str) -> np.ndarray:
     row = (
         np.log1p(len(stem)),
         np.log1p(len(body)),
-        np.log1p(lengths.mean()),
-        lengths.std() / (lengths.mean() + 1.0),
-        np.log1p(lengths.max()),
+        np.log1p(mean),
+        spread / (mean + 1.0),
+        np.log1p(longest),
         len(options),
         numeric / max(1, len(options)),
         overlap,
@@ -719,6 +724,21 @@ def prompt_features(text: str) -> np.ndarray:
         "True, " in body and _TRUE_FALSE.search(body) is not None,
     )
     return np.asarray(row, dtype=np.float64)
+
+
+def _length_stats(lengths: list[float]) -> tuple[float, float, float]:
+    """mean, std and max of the options' lengths (zeros without options), as numpy computes them (the trees were
+    trained on numpy's values; its log1p, kept above, differs from math.log1p in the last bit): below 8 values
+    numpy sums left to right, as here (a prompt's few options cost ~13 us through numpy, ~1 us here); from 8 on
+    its pairwise sum may round differently, so numpy does it."""
+    n = len(lengths)
+    if n == 0:
+        return 0.0, 0.0, 0.0
+    if n >= 8:
+        a = np.array(lengths)
+        return float(a.mean()), float(a.std()), float(a.max())
+    mean = sum(lengths) / n
+    return mean, math.sqrt(sum((x - mean) * (x - mean) for x in lengths) / n), max(lengths)
 
 
 @dataclass(frozen=True)
@@ -806,7 +826,7 @@ class BoostedGainScorer:
 
     def dense(self, texts: list[str]) -> np.ndarray:
         texts = windowed(texts, self.window)
-        hand = np.vstack([prompt_features(t) for t in texts]) if texts else np.zeros((0, len(PROMPT_FEATURES)))
+        hand = _hand_rows(texts)
         if isinstance(self.features, HashedTfidf):
             heads = self.heads.row_of_product(self.features.dot(texts, self.heads.weights))
         else:
@@ -814,5 +834,22 @@ class BoostedGainScorer:
         return np.hstack((heads, hand))
 
     def score(self, texts: list[str]) -> np.ndarray:
-        p = self.trees.predict_proba(self.dense(texts))
+        fused = _compiled_boost()
+        t = self.trees
+        if fused is not None and isinstance(self.features, HashedTfidf) and t.roots.size:
+            texts = windowed(texts, self.window)
+            product = np.ascontiguousarray(self.features.dot(texts, self.heads.weights))
+            h = self.heads
+            p = fused(product, h.intercept, h.subject_stats, _hand_rows(texts), t.feature, t.threshold, t.children,
+                      t.value, t.roots, t.depth, t.model_starts, t.baselines)  # fmt: skip
+        else:
+            p = t.predict_proba(self.dense(texts))
         return gain_to_unit(p[:, 0] * p[:, 1] - (1.0 - p[:, 0]) * p[:, 2])
+
+
+def _hand_rows(texts: list[str]) -> np.ndarray:
+    """prompt_features of each text, one row each."""
+    out = np.empty((len(texts), len(PROMPT_FEATURES)))
+    for i, text in enumerate(texts):
+        out[i] = prompt_features(text)
+    return out

@@ -48,7 +48,7 @@ def test_a_good_file_passes_with_its_warnings(tmp_path: Path) -> None:
 def test_every_problem_is_printed_with_its_path(tmp_path: Path) -> None:
     config = {
         "model_list": [{"model_name": "a", "litellm_params": {"model": "openai/a"}}],
-        "litellm_settings": {"cache": True, "callbacks": ["langfuse"]},
+        "litellm_settings": {"modify_params": True, "callbacks": ["langfuse"]},
         "general_settings": {"custom_auth": "x.y"},
         "vector_store_registry": [],
     }
@@ -57,7 +57,7 @@ def test_every_problem_is_printed_with_its_path(tmp_path: Path) -> None:
     errors = [line for line in done.stdout.splitlines() if line.startswith("error: ")]
     assert [e.split(": ")[2] for e in errors] == [
         "vector_store_registry",
-        "litellm_settings.cache",
+        "litellm_settings.modify_params",
         "litellm_settings.callbacks[0]",
         "general_settings.custom_auth",
     ]

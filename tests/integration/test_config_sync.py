@@ -316,6 +316,13 @@ def _malformed_env_ref(pod: Pod, new: str) -> list[Upload]:
     return [Upload("config.yaml", dump(config))]
 
 
+def _malformed_file_ref(pod: Pod, new: str) -> list[Upload]:
+    # Refused by its syntax before any gateway reads it: a `..` that would climb out of the secret directory.
+    config = _next(pod, new)
+    config["model_list"][-1]["litellm_params"]["api_key"] = "os.file/var/run/secrets/routeiq/../../../etc/shadow"
+    return [Upload("config.yaml", dump(config))]
+
+
 def _alias_bomb(pod: Pod, new: str) -> list[Upload]:
     config = _next(pod, new)
     anchors = ['      a0: &a0 ["lol"]'] + [f"      a{i}: &a{i} [{','.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 11)]
@@ -356,6 +363,12 @@ BAD_INPUTS = [
         "invalid",
         _malformed_env_ref,
         ("litellm_params.api_key", "os.environ/NAME"),
+    ),
+    BadInput(
+        "malformed-file-ref",
+        "invalid",
+        _malformed_file_ref,
+        ("litellm_params.api_key", "os.file/ABSOLUTE/PATH"),
     ),
     BadInput("alias-bomb", "invalid", _alias_bomb, ("config.yaml", "alias bomb")),
     BadInput("empty-master-key", "invalid", _empty_master_key, ("general_settings.master_key", "shorter than 8")),

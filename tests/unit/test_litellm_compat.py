@@ -33,7 +33,7 @@ def test_every_unsupported_litellm_key_is_named_in_one_error():
     config = {
         "model_list": [_model("a")],
         "guardrails": [{"guardrail_name": "x"}],
-        "litellm_settings": {"cache": True, "success_callback": ["langfuse", "prometheus"], "num_retries": 3},
+        "litellm_settings": {"modify_params": True, "success_callback": ["langfuse", "prometheus"], "num_retries": 3},
         "general_settings": {"custom_auth": "m.f", "enable_jwt_auth": True, "master_key": "sk-12345678"},
         "router_settings": {"enable_tag_filtering": True, "redis_host": "r"},
     }
@@ -42,7 +42,7 @@ def test_every_unsupported_litellm_key_is_named_in_one_error():
     paths = [p for p, _ in info.value.problems]
     assert paths == [
         "guardrails",
-        "litellm_settings.cache",
+        "litellm_settings.modify_params",
         "litellm_settings.success_callback[0]",
         "general_settings.custom_auth",
         "general_settings.enable_jwt_auth",

@@ -34,14 +34,14 @@ def _rows() -> list[dict[str, str]]:
 def rows_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Each test runs once through the compiled kernels and once through the numpy formulation."""
     if request.param == "numpy":
-        for kernel in ("_compiled_rows", "_compiled_dot", "_compiled_walk"):
+        for kernel in ("_compiled_rows", "_compiled_dot", "_compiled_walk", "_compiled_boost"):
             monkeypatch.setattr(rm, kernel, lambda: None)
     return str(request.param)
 
 
 def test_the_compiled_kernel_is_what_serves_when_numba_is_installed() -> None:
     # numba is a dependency of the `ml` extra: a kernel that failed to import would fall back to numpy silently
-    assert None not in (rm._compiled_rows(), rm._compiled_dot(), rm._compiled_walk())
+    assert None not in (rm._compiled_rows(), rm._compiled_dot(), rm._compiled_walk(), rm._compiled_boost())
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 # One request, every scope it is limited by (its key, its team): all checked, then all taken or none.
 # KEYS: 3 per scope: rpm TAT, tpm TAT, parallel slots (a key of a team is tagged with its team: one slot).
-# ARGV: 1..M "rpm tpm max_parallel slot_ttl_ms period_ms" per scope (-1: no limit), M+1 tokens reserved,
-#       M+2 slot id, M+3 now ms (absent or '': Redis TIME). Few arguments and one string back: encoding and
-#       parsing are most of a call's cost on the gateway's side.
+# ARGV: 1..M "rpm tpm max_parallel slot_ttl_ms period_ms [lease_requests lease_tokens lease_slots]" per scope
+#       (-1: no limit), M+1 tokens reserved, M+2 slot id, M+3 now ms (absent or '': Redis TIME), M+4 the lease
+#       divisor (absent: no leases; leases.py). Few arguments and one string back: encoding and parsing are most
+#       of a call's cost on the gateway's side.
 # Returns per scope "allowed(0|1) denied_by(- | rpm | tpm | parallel) retry_ms rpm_remaining rpm_reset_ms
-#          tpm_remaining tpm_reset_ms parallel_in_use", joined by ';'. Refused: nothing was taken in any scope.
+#          tpm_remaining tpm_reset_ms parallel_in_use leased_requests leased_tokens leased_slots", joined by ';'.
+#          Refused: nothing was taken in any scope. Leased slots are "<slot id>+1".."<slot id>+n".
 ADMIT = """
 local m = #KEYS / 3
 local tokens, slot = tonumber(ARGV[m + 1]), ARGV[m + 2]
@@ -26,6 +28,25 @@ local now = tonumber(ARGV[m + 3])
 if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local div = tonumber(ARGV[m + 4]) or 0
+
+-- A lease: at most `want`, a 1/div share of what is left, and never the last tenth of the limit.
+local function grant(want, left, limit)
+  if div <= 0 or not want or want <= 0 or left <= 0 then return 0 end
+  local g = math.min(want, math.floor(left / div), left - math.ceil(limit / 10))
+  if g < 0 then return 0 end
+  return g
+end
+
+-- A GCRA verdict that passed ({ok, new TAT, retry, left, reset}) takes a lease too: returns what it took.
+local function lease(v, want, limit, period)
+  local g = grant(want, v[4], limit)
+  if g > 0 then
+    v[2] = v[2] + g * period / limit
+    v[4], v[5] = v[4] - g, math.ceil(v[2] - now)
+  end
+  return g
 end
 
 -- {ok, new TAT or false, retry ms, remaining, reset ms}
@@ -64,27 +85,33 @@ for s = 1, m do
   elseif par >= 0 and in_use >= par then denied, retry = 'parallel', 1000
   end
   if denied ~= '-' then refused = true end
-  scopes[s] = {k = k, r = r, t = t, par = par, ttl = ttl, in_use = in_use, denied = denied, retry = retry}
+  scopes[s] = {k = k, r = r, t = t, rpm = rpm, tpm = tpm, par = par, ttl = ttl, period = period, in_use = in_use,
+    denied = denied, retry = retry, want = {conf[6], conf[7], conf[8]}, got = {0, 0, 0}}
 end
 
 local out = {}
 for s = 1, m do
   local c = scopes[s]
   if not refused then
+    if c.r[2] then c.got[1] = lease(c.r, c.want[1], c.rpm, c.period) end
+    if c.t[2] then c.got[2] = lease(c.t, c.want[2], c.tpm, c.period) end
     if c.r[2] then
       redis.call('SET', KEYS[c.k + 1], string.format('%.3f', c.r[2]), 'PX', math.ceil(c.r[2] - now) + 1)
     end
-    if c.t[2] and tokens > 0 then
+    if c.t[2] and (tokens > 0 or c.got[2] > 0) then
       redis.call('SET', KEYS[c.k + 2], string.format('%.3f', c.t[2]), 'PX', math.ceil(c.t[2] - now) + 1)
     end
     if c.par >= 0 then
       redis.call('ZADD', KEYS[c.k + 3], now + c.ttl, slot)
-      redis.call('PEXPIRE', KEYS[c.k + 3], c.ttl)
       c.in_use = c.in_use + 1
+      local g = grant(c.want[3], c.par - c.in_use, c.par)
+      for i = 1, g do redis.call('ZADD', KEYS[c.k + 3], now + c.ttl, slot .. '+' .. i) end
+      c.in_use, c.got[3] = c.in_use + g, g
+      redis.call('PEXPIRE', KEYS[c.k + 3], c.ttl)
     end
   end
-  out[s] = string.format('%d %s %d %d %d %d %d %d', c.denied == '-' and 1 or 0, c.denied, c.retry,
-    c.r[4], c.r[5], c.t[4], c.t[5], c.in_use)
+  out[s] = string.format('%d %s %d %d %d %d %d %d %d %d %d', c.denied == '-' and 1 or 0, c.denied, c.retry,
+    c.r[4], c.r[5], c.t[4], c.t[5], c.in_use, c.got[1], c.got[2], c.got[3])
 end
 return table.concat(out, ';')
 """
@@ -112,6 +139,36 @@ if tpm > 0 and delta ~= 0 then
   end
 end
 for i = 5, #ARGV do redis.call('ZREM', KEYS[2], ARGV[i]) end
+return 1
+"""
+
+
+# A lease's end (leases.py): what was left of it given back, what it was overdrawn (usage past the estimates) paid.
+# KEYS: 1 rpm TAT, 2 tpm TAT, 3 parallel slots.
+# ARGV: 1 rpm, 2 tpm (-1: none), 3 period ms, 4 now ms ('': Redis TIME), 5 requests back, 6 tokens back (< 0: owed),
+#       7… leased slots to free.
+# Returns 1.
+GIVE_BACK = """
+local now = tonumber(ARGV[4])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local period = tonumber(ARGV[3])
+local function back(key, limit, units)
+  if limit <= 0 or units == 0 then return end
+  local tat = tonumber(redis.call('GET', key)) or now
+  if tat < now then tat = now end
+  tat = tat - units * period / limit
+  if tat <= now then
+    redis.call('DEL', key)
+  else
+    redis.call('SET', key, string.format('%.3f', tat), 'PX', math.ceil(tat - now) + 1)
+  end
+end
+back(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[5]))
+back(KEYS[2], tonumber(ARGV[2]), tonumber(ARGV[6]))
+for i = 7, #ARGV do redis.call('ZREM', KEYS[3], ARGV[i]) end
 return 1
 """
 

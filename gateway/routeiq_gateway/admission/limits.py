@@ -6,7 +6,8 @@ One request: budget (budget.py, from the key cache) → one atomic Lua script fo
 estimate (token_estimate.py), a parallel slot taken, in both or in neither → the answer → `finish()` corrects
 the tpm by the real usage and frees the slot (also after an error, a client that went away, or a stream's end).
 The calls of concurrent requests share one pipelined round trip (script_batch.py, redis_wire.py); the requests
-of a scope that end in the same loop turn are settled in one call.
+of a scope that end in the same loop turn are settled in one call. A busy scope far from its limits leases
+allowance in chunks (leases.py) and its requests are admitted from the chunk, in memory, with no round trip.
 
 Over a limit: 429, OpenAI's error JSON (code `rate_limit_exceeded`, or `budget_exceeded`), `Retry-After` and the
 x-ratelimit-* headers. A virtual key with limits gets its own x-ratelimit-* on every answer, in place of the
@@ -41,7 +42,8 @@ from routeiq_shared.breaker import BreakerPolicy
 from routeiq_shared.config_schema import BreakersSettings, LimitsSettings
 
 from routeiq_gateway.admission import budget
-from routeiq_gateway.admission.limit_scripts import ADMIT, SETTLE, redis_keys
+from routeiq_gateway.admission.leases import Lease, LeaseBook, wants
+from routeiq_gateway.admission.limit_scripts import ADMIT, GIVE_BACK, SETTLE, redis_keys
 from routeiq_gateway.admission.local_limits import LocalLimits, Verdict, share
 from routeiq_gateway.admission.script_batch import ScriptBatch
 from routeiq_gateway.admission.token_estimate import estimate_tokens
@@ -58,6 +60,7 @@ _REDIS_ERRORS = (RedisError, OSError, TimeoutError)
 _PROBE_SECONDS = 1.0  # how often the background task looks whether a probe is due
 _DEFAULT_POLICY = BreakersSettings().redis.policy()
 _RATELIMIT = b"x-ratelimit-"
+_keys_of = functools.lru_cache(maxsize=65_536)(redis_keys)  # a scope's Redis keys, built once
 
 
 @dataclass(slots=True)
@@ -71,10 +74,11 @@ class _Held:
     tokens: int
     slot: str
     team: str | None  # a key's team: its Redis keys share the team's hash tag (limit_scripts.redis_keys)
+    lease: Lease | None = None  # admitted from this replica's lease (leases.py), not by a round trip
 
     @property
     def keys(self) -> tuple[str, str, str]:
-        return redis_keys(self.scope, self.ident, self.team if self.scope == "k" else None)
+        return _keys_of(self.scope, self.ident, self.team if self.scope == "k" else None)
 
 
 @dataclass(slots=True)
@@ -133,7 +137,10 @@ class Limiter:
                 redis_url, socket_connect_timeout=timeout, socket_timeout=None, retry=Retry(NoBackoff(), 0)
             )
             # A pipeline may take longer than one request waits (that request then goes local): not less than this.
-            self._batch = ScriptBatch(redis_url, {"admit": ADMIT, "settle": SETTLE}, max(0.5, 4 * timeout))
+            self._batch = ScriptBatch(
+                redis_url, {"admit": ADMIT, "settle": SETTLE, "give_back": GIVE_BACK}, max(0.5, 4 * timeout)
+            )
+        self.leases = LeaseBook()
         self.breaker = metrics.breaker("redis", breaker_policy, log, self._degraded)
         self._owed: dict[tuple[tuple[str, str, str], int], list[Any]] = {}  # scope → [tokens to correct, slots to free]
         self._owed_soon = False
@@ -175,6 +182,13 @@ class Limiter:
             )
             for scope, ident, limits in scopes
         ]
+        if shared and settings.lease_seconds > 0:
+            leases = self.leases.covering([h.keys for h in held], [h.tokens for h in held])
+            if leases is not None:  # no round trip: every scope's chunk covers it
+                for h, lease in zip(held, leases, strict=True):
+                    h.slot, h.lease = lease.take(h.tokens), lease
+                views = [(limits, lease.verdict()) for (_, _, limits), lease in zip(scopes, leases, strict=True)]
+                return Ticket(held, _headers(views))
         verdicts = await self._admit_all(held, [limits for _, _, limits in scopes], settings)
         views = [(limits, verdict) for (_, _, limits), verdict in zip(scopes, verdicts, strict=True)]
         for h, (limits, verdict) in zip(held, views, strict=True):
@@ -199,6 +213,8 @@ class Limiter:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), _PROBE_SECONDS)
+            for lease in self.leases.expired():
+                self._give_back(lease)
             if self._redis is not None and self.breaker.probe_due() and self.breaker.allow():
                 try:
                     async with asyncio.timeout(max(self.settings().redis_timeout_seconds, 0.5)):
@@ -209,6 +225,8 @@ class Limiter:
                 self.breaker.success()
 
     async def close(self) -> None:
+        for lease in self.leases.drain():
+            self._give_back(lease)
         if self._batch is not None:
             await self._batch.close()
         if self._redis is not None:
@@ -220,17 +238,24 @@ class Limiter:
         ttl_ms = int(settings.slot_ttl_seconds * 1000)
         batch = self._batch
         if batch is not None and held[0].shared:
+            asks = self._asks(held, limits, settings)
             # One script for the key and its team together (one hash tag): both taken, or neither.
             command = batch.encode(
                 "admit",
                 tuple(k for h in held for k in h.keys),
                 tuple(
                     f"{_limit(lim.rpm)} {_limit(lim.tpm)} {_limit(lim.max_parallel)} {ttl_ms} {PERIOD_MS}"
-                    for lim in limits
+                    + ("" if asks is None else f" {ask[0]} {ask[1]} {ask[2]}")
+                    for lim, ask in zip(limits, asks or [(0, 0, 0)] * len(limits), strict=True)
                 ),
-                (str(held[0].tokens or held[-1].tokens), held[0].slot or held[-1].slot),
+                (
+                    str(held[0].tokens or held[-1].tokens),
+                    held[0].slot or held[-1].slot,
+                    "",
+                    str(4 * settings.replicas if asks is not None else 0),
+                ),
             )
-            late = functools.partial(self._give_back_late, held)
+            late = functools.partial(self._give_back_late, held, limits)
             timed = self.breaker.policy().latency_budget_seconds is not None  # slow answers count as failures
             started = time.perf_counter() if timed else 0.0
             try:
@@ -243,7 +268,13 @@ class Limiter:
                     h.shared = False
             else:
                 self.breaker.success(time.perf_counter() - started if timed else None)
+                if asks is not None:
+                    for h, lim, verdict in zip(held, limits, verdicts, strict=True):
+                        self._lease(h, lim, verdict, settings.lease_seconds)
                 return verdicts
+            finally:
+                if asks is not None:
+                    self.leases.renewing.difference_update(h.keys for h in held)
         n = settings.replicas
         return [
             self.local.admit(
@@ -260,12 +291,70 @@ class Limiter:
             for h, lim in zip(held, limits, strict=True)
         ]
 
-    def _give_back_late(self, held: list[_Held], replies: list[Any]) -> None:
-        """A reply that came after its request stopped waiting (and went local): what it took is given back."""
+    def _asks(
+        self, held: list[_Held], limits: list[Limits], settings: LimitsSettings
+    ) -> list[tuple[int, int, int]] | None:
+        """The chunks to ask for with this admission (leases.py), or None: every scope leasable, or none asked."""
+        if settings.lease_seconds <= 0 or any(h.keys in self.leases.renewing for h in held):
+            return None  # another request is already asking for this scope's next chunk
+        asks = []
+        for h, lim in zip(held, limits, strict=True):
+            ask = wants(
+                _limit(lim.rpm), _limit(lim.tpm), _limit(lim.max_parallel), h.tokens, self.leases.leases.get(h.keys)
+            )
+            if ask is None:
+                return None
+            asks.append(ask)
+        self.leases.renewing.update(h.keys for h in held)
+        return asks
+
+    def _lease(self, h: _Held, lim: Limits, verdict: Verdict, seconds: float) -> None:
+        """Hold what the admission leased (a refused admission leased nothing); give back what it replaces."""
+        requests, tokens, slots = verdict.leased
+        if not verdict.allowed or not (requests or tokens or slots):
+            return
+        lease = Lease(
+            h.keys,
+            _limit(lim.rpm),
+            _limit(lim.tpm),
+            lim.max_parallel is not None,
+            self.leases.clock() + seconds,
+            requests,
+            tokens,
+            [f"{h.slot}+{i}" for i in range(1, slots + 1)],
+            verdict,
+        )
+        replaced = self.leases.install(lease)
+        if replaced is not None:
+            self._give_back(replaced)
+
+    def _give_back(self, lease: Lease) -> None:
+        """A lease's end: what is left returned to the shared limits, its overdraft paid, its free slots freed."""
+        requests = lease.requests if lease.rpm >= 0 else 0
+        tokens = lease.tokens if lease.tpm >= 0 else 0
+        free, lease.free = lease.free, []
+        if self._batch is None or not (requests or tokens or free):
+            return
+        command = self._batch.encode(
+            "give_back", lease.keys, (str(lease.rpm), str(lease.tpm), _PERIOD), ("", str(requests), str(tokens), *free)
+        )
+        self._batch.send([command]).add_done_callback(self._settled)
+
+    def _give_back_late(self, held: list[_Held], limits: list[Limits], replies: list[Any]) -> None:
+        """A reply that came after its request stopped waiting (and went local): what it took is given back, and
+        what it leased."""
         (reply,) = replies
         if isinstance(reply, Exception) or reply[:1] != b"1":  # refused: nothing was taken
             return
-        self._settle(Ticket([dataclasses.replace(h, shared=True) for h in held]), None, failed=True)
+        late = [dataclasses.replace(h, shared=True, lease=None) for h in held]
+        for h, lim, part in zip(late, limits, reply.split(b";"), strict=True):
+            verdict = Verdict.of_script(part)
+            requests, tokens, slots = verdict.leased
+            if requests or tokens or slots:
+                lease = Lease(h.keys, _limit(lim.rpm), _limit(lim.tpm), True, 0.0, requests, tokens, [], verdict)
+                lease.free = [f"{h.slot}+{i}" for i in range(1, slots + 1)]
+                self._give_back(lease)
+        self._settle(Ticket(late), None, failed=True)
 
     def _settle(self, ticket: Ticket, usage: dict[str, Any] | None, failed: bool) -> None:
         held, ticket.held = ticket.held, []
@@ -277,6 +366,13 @@ class Limiter:
             delta = -h.tokens if failed else (0 if used is None else used - h.tokens)
             if h.tpm <= 0:
                 delta = 0
+            lease = h.lease
+            if lease is not None and not lease.ended:  # settled in the lease; its end settles with Redis
+                lease.tokens -= delta
+                if h.slot:
+                    lease.out -= 1
+                    lease.free.append(h.slot)
+                continue
             if not h.shared or self._batch is None:
                 self.local.settle(h.scope, h.ident, share(h.tpm, self.settings().replicas), delta, h.slot, PERIOD_MS)
             elif delta or h.slot:

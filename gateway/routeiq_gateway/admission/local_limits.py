@@ -26,13 +26,15 @@ class Verdict:
     tpm_remaining: int
     tpm_reset_ms: int
     in_use: int
+    leased: tuple[int, int, int] = (0, 0, 0)  # requests, tokens and slots leased with this admission (leases.py)
 
     @classmethod
     def of_script(cls, reply: bytes | str) -> Verdict:
-        """The ADMIT script's reply: "ok denied_by retry rpm_rem rpm_reset tpm_rem tpm_reset in_use"."""
+        """The ADMIT script's reply: "ok denied_by retry rpm_rem rpm_reset tpm_rem tpm_reset in_use leased_requests
+        leased_tokens leased_slots"."""
         ok, by, *numbers = (reply.decode() if isinstance(reply, bytes) else reply).split()
-        retry, rr, rz, tr, tz, used = (int(n) for n in numbers)
-        return cls(ok == "1", "" if by == "-" else by, retry, rr, rz, tr, tz, used)
+        retry, rr, rz, tr, tz, used, lr, lt, lp = (int(n) for n in numbers)
+        return cls(ok == "1", "" if by == "-" else by, retry, rr, rz, tr, tz, used, (lr, lt, lp))
 
 
 def share(limit: int, replicas: int) -> int:

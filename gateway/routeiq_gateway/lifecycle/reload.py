@@ -90,6 +90,8 @@ class Reloader:
                     "previous_version": old.version,
                     "model_groups": len(new.groups),
                     "deployments": sum(len(g) for g in new.groups.values()),
+                    # the version digests the files, not the secrets: this says which secret files were re-read
+                    "secret_files": list(new.secret_files),
                 },
             )
             if self.report is not None:

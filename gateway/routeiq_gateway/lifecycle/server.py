@@ -39,6 +39,7 @@ from routeiq_gateway.audit.metrics import AuditMetrics
 from routeiq_gateway.audit.shipping import AuditTarget
 from routeiq_gateway.audit.table_sink import TableSink
 from routeiq_gateway.audit.trail import AuditTrail, SpoolSink, pending_records
+from routeiq_gateway.cache.store import ResponseCache
 from routeiq_gateway.dispatch.dispatcher import Dispatcher
 from routeiq_gateway.http.limits import EdgeLimits
 from routeiq_gateway.http.protocol import BoundedHttpToolsProtocol
@@ -78,7 +79,7 @@ class GatewayOptions:
     verify: VerifyPolicy
     admin_port: int = 4001  # the admin API's own listener (admin/app.py); 0: none
     database: DatabaseSettings | None = None  # DATABASE_URL: virtual keys on (tenancy/)
-    redis_url: str | None = None  # REDIS_URL: key changes announced across replicas
+    redis_url: str | None = None  # REDIS_URL: key changes announced across replicas, limits, the response cache
 
 
 class _Server(uvicorn.Server):
@@ -141,6 +142,8 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
     metrics.bind_deployment_breakers(
         lambda: ((group, dep_id, int(runtime.breaker(dep_id))) for dep_id, group in runtime.names.items())
     )
+    cache = ResponseCache(opts.redis_url, metrics)  # outlives reloads too; each config sets its policy
+    cache.configure(state.cache)
     translated = _translated_provider(pool, litellm) if litellm is not None else None
     dispatcher = Dispatcher(native, litellm, metrics, runtime, translated)
 
@@ -183,6 +186,7 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
             reloaded()
         runtime.forget_except(ref.current.deployment_ids)
         runtime.describe(_deployment_groups(ref.current))
+        cache.configure(ref.current.cache)
         await watcher.load_wanted()
 
     reloader = Reloader(ref, opts.config_path, opts.candidates_path, metrics, prepare, after_swap, report, audit)
@@ -198,7 +202,14 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
         opts.config_path, opts.models_dir, opts.run_dir, metrics.dependency_breakers, runtime
     )
     app = GatewayApp(
-        ref, dispatcher, metrics, models, Recorder(spool, metrics), tenancy=tenancy, dependencies=dependencies
+        ref,
+        dispatcher,
+        metrics,
+        models,
+        Recorder(spool, metrics),
+        tenancy=tenancy,
+        dependencies=dependencies,
+        cache=cache,
     )
     audit_table = (
         TableSink(tenancy.db, lambda: ref.current.audit, audit_metrics, breaker=tenancy.cache.breaker)
@@ -254,12 +265,14 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
             "port": opts.port,
             "admin_port": opts.admin_port or None,
             "model_groups": len(state.groups),
+            "secret_files": list(state.secret_files),
         },
     )
     stop_watching = asyncio.Event()
     watching = asyncio.create_task(watcher.run(stop_watching))
     shipping = asyncio.create_task(shipper.run(stop_watching))
     shipping_audit = asyncio.create_task(audit_shipper.run(stop_watching))
+    probing_cache = asyncio.create_task(cache.run(stop_watching))
     if tenancy is not None:
         tenancy.start(stop_watching)
     writing_audit = asyncio.create_task(audit_table.run(stop_watching)) if audit_table is not None else None
@@ -272,8 +285,10 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
             await asyncio.wait({admin_serving}, timeout=5)
         stop_watching.set()
         await asyncio.wait(
-            {watching, shipping, shipping_audit} | ({writing_audit} if writing_audit else set()), timeout=2
+            {watching, shipping, shipping_audit, probing_cache} | ({writing_audit} if writing_audit else set()),
+            timeout=2,
         )
+        await cache.close()
         if audit_table is not None:
             await audit_table.close(RECORDS_DRAIN_SECONDS)
         if tenancy is not None:

@@ -67,7 +67,7 @@ class GatewayMetrics:
         self.degraded_mode = Gauge(
             "gateway_degraded_mode",
             "1 while a backing service is unreachable and the gateway serves from what it holds (postgres: keys "
-            "from the cache; redis: limits per replica)",
+            "from the cache; redis: limits per replica; cache: responses cached in this replica's memory)",
             ["service"],
             registry=r,
         )
@@ -143,6 +143,22 @@ class GatewayMetrics:
             ["result"],
             registry=r,
         )
+        self.cache_requests = Counter(
+            "routeiq_cache_requests",
+            "Requests the response cache took part in, by model, result (hit, miss) and store (redis, local)",
+            ["model", "result", "store"],
+            registry=r,
+        )
+        self.cache_writes = Counter(
+            "routeiq_cache_writes", "Answers offered to the cache, by store and result (stored, too_large)",
+            ["store", "result"], registry=r,
+        )  # fmt: skip
+        self.cache_redis_errors = Counter(
+            "routeiq_cache_redis_errors", "Cache calls to Redis that failed or timed out (each a miss)", ["error"],
+            registry=r,
+        )  # fmt: skip
+        self.cache_local_entries = Gauge("routeiq_cache_local_entries", "Entries in the in-memory LRU", registry=r)
+        self.cache_local_bytes = Gauge("routeiq_cache_local_bytes", "Bytes of answers in the in-memory LRU", registry=r)
         self.in_flight = Gauge("routeiq_in_flight_requests", "Requests being served", registry=r)
         self.active_streams = Gauge("active_streams_count", "Streaming responses in progress", registry=r)
         self._request_children: dict[tuple[str, str, int], Counter] = {}

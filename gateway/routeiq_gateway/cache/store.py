@@ -1,0 +1,165 @@
+"""The response cache's runtime: Redis when the policy says redis and REDIS_URL is set and answering, else the
+bounded in-memory LRU. It outlives config reloads (the policy is read per call, the LRU resized on reload).
+
+The cache never fails a request: a Redis error or a call slower than `cache_params.socket_timeout` is a miss
+(or a write not made), and flips the cache to the LRU: `gateway_degraded_mode{service="cache"}` is 1, one log
+line says why; a probe every second brings Redis back, one more line. With type redis and no REDIS_URL the LRU
+serves all along, degraded too (every replica has its own entries)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from routeiq_gateway.observability.metrics import GatewayMetrics
+
+from .entry import Entry, decode, encode
+from .lru import LocalLRU
+from .policy import CachePolicy
+from .redis_client import cache_redis
+
+log = logging.getLogger("routeiq.gateway")
+
+_ERRORS = (RedisError, OSError, TimeoutError)
+_PROBE_SECONDS = 1.0
+
+
+class ResponseCache:
+    def __init__(self, redis_url: str | None, metrics: GatewayMetrics) -> None:
+        self.redis_url = redis_url
+        self.metrics = metrics
+        self.local = LocalLRU(10_000, 64 * 1024 * 1024)
+        self._client: aioredis.Redis | None = None
+        self._client_settings: tuple[float, int] | None = None
+        self._retired: list[aioredis.Redis] = []
+        self._down = False  # Redis failed its last call and has not answered a probe since
+        self._degraded = False
+        self._policy = CachePolicy()
+        metrics.degraded_mode.labels("cache").set(0)
+        metrics.cache_local_entries.set_function(lambda: len(self.local))
+        metrics.cache_local_bytes.set_function(lambda: self.local.bytes)
+
+    def configure(self, policy: CachePolicy) -> None:
+        """A config was loaded: the LRU takes its bounds, the degraded state its meaning."""
+        self._policy = policy
+        self.local.resize(policy.local_max_entries, policy.local_max_bytes)
+        if not policy.enabled:
+            self.local.clear()  # turned off: nothing of it is served again, so nothing is kept
+        self._publish("REDIS_URL is not set" if self.redis_url is None else "Redis unreachable")
+
+    def store_name(self, policy: CachePolicy) -> str:
+        return "redis" if self._redis_serves(policy) else "local"
+
+    # --- the request path ----------------------------------------------------------------------------------
+
+    async def get(self, policy: CachePolicy, key: str, max_age: float | None, model: str) -> Entry | None:
+        """The entry for `key`, if there is one (younger than `max_age`); counted as a hit or a miss."""
+        raw: bytes | None = None
+        store = "local"
+        if self._redis_serves(policy):
+            try:
+                async with asyncio.timeout(policy.redis_timeout):
+                    got = await self._redis(policy).get(key)
+                raw = got if isinstance(got, bytes) else None
+                store = "redis"
+            except _ERRORS as exc:
+                self._failed(exc)
+        if store == "local":
+            raw = self.local.get(key, time.monotonic())
+        entry = decode(raw) if raw is not None else None
+        if entry is not None and max_age is not None and time.time() - entry.stored_at > max_age:
+            entry = None  # too old for this request (s-maxage); left for others
+        self.metrics.cache_requests.labels(model, "hit" if entry else "miss", store).inc()
+        return entry
+
+    def count_miss(self, policy: CachePolicy, model: str) -> None:
+        """A request that skipped the lookup (no-cache) and will store its answer."""
+        self.metrics.cache_requests.labels(model, "miss", self.store_name(policy)).inc()
+
+    async def put(self, policy: CachePolicy, key: str, entry: Entry, ttl: float) -> None:
+        value = encode(entry)
+        if len(value) > policy.max_entry_bytes:
+            self.metrics.cache_writes.labels(self.store_name(policy), "too_large").inc()
+            return
+        if self._redis_serves(policy):
+            try:
+                async with asyncio.timeout(policy.redis_timeout):
+                    await self._redis(policy).set(key, value, px=max(1, int(ttl * 1000)))
+                self.metrics.cache_writes.labels("redis", "stored").inc()
+                return
+            except _ERRORS as exc:
+                self._failed(exc)
+        kept = self.local.put(key, value, ttl, time.monotonic())
+        self.metrics.cache_writes.labels("local", "stored" if kept else "too_large").inc()
+
+    # --- background ----------------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """While Redis is down, PING it every second; Redis serves again as soon as it answers."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), _PROBE_SECONDS)
+            policy = self._policy
+            if not (self._down and policy.uses_redis and self.redis_url):
+                continue
+            client = self._redis(policy)
+            try:
+                async with asyncio.timeout(max(policy.redis_timeout, 0.5)):
+                    await client.ping()
+                # Connections opened before the outage are dead: closed now, not found by the next requests.
+                await client.connection_pool.disconnect()
+            except _ERRORS:
+                continue
+            self._down = False
+            self._publish("")
+
+    async def close(self) -> None:
+        for client in (*self._retired, *([self._client] if self._client is not None else [])):
+            with contextlib.suppress(*_ERRORS):
+                await client.aclose()
+
+    # --- internals -----------------------------------------------------------------------------------------
+
+    def _redis_serves(self, policy: CachePolicy) -> bool:
+        return policy.store == "redis" and self.redis_url is not None and not self._down
+
+    def _redis(self, policy: CachePolicy) -> aioredis.Redis:
+        assert self.redis_url is not None
+        settings = (policy.redis_timeout, policy.max_connections)
+        if self._client is None or settings != self._client_settings:
+            if self._client is not None:  # a reload changed them: the old client is closed at exit
+                self._retired.append(self._client)
+            self._client = cache_redis(self.redis_url, *settings)
+            self._client_settings = settings
+        return self._client
+
+    def _failed(self, exc: BaseException) -> None:
+        self.metrics.cache_redis_errors.labels(type(exc).__name__).inc()
+        if not self._down:
+            self._down = True
+            self._publish(f"{type(exc).__name__}: {exc}"[:300] or "timeout")
+
+    def _publish(self, reason: str) -> None:
+        """gateway_degraded_mode{service="cache"} and one log line, when it changes."""
+        policy = self._policy
+        degraded = policy.uses_redis and (self.redis_url is None or self._down)
+        if degraded == self._degraded:
+            return
+        self._degraded = degraded
+        self.metrics.degraded_mode.labels("cache").set(1 if degraded else 0)
+        if degraded:
+            log.error(
+                "Response cache on the in-memory LRU of this replica: %s",
+                reason,
+                extra={"event": "degraded_mode", "service": "cache", "degraded": True, "reason": reason},
+            )
+        else:
+            log.info(
+                "Response cache on Redis again" if policy.uses_redis else "Response cache no longer uses Redis",
+                extra={"event": "degraded_mode", "service": "cache", "degraded": False},
+            )
