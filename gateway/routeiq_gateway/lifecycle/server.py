@@ -142,7 +142,8 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
     metrics.bind_deployment_breakers(
         lambda: ((group, dep_id, int(runtime.breaker(dep_id))) for dep_id, group in runtime.names.items())
     )
-    cache = ResponseCache(opts.redis_url, metrics)  # outlives reloads too; each config sets its policy
+    # Outlives reloads too; each config sets its policy. Its breaker follows routeiq.breakers.redis.
+    cache = ResponseCache(opts.redis_url, metrics, lambda: ref.current.breaker_policies["redis"])
     cache.configure(state.cache)
     translated = _translated_provider(pool, litellm) if litellm is not None else None
     dispatcher = Dispatcher(native, litellm, metrics, runtime, translated)
