@@ -23,6 +23,7 @@ from routeiq_shared.health_server import HealthServer
 from routeiq_shared.jsonlog import setup_logging, startup_errors_logged
 from routeiq_shared.objectstore import StoreError, open_store
 from routeiq_shared.sidecar import jittered, run_agent, run_until_stopped
+from routeiq_shared.store_health import write_agent_status
 
 from . import rollout
 from .metrics import AgentMetrics
@@ -65,6 +66,10 @@ def settings_from(args: argparse.Namespace) -> AgentSettings:
         "health_port": args.health_port,
     }
     settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    if args.interval is not None and "CONFIG_SYNC_BREAKER_COOLDOWN" not in os.environ:
+        # The breaker's cool-down defaults to the poll interval: the one given here.
+        breaker = dataclasses.replace(settings.store_breaker, cooldown_seconds=args.interval)
+        settings = dataclasses.replace(settings, store_breaker=breaker)
     if not settings.source:
         raise SystemExit("CONFIG_SOURCE (or --source) is required: s3://bucket/prefix/ or file:///dir/")
     return settings
@@ -90,7 +95,7 @@ async def run_forever(settings: AgentSettings) -> None:
     syncer = Syncer(settings, store, metrics)
     health = HealthServer(
         "/health/config-sync",
-        lambda: syncer.status.document(time.time()),
+        lambda: syncer.document(time.time()),
         lambda: syncer.status.synced,
         metrics.registry,
     )
@@ -101,6 +106,8 @@ async def run_forever(settings: AgentSettings) -> None:
         while not stop.is_set():
             with contextlib.suppress(SyncFailed):  # recorded in status, metrics and the log by the syncer
                 await syncer.sync_once()
+            # For the gateway's /health/dependencies: how old the config it serves may be.
+            write_agent_status(settings.paths.run_dir, "config-sync", syncer.document(time.time()))
             try:
                 await asyncio.wait_for(stop.wait(), jittered(settings.interval, settings.jitter, rng))
             except TimeoutError:

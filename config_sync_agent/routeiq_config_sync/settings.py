@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from routeiq_shared.breaker import BreakerPolicy
 from routeiq_shared.sidecar import env_number, env_url
+from routeiq_shared.store_health import policy_from_env
 from routeiq_shared.volume import VolumePaths
 
 CONFIG_NAME = "config.yaml"
@@ -25,6 +27,8 @@ class AgentSettings:
     gateway_admin_key: str | None
     endpoint_url: str | None
     gateway_verdict_timeout: float = 5.0  # how long to wait for the gateway's verdict after a signal
+    # CONFIG_SYNC_BREAKER_FAILURES / _COOLDOWN: how many failed polls open the store's breaker, for how long
+    store_breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AgentSettings:
@@ -40,4 +44,5 @@ class AgentSettings:
             gateway_admin_key=env.get("GATEWAY_ADMIN_KEY") or None,
             endpoint_url=env_url(env, "AWS_ENDPOINT_URL_S3") or env_url(env, "AWS_ENDPOINT_URL"),
             gateway_verdict_timeout=env_number(env, "CONFIG_SYNC_GATEWAY_WAIT", 5.0),
+            store_breaker=policy_from_env(env, "CONFIG_SYNC", env_number(env, "CONFIG_SYNC_INTERVAL", 60.0)),
         )

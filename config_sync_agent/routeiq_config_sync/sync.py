@@ -25,6 +25,7 @@ from routeiq_shared.atomic import atomic_write
 from routeiq_shared.config_schema import ConfigError, check_config, content_version
 from routeiq_shared.gateway_files import read_status
 from routeiq_shared.objectstore import ObjectMissing, ObjectStore, ObjectTooLarge, StoredObject, StoreError
+from routeiq_shared.store_health import STORE_DOWN_REASONS, StoreHealth
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from .metrics import AgentMetrics
@@ -151,6 +152,11 @@ class Syncer:
         self._refused: str | None = None  # the version the gateway refused and the agent took off the volume
         self._wrote = False  # this process has written to the volume (else a refusal on record may be a past one's)
         self.status = SyncStatus(source=settings.source, started_at=time.time(), version=self._volume_version)
+        self.store_health = StoreHealth(metrics.registry, "routeiq_config_sync", settings.store_breaker, log)
+
+    def document(self, now: float) -> dict[str, object]:
+        """The health document: the sync's status and the object store's (staleness, breaker)."""
+        return {**self.status.document(now), "store": self.store_health.document()}
 
     def _read_volume_version(self) -> str | None:
         paths = self.settings.paths
@@ -178,6 +184,12 @@ class Syncer:
         return result
 
     async def _sync(self, span: trace.Span) -> str:
+        if not self.store_health.allow():
+            raise SyncFailed(
+                "store_breaker_open",
+                f"the object store failed {self.settings.store_breaker.failures} polls in a row; not polled for "
+                f"{self.settings.store_breaker.cooldown_seconds:g} s (last: {self.store_health.breaker.last_reason})",
+            )
         with tracer.start_as_current_span("fetch"):
             config_obj = await self._fetch(CONFIG_NAME, self._seen.config_etag, required=True)
             assert not isinstance(config_obj, _Missing)  # required: a missing config.yaml is a SyncFailed
@@ -269,17 +281,23 @@ class Syncer:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception(lambda e: isinstance(e, StoreError) and not isinstance(e, _NOT_RETRIED)),
                 wait=wait_random_exponential(multiplier=0.2, max=5),
-                stop=stop_after_attempt(3),
+                stop=stop_after_attempt(3 if self.store_health.breaker.closed else 1),  # a probe: one try
                 reraise=True,
             ):
                 with attempt:
                     obj = await self.store.get(name, if_none_match=etag, max_bytes=self.settings.max_object_bytes)
         except ObjectMissing as exc:
+            self.store_health.ok()  # it answered
             if required:
                 raise SyncFailed(exc.reason, str(exc)) from None
             return MISSING
         except StoreError as exc:
+            if exc.reason in STORE_DOWN_REASONS:
+                self.store_health.failed(f"{exc.reason}: {exc}")
+            else:
+                self.store_health.ok()
             raise SyncFailed(exc.reason, str(exc)) from None
+        self.store_health.ok()
         if obj is not None:
             self.metrics.bytes_fetched.inc(len(obj.body))
         return obj

@@ -53,6 +53,7 @@ from routeiq_gateway.http.disconnect import BODY_TIMED_OUT, CANCEL_ON_DISCONNECT
 from routeiq_gateway.http.errors import GatewayError
 from routeiq_gateway.http.multipart import parse_form
 from routeiq_gateway.http.openapi import document as openapi_document
+from routeiq_gateway.lifecycle.dependency_health import DependencyHealth
 from routeiq_gateway.observability.metrics import GatewayMetrics
 from routeiq_gateway.observability.tracing import get_tracer, parent_context, traceparent_of
 from routeiq_gateway.providers import Completed, Streaming
@@ -133,9 +134,11 @@ class GatewayApp:
         recorder: Recorder,
         scoring: ScoringRunner | None = None,
         tenancy: Tenancy | None = None,
+        dependencies: DependencyHealth | None = None,
         cache: ResponseCache | None = None,
     ) -> None:
         self.ref = ref
+        self.dependencies = dependencies
         self.cache = cache if cache is not None else ResponseCache(None, metrics)  # outlives reloads
         self.models = models
         self.scoring = scoring if scoring is not None else ScoringRunner()  # outlives reloads: what it measured
@@ -156,6 +159,7 @@ class GatewayApp:
             ("GET", "/health/liveliness"): self._liveness,
             ("GET", "/health/liveness"): self._liveness,
             ("GET", "/health/readiness"): self._readiness,
+            ("GET", "/health/dependencies"): self._dependencies,
             ("GET", "/metrics"): self._metrics,
             ("GET", "/openapi.json"): self._openapi_json,
             ("GET", "/v1/models"): self._models,
@@ -567,6 +571,11 @@ class GatewayApp:
             await send_response(send, 503, b'{"status":"draining"}')
         else:
             await send_response(send, 200, _READY)
+
+    async def _dependencies(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.dependencies is None:
+            raise GatewayError(404, "Dependency health is not available in this process.", code="not_found")
+        await send_response(send, 200, await self.dependencies.body())
 
     async def _openapi_json(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send_response(send, 200, self._openapi)

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from routeiq_shared.breaker import BreakerPolicy
 from routeiq_shared.config_schema import (
     AuditSettings,
+    BreakersSettings,
     ConfigError,
     KeysSettings,
     LimitsSettings,
@@ -70,6 +72,9 @@ class GatewayState:
     config_warnings: tuple[str, ...] = ()  # LiteLLM keys accepted with no effect, logged at each load
     secret_files: tuple[str, ...] = ()  # os.file/ paths read at this load: the reload's log names them
     environment: dict[str, str] = field(default_factory=dict)  # the config's environment_variables
+    # routeiq.breakers: each dependency's circuit breaker policy (routeiq_shared/breaker.py), built once per load
+    breaker_policies: dict[str, BreakerPolicy] = field(default_factory=lambda: BreakersSettings().policies())
+    deployment_latency_budget: float | None = None  # a provider call slower than this counts as a failure
     cache: CachePolicy = field(default_factory=CachePolicy)  # litellm_settings.cache (cache/)
     aliases: dict[str, str] = field(default_factory=dict)  # model_group_alias: alias → its group
 
@@ -172,6 +177,8 @@ def build_state(loaded: LoadedConfig, created: int) -> GatewayState:
         config_warnings=loaded.warnings,
         secret_files=loaded.secret_files,
         environment=dict(cfg.environment_variables),
+        breaker_policies=cfg.routeiq.breakers.policies(),
+        deployment_latency_budget=cfg.routeiq.breakers.deployment_latency_budget_seconds,
         cache=CachePolicy.from_config(cfg.litellm_settings, cfg.routeiq.cache),
         aliases=aliases,
     )

@@ -31,6 +31,7 @@ from routeiq_shared.manifest import ManifestError
 from routeiq_shared.objectstore import StoreError, open_store
 from routeiq_shared.sidecar import jittered, run_agent, run_until_stopped
 from routeiq_shared.signing import KeyFileError, load_private_key, load_public_key, write_keypair
+from routeiq_shared.store_health import write_agent_status
 
 from . import registry
 from .metrics import ModelSyncMetrics
@@ -107,6 +108,8 @@ async def run_forever(settings: ModelSyncSettings) -> None:
                 await syncer.sync_once()
             except Exception as exc:  # the last guard: a pass that fails must not end the agent
                 log.exception("Sync pass failed", extra={"event": "model_sync", "error": type(exc).__name__})
+            # For the gateway's /health/dependencies: how old the models it serves may be.
+            write_agent_status(settings.paths.run_dir, "model-sync", syncer.document())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), jittered(settings.interval, settings.jitter, rng))
 

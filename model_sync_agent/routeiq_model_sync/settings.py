@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from routeiq_shared.breaker import BreakerPolicy
 from routeiq_shared.redis_settings import RedisSettings, RedisSettingsError
 from routeiq_shared.sidecar import env_number, env_url
+from routeiq_shared.store_health import policy_from_env
 from routeiq_shared.volume import VolumePaths
 
 
@@ -29,6 +31,8 @@ class ModelSyncSettings:
     retry_backoff_max: float  # the wait doubles per failure up to this
     paths: VolumePaths
     health_port: int
+    # MODEL_SYNC_BREAKER_FAILURES / _COOLDOWN: how many failed polls open the store's breaker, for how long
+    store_breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ModelSyncSettings:
@@ -54,6 +58,7 @@ class ModelSyncSettings:
             retry_backoff_max=env_number(env, "MODEL_SYNC_RETRY_BACKOFF_MAX", 3600.0),
             paths=VolumePaths.from_env(env),
             health_port=int(env_number(env, "HEALTH_PORT", 8082)),
+            store_breaker=policy_from_env(env, "MODEL_SYNC", env_number(env, "MODEL_SYNC_INTERVAL", 300.0)),
         )
 
 

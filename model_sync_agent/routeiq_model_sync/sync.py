@@ -33,6 +33,7 @@ from routeiq_shared.manifest import NAME_PATTERN, CurrentPointer, Manifest, Mani
 from routeiq_shared.objectstore import ObjectStore, ObjectTooLarge, StoreError
 from routeiq_shared.redis_settings import REDIS_ERRORS
 from routeiq_shared.signing import VerificationError, verify_artifact, verify_manifest, verify_pointer
+from routeiq_shared.store_health import STORE_DOWN_REASONS, StoreHealth
 
 from .metrics import ModelSyncMetrics
 from .registry import RegistryError, artifact_key, read_current, read_manifest
@@ -107,6 +108,7 @@ class ModelSyncer:
         self._refused: dict[tuple[str, str, str], Refusal] = {}  # (name, version, manifest sha256) → refusal
         self._accepted: dict[str, CurrentPointer] = {}  # name → newest CURRENT pointer accepted
         self._checked: set[str] = set()  # models whose volume pair was checked (repaired) since start
+        self.store_health = StoreHealth(metrics.registry, "routeiq_model_sync", settings.store_breaker, log)
 
     # --- a pass ----------------------------------------------------------------------------------------
 
@@ -114,9 +116,21 @@ class ModelSyncer:
         paths = self.settings.paths
         wanted = wanted_models(paths.config_file, self.settings.names)
         await self._check_redis()
-        results = {}
-        for name, pin in sorted(wanted.items()):
-            results[name] = await self.sync_model(name, pin)
+        results: dict[str, str] = {}
+        if not wanted or self.store_health.allow():
+            for name, pin in sorted(wanted.items()):
+                results[name] = await self.sync_model(name, pin)
+        else:
+            log.warning(
+                "Registry not polled: its circuit breaker is open; the installed models keep serving",
+                extra={"event": "model_sync", "result": "store_breaker_open"},
+            )
+        if results:
+            down = [r for r in results.values() if r in STORE_DOWN_REASONS]
+            if down:
+                self.store_health.failed(f"{down[0]} ({len(down)} of {len(results)} models)")
+            else:
+                self.store_health.ok()  # it answered, whatever it said
         self.passes += 1
         return results
 
@@ -443,6 +457,7 @@ class ModelSyncer:
         return {
             "status": status,
             "registry": self.settings.registry,
+            "store": self.store_health.document(),
             "redis": self.redis_state,
             "models": {name: m.document() for name, m in sorted(self.models.items())},
         }

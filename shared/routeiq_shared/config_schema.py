@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from .bounded_yaml import YamlBoundError, safe_load_bounded
+from .breaker import BreakerPolicy
 from .egress import EgressError, check_url_literal, parse_networks
 from .litellm_compat import adapt
 from .secret_files import SECRET_DIRS_ENV, SecretFiles
@@ -482,6 +483,45 @@ class KeysSettings(_Strict):
     spend_flush_seconds: float = Field(default=10.0, gt=0, le=3600, description="spend written in batches this often")
 
 
+class BreakerSettings(_Strict):
+    """One dependency's circuit breaker (routeiq_shared/breaker.py)."""
+
+    failures: int = Field(default=5, ge=1, le=1000, description="consecutive failures that open the breaker")
+    cooldown_seconds: float = Field(default=60.0, ge=0, le=3600, description="open this long, then one probe")
+    latency_budget_seconds: float | None = Field(
+        default=None, gt=0, le=600, description="a call slower than this counts as a failure; unset: none"
+    )
+
+    def policy(self) -> BreakerPolicy:
+        return BreakerPolicy(self.failures, self.cooldown_seconds, self.latency_budget_seconds)
+
+
+def _fast_breaker() -> BreakerSettings:
+    # Redis and PostgreSQL: one failed call already cost a request its timeout, so the next ones go to the
+    # fallback at once, and a probe every second brings the dependency back as soon as it answers.
+    return BreakerSettings(failures=1, cooldown_seconds=1.0)
+
+
+class BreakersSettings(_Strict):
+    """Circuit breakers of the gateway's dependencies; provider deployments keep LiteLLM's allowed_fails /
+    cooldown_time (router_settings) and add `deployment_latency_budget_seconds`."""
+
+    redis: BreakerSettings = Field(default_factory=_fast_breaker, description="limits (and the fallback to local)")
+    postgres: BreakerSettings = Field(
+        default_factory=_fast_breaker, description="key cache refresh and lookups, spend writes, the audit table"
+    )
+    s3: BreakerSettings = Field(default_factory=BreakerSettings, description="records and audit shipping")
+    deployment_latency_budget_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=600,
+        description="a provider call slower than this counts as a failure of its deployment (allowed_fails)",
+    )
+
+    def policies(self) -> dict[str, BreakerPolicy]:
+        return {"redis": self.redis.policy(), "postgres": self.postgres.policy(), "s3": self.s3.policy()}
+
+
 # LiteLLM's cache call types (`cache_params.supported_call_types`) → the endpoint each one caches.
 CACHE_CALL_TYPES: dict[str, str] = {
     "completion": "chat/completions",
@@ -587,6 +627,7 @@ class RouteIQSettings(_Strict):
     records: RecordsSettings = Field(default_factory=RecordsSettings)
     admin: AdminSettings = Field(default_factory=AdminSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    breakers: BreakersSettings = Field(default_factory=BreakersSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
 
 

@@ -101,6 +101,18 @@ class GatewayHandle:
         """A URL on the admin port."""
         return f"{self.admin_url}/{path.lstrip('/')}"
 
+    def metric(self, sample: str, /, **labels: str) -> float:
+        """One sample of GET /metrics (0.0 when absent); labels as keyword arguments, matched as given."""
+        from .sidecar_process import http_get, parse_metrics  # the sidecars' scrape parser, shared
+
+        status, body = http_get(self.url("/metrics"), timeout=5.0)
+        if status != 200:
+            raise AssertionError(f"GET /metrics answered {status}")
+        for name, have, value in parse_metrics(body.decode()):
+            if name == sample and all(have.get(k) == v for k, v in labels.items()):
+                return value
+        return 0.0
+
     # -- config on the shared volume --------------------------------------------------------------------
 
     def write_config(self, config: str | Mapping[str, Any]) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psycopg
 
-from .processes import ManagedProcess, child_env, free_port
+from .processes import ManagedProcess, child_env, descendants, free_port
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 SETUP_HINT = f"PostgreSQL 15 not found at {PG_BIN}; run `make setup` (Debian package `postgresql`)"
@@ -97,6 +97,16 @@ class PostgresServer:
         with psycopg.connect(self.url(), autocommit=True, connect_timeout=5) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')  # a generated name, not input
         return self.url(name)
+
+    def freeze(self) -> None:
+        """SIGSTOP to the postmaster and every backend: connections stay open, the port still accepts, nothing
+        answers (a black-holed database). `thaw()` lets it go on where it stopped."""
+        for pid in descendants(self.process.pid):  # each backend leads its own session: signalled one by one
+            os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        for pid in descendants(self.process.pid):
+            os.kill(pid, signal.SIGCONT)
 
     def pause(self) -> None:
         """Stop the server (fast shutdown: clients cut) keeping its data; `resume()` starts it on the same port."""

@@ -99,7 +99,7 @@ async def run_resets(
         except DB_ERRORS as exc:
             log.warning(
                 "Budget reset not done; tried again later",
-                extra={"event": "budget_reset_failed", "reason": db.settings.redact(str(exc))},
+                extra={"event": "budget_reset_failed", "reason": db.settings.describe(exc)},
             )
             continue
         if count:

@@ -15,9 +15,12 @@ upstream's (those describe the provider account the gateway shares, not the call
 limits, and the master key, get the upstream's as they came.
 
 Redis is reached as routeiq_shared.redis_settings says (REDIS_URL, Sentinel or Cluster; redis_wire.py). Redis
-slower than `routeiq.limits.redis_timeout_seconds` or unreachable: this request and the following ones use
-local limits (local_limits.py: the limit divided by `routeiq.limits.replicas`), `gateway_degraded_mode
-{service="redis"}` is 1, one log line says so; a probe every second brings the shared limits back, one more line."""
+slower than `routeiq.limits.redis_timeout_seconds` or unreachable: this request uses local limits (local_limits.py:
+the limit divided by `routeiq.limits.replicas`); after `routeiq.breakers.redis.failures` such calls in a row
+(default 1) the Redis breaker opens and the following requests go local without trying Redis,
+`gateway_degraded_mode{service="redis"}` is 1, one log line says so; once the breaker's cool-down is over (default
+1 s) a probe (a new connection, made as the next one will be: through the sentinels, or the cluster's slot map)
+closes the breaker when it answers and brings the shared limits back, one more line."""
 
 from __future__ import annotations
 
@@ -28,12 +31,14 @@ import functools
 import itertools
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from redis.exceptions import RedisError
-from routeiq_shared.config_schema import LimitsSettings
+from routeiq_shared.breaker import BreakerPolicy
+from routeiq_shared.config_schema import BreakersSettings, LimitsSettings
 from routeiq_shared.redis_settings import RedisSettings
 
 from routeiq_gateway.admission import budget
@@ -52,7 +57,8 @@ log = logging.getLogger("routeiq.gateway")
 PERIOD_MS = 60_000  # rpm and tpm are per minute
 _PERIOD = str(PERIOD_MS)
 _REDIS_ERRORS = (RedisError, OSError, TimeoutError)
-_PROBE_SECONDS = 1.0
+_PROBE_SECONDS = 1.0  # how often the background task looks whether a probe is due
+_DEFAULT_POLICY = BreakersSettings().redis.policy()
 _RATELIMIT = b"x-ratelimit-"
 _keys_of = functools.lru_cache(maxsize=65_536)(redis_keys)  # a scope's Redis keys, built once
 
@@ -114,7 +120,11 @@ def _scopes(vkey: VirtualKey) -> list[tuple[str, str, Limits]]:
 
 class Limiter:
     def __init__(
-        self, redis: RedisSettings | None, settings: Callable[[], LimitsSettings], metrics: GatewayMetrics
+        self,
+        redis: RedisSettings | None,
+        settings: Callable[[], LimitsSettings],
+        metrics: GatewayMetrics,
+        breaker_policy: Callable[[], BreakerPolicy] = lambda: _DEFAULT_POLICY,
     ) -> None:
         self.settings = settings  # read at each use: a config reload applies at once
         self.metrics = metrics
@@ -127,17 +137,16 @@ class Limiter:
                 redis, {"admit": ADMIT, "settle": SETTLE, "give_back": GIVE_BACK}, max(0.5, 4 * timeout)
             )
         self.leases = LeaseBook()
-        self._degraded = False
+        self.breaker = metrics.breaker("redis", breaker_policy, log, self._degraded)
         self._owed: dict[tuple[tuple[str, str, str], int], list[Any]] = {}  # scope → [tokens to correct, slots to free]
         self._owed_soon = False
         self._slot_prefix = secrets.token_hex(8) + ":"
         self._slot_seq = itertools.count()
-        metrics.degraded_mode.labels("redis").set(0)
 
     @property
     def shared(self) -> bool:
         """Whether limits are enforced across replicas now (Redis configured and reachable)."""
-        return self._batch is not None and not self._degraded
+        return self._batch is not None and self.breaker.closed
 
     # --- the hot path --------------------------------------------------------------------------------------
 
@@ -196,9 +205,10 @@ class Limiter:
     # --- background ----------------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """While degraded, try Redis every second (a new connection made as the next one will be: through the
-        sentinels, or the cluster's slot map); shared limits again as soon as it answers. While shared, with
-        Sentinel, ask the sentinels every second whether the master has moved."""
+        """While the breaker is open, probe Redis when its cool-down is over; shared limits again once it answers.
+        While shared, with Sentinel, ask the sentinels every second whether the master has moved."""
+        if self._batch is not None:
+            await self._batch.warm()
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), _PROBE_SECONDS)
@@ -206,17 +216,19 @@ class Limiter:
                 self._give_back(lease)
             if self._batch is None:
                 continue
-            if not self._degraded:
+            if self.breaker.closed:
                 with contextlib.suppress(*_REDIS_ERRORS):  # a failure here is the next call's to report
                     async with asyncio.timeout(max(self.settings().redis_timeout_seconds, 0.5)):
                         await self._batch.wire.follow()  # Sentinel: has the master moved?
                 continue
-            try:
-                async with asyncio.timeout(max(self.settings().redis_timeout_seconds, 0.5)):
-                    await self._batch.wire.probe()
-            except _REDIS_ERRORS:
-                continue
-            self._set_degraded(False, None)
+            if self.breaker.probe_due() and self.breaker.allow():
+                try:
+                    async with asyncio.timeout(max(self.settings().redis_timeout_seconds, 0.5)):
+                        await self._batch.wire.probe()
+                except _REDIS_ERRORS as exc:
+                    self.breaker.failure(_reason(exc))
+                    continue
+                self.breaker.success()
 
     async def close(self) -> None:
         for lease in self.leases.drain():
@@ -248,15 +260,18 @@ class Limiter:
                 ),
             )
             late = functools.partial(self._give_back_late, held, limits)
+            timed = self.breaker.policy().latency_budget_seconds is not None  # slow answers count as failures
+            started = time.perf_counter() if timed else 0.0
             try:
                 # Past the timeout (or cancelled with its request) the reply goes to `late`.
                 (reply,) = await batch.send([command], late, settings.redis_timeout_seconds)
                 verdicts = [Verdict.of_script(part) for part in _checked(reply).split(b";")]
             except _REDIS_ERRORS as exc:
-                self._set_degraded(True, exc)
+                self.breaker.failure(_reason(exc))
                 for h in held:
                     h.shared = False
             else:
+                self.breaker.success(time.perf_counter() - started if timed else None)
                 if asks is not None:
                     for h, lim, verdict in zip(held, limits, verdicts, strict=True):
                         self._lease(h, lim, verdict, settings.lease_seconds)
@@ -393,13 +408,10 @@ class Limiter:
         if exc is None:
             exc = next((r for r in future.result() if isinstance(r, Exception)), None)
         if exc is not None:
-            self._set_degraded(True, exc)
+            self.breaker.failure(_reason(exc))
 
-    def _set_degraded(self, degraded: bool, exc: BaseException | None) -> None:
-        if degraded == self._degraded:
-            return
-        self._degraded = degraded
-        self.metrics.degraded_mode.labels("redis").set(1 if degraded else 0)
+    def _degraded(self, degraded: bool, reason: str) -> None:
+        """The breaker left closed (degraded) or closed again: one line each way."""
         if degraded:
             log.error(
                 "Redis unreachable: rate limits enforced per replica (each limit divided by routeiq.limits.replicas)",
@@ -408,7 +420,7 @@ class Limiter:
                     "service": "redis",
                     "degraded": True,
                     "replicas": self.settings().replicas,
-                    "reason": f"{type(exc).__name__}: {exc}"[:300],
+                    "reason": reason[:300],
                 },
             )
         else:
@@ -416,6 +428,10 @@ class Limiter:
                 "Redis reachable again: rate limits shared across replicas",
                 extra={"event": "degraded_mode", "service": "redis", "degraded": False},
             )
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]
 
 
 def _refusal(

@@ -74,6 +74,26 @@ class ScriptBatch:
             self._flusher = loop.create_task(self._flush())
         return future
 
+    async def warm(self) -> None:
+        """Open the connections and load the scripts before the first request needs them (on a cluster: the slot
+        map and every master): a first call on a cold connection can take longer than a request waits, and would
+        send it, and the Redis breaker, to the fallback for nothing. Runs as the flusher, so nothing else uses the
+        connection meanwhile; what requests queue in the meantime goes out right after. Failures are left for the
+        first call to report."""
+        if self._flusher is not None and not self._flusher.done():
+            return  # requests are flowing already
+        self._flusher = asyncio.get_running_loop().create_task(self._warm_then_flush())
+        await asyncio.wait([self._flusher])
+
+    async def _warm_then_flush(self) -> None:
+        loads = [pack(b"SCRIPT", b"LOAD", text.encode()) for text in self.scripts.values()]
+        try:
+            async with asyncio.timeout(self.flush_timeout):
+                await self.wire.broadcast(loads)
+        except _ERRORS:
+            self.wire.close()  # half-open, maybe: the next call starts afresh
+        await self._flush()
+
     async def close(self) -> None:
         if self._flusher is not None and not self._flusher.done():
             await asyncio.wait([self._flusher], timeout=self.flush_timeout)

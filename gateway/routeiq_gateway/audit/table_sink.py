@@ -1,6 +1,7 @@
 """The audit trail's PostgreSQL sink (audit/table.py's `audit_log`, for search). `write` only queues, so an admin
 request never waits on the database; `run` writes the queue in batches every `routeiq.audit.table_flush_seconds`
-(sooner when a batch is full). PostgreSQL down: the queue is kept and retried with backoff; past `max_pending`
+(sooner when a batch is full). PostgreSQL down: the queue is kept and retried with backoff, and not tried at all
+while PostgreSQL's circuit breaker (shared with the key cache) is open; past `max_pending`
 new records are refused here — counted as dropped (`table_queue_full`) — while the spool and S3 still have them.
 Records still queued at exit are counted too (`table_unwritten`)."""
 
@@ -12,6 +13,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from routeiq_shared.breaker import CircuitBreaker
 from routeiq_shared.config_schema import AuditSettings
 
 from routeiq_gateway.audit.metrics import AuditMetrics
@@ -32,8 +34,10 @@ class TableSink:
         settings: Callable[[], AuditSettings],
         metrics: AuditMetrics,
         max_pending: int = 10_000,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.db = db
+        self.breaker = breaker
         self.settings = settings
         self.metrics = metrics
         self.max_pending = max_pending
@@ -50,24 +54,31 @@ class TableSink:
             self._full_batch.set()
         return None
 
-    async def flush(self) -> bool:
-        """Write everything queued; False (the queue kept) when PostgreSQL refuses."""
+    async def flush(self, force: bool = False) -> bool:
+        """Write everything queued; False (the queue kept) when PostgreSQL refuses or its breaker is open (unless
+        `force`, at exit)."""
         async with self._lock:
+            if self._queue and not force and self.breaker is not None and not self.breaker.allow():
+                return False
             while self._queue:
                 batch = [self._queue[i] for i in range(min(BATCH, len(self._queue)))]
                 try:
                     await insert_records(self.db, batch)
                 except DB_ERRORS as exc:
+                    if self.breaker is not None:
+                        self.breaker.failure(self.db.settings.describe(exc))
                     self.metrics.table_write_failures.inc()
                     log.warning(
                         "Audit records not written to PostgreSQL; kept for the next attempt",
                         extra={
                             "event": "audit_table_write_failed",
                             "records": len(self._queue),
-                            "reason": self.db.settings.redact(str(exc)),
+                            "reason": self.db.settings.describe(exc),
                         },
                     )
                     return False
+                if self.breaker is not None:
+                    self.breaker.success()
                 for _ in batch:
                     self._queue.popleft()
         return True
@@ -89,7 +100,7 @@ class TableSink:
         """At exit: one last write within `grace` seconds; what it cannot write is counted as dropped."""
         try:
             async with asyncio.timeout(grace):
-                await self.flush()
+                await self.flush(force=True)
         except TimeoutError:
             pass
         if self._queue:

@@ -2,9 +2,11 @@
 bounded in-memory LRU. It outlives config reloads (the policy is read per call, the LRU resized on reload).
 
 The cache never fails a request: a Redis error or a call slower than `cache_params.socket_timeout` is a miss
-(or a write not made), and flips the cache to the LRU: `gateway_degraded_mode{service="cache"}` is 1, one log
-line says why; a probe every second brings Redis back, one more line. With type redis and no REDIS_URL the LRU
-serves all along, degraded too (every replica has its own entries)."""
+(or a write not made), counted by the cache's circuit breaker (dependency "cache", `routeiq.breakers.redis`'s
+policy: open after one failure by default) which flips the cache to the LRU: `gateway_degraded_mode
+{service="cache"}` is 1, one log line says why; after the breaker's cool-down (1 s) a PING probes, and its
+answer brings Redis back, one more line. With type redis and no REDIS_URL the LRU serves all along, degraded too
+(every replica has its own entries; there is no breaker then)."""
 
 from __future__ import annotations
 
@@ -12,8 +14,11 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
+from routeiq_shared.breaker import BreakerPolicy, CircuitBreaker
+from routeiq_shared.config_schema import BreakersSettings
 from routeiq_shared.redis_settings import REDIS_ERRORS, RedisSettings
 
 from routeiq_gateway.observability.metrics import GatewayMetrics
@@ -26,18 +31,25 @@ from .redis_client import cache_redis
 log = logging.getLogger("routeiq.gateway")
 
 _ERRORS = REDIS_ERRORS
-_PROBE_SECONDS = 1.0
+_PROBE_SECONDS = 1.0  # how often the background task looks whether a probe is due
+_DEFAULT_POLICY = BreakersSettings().redis.policy()
 
 
 class ResponseCache:
-    def __init__(self, redis: RedisSettings | None, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self,
+        redis: RedisSettings | None,
+        metrics: GatewayMetrics,
+        breaker_policy: Callable[[], BreakerPolicy] = lambda: _DEFAULT_POLICY,
+    ) -> None:
         self.redis = redis
         self.metrics = metrics
         self.local = LocalLRU(10_000, 64 * 1024 * 1024)
         self._client: Any = None  # redis-py's Redis, or RedisCluster
         self._client_settings: tuple[float, int] | None = None
         self._retired: list[Any] = []
-        self._down = False  # Redis failed its last call and has not answered a probe since
+        # Redis failing: open until a probe answers (gateway_circuit_breaker_state{dependency="cache"}).
+        self.breaker: CircuitBreaker | None = metrics.breaker("cache", breaker_policy, log) if redis else None
         self._degraded = False
         self._policy = CachePolicy()
         metrics.degraded_mode.labels("cache").set(0)
@@ -67,6 +79,7 @@ class ResponseCache:
                     got = await self._redis(policy).get(key)
                 raw = got if isinstance(got, bytes) else None
                 store = "redis"
+                self._ok()
             except _ERRORS as exc:
                 self._failed(exc)
         if store == "local":
@@ -91,6 +104,7 @@ class ResponseCache:
                 async with asyncio.timeout(policy.redis_timeout):
                     await self._redis(policy).set(key, value, px=max(1, int(ttl * 1000)))
                 self.metrics.cache_writes.labels("redis", "stored").inc()
+                self._ok()
                 return
             except _ERRORS as exc:
                 self._failed(exc)
@@ -100,12 +114,13 @@ class ResponseCache:
     # --- background ----------------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """While Redis is down, PING it every second; Redis serves again as soon as it answers."""
+        """While the breaker is open, PING Redis once its cool-down is over; Redis serves again once it answers."""
+        await self._warm()
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), _PROBE_SECONDS)
-            policy = self._policy
-            if not (self._down and policy.uses_redis and self.redis):
+            policy, breaker = self._policy, self.breaker
+            if breaker is None or not (policy.uses_redis and breaker.probe_due() and breaker.allow()):
                 continue
             client = self._redis(policy)
             try:
@@ -116,10 +131,22 @@ class ResponseCache:
                 pool = getattr(client, "connection_pool", None)
                 if pool is not None:
                     await pool.disconnect()
-            except _ERRORS:
+            except _ERRORS as exc:
+                breaker.failure(f"{type(exc).__name__}: {exc}"[:300])
                 continue
-            self._down = False
+            breaker.success()
             self._publish("")
+
+    async def _warm(self) -> None:
+        """A first PING before requests need Redis (on a cluster the client reads the slot map first): a cold first
+        call can take longer than socket_timeout and would open the breaker for nothing. A failure is left for the
+        first call to report."""
+        policy = self._policy
+        if self.redis is None or not policy.uses_redis:
+            return
+        with contextlib.suppress(*_ERRORS):
+            async with asyncio.timeout(max(policy.redis_timeout, 2.0)):
+                await self._redis(policy).ping()
 
     async def close(self) -> None:
         for client in (*self._retired, *([self._client] if self._client is not None else [])):
@@ -128,8 +155,16 @@ class ResponseCache:
 
     # --- internals -----------------------------------------------------------------------------------------
 
+    @property
+    def _down(self) -> bool:
+        return self.breaker is not None and not self.breaker.closed
+
     def _redis_serves(self, policy: CachePolicy) -> bool:
         return policy.store == "redis" and self.redis is not None and not self._down
+
+    def _ok(self) -> None:
+        if self.breaker is not None:
+            self.breaker.success()
 
     def _redis(self, policy: CachePolicy) -> Any:
         assert self.redis is not None
@@ -143,8 +178,9 @@ class ResponseCache:
 
     def _failed(self, exc: BaseException) -> None:
         self.metrics.cache_redis_errors.labels(type(exc).__name__).inc()
-        if not self._down:
-            self._down = True
+        if self.breaker is not None:
+            self.breaker.failure(f"{type(exc).__name__}: {exc}"[:300])
+        if self._down:
             self._publish(f"{type(exc).__name__}: {exc}"[:300] or "timeout")
 
     def _publish(self, reason: str) -> None:

@@ -7,6 +7,11 @@ the process's RuntimeState, only when the config has a strategy that reads it (`
 single-deployment path does no bookkeeping at all.
 
 Only failures another attempt may cure are retried (timeouts, resets, 429, 5xx); a 4xx is the request's own fault.
+
+Every attempt's outcome also feeds its deployment's circuit breaker (routing/runtime.py): failures, and answers
+slower than `routeiq.breakers.deployment_latency_budget_seconds`, count; a success closes a half-open one. The
+span says which deployments were kept back and why (`routeiq.breaker.open`, `routeiq.breaker.reasons`) and when
+an attempt opened a breaker (event `circuit_breaker_opened`).
 """
 
 from __future__ import annotations
@@ -69,6 +74,9 @@ def attempt_plan(
             order = [d for d in order if precall.fits(d, tokens)]
             if not order:
                 continue
+        if runtime.unhealthy:
+            # Open deployments are skipped while a peer of the group is not; with all open, all are tried.
+            order = [d for d in order if not runtime.cooling(d.id)] or order
         plan.extend(order[i % len(order)] for i in range(tries))
     if not plan and tokens is not None:
         raise precall.too_long(considered, tokens)
@@ -118,20 +126,28 @@ class Dispatcher:
         else:
             plan = attempt_plan(state, model, self.rng, self.runtime, stream, tokens)
         runtime = self.runtime
+        if runtime.unhealthy:
+            self._note_open(span, group, runtime)
+        budget = state.deployment_latency_budget
+        timed = measure or budget is not None
         last: GatewayError | None = None
         for i, dep in enumerate(plan):
             if i:
                 self.metrics.retries.labels(model).inc()
                 await asyncio.sleep(backoff_seconds(state.retry_backoff, i, self.rng))
             started = 0.0
-            if measure:
+            if timed:
                 started = time.perf_counter()
+            if measure:
                 runtime.started(dep.id)
+            runtime.attempting(dep.id)
             try:
                 result = await (provider or self.provider_for(dep)).call(dep, endpoint, body, stream, traceparent)
             except GatewayError as exc:
                 if state.cooldown_seconds > 0:
-                    runtime.failed(dep.id, state.allowed_fails, state.cooldown_seconds)
+                    reason = exc.code or str(exc.status)
+                    if runtime.failed(dep.id, state.allowed_fails, state.cooldown_seconds, reason):
+                        self._opened(span, dep)
                 if measure:
                     runtime.finished(dep.id)
                 self._record_failure(span, model, dep, exc)
@@ -143,6 +159,14 @@ class Dispatcher:
                 if measure:
                     runtime.finished(dep.id)
                 raise
+            if budget is not None and time.perf_counter() - started > budget:
+                # Answered, but too slowly: counts against the deployment like a failure would.
+                if state.cooldown_seconds > 0 and runtime.failed(
+                    dep.id, state.allowed_fails, state.cooldown_seconds, f"slower than {budget:g} s"
+                ):
+                    self._opened(span, dep)
+            else:
+                runtime.ok(dep.id)
             if dep.model_name != model:
                 self.metrics.fallbacks.labels(model, dep.model_name).inc()
             held = False
@@ -170,6 +194,18 @@ class Dispatcher:
             total = usage.get("total_tokens")
             if isinstance(total, int) and total > 0:
                 self.runtime.add_tokens(outcome.deployment.id, total)
+
+    def _note_open(self, span: Span, group: Sequence[Deployment], runtime: RuntimeState) -> None:
+        kept_back = {d.id: d for d in group if runtime.cooling(d.id)}
+        if kept_back:
+            span.set_attribute("routeiq.breaker.open", [d.litellm_model for d in kept_back.values()])
+            span.set_attribute("routeiq.breaker.reasons", [runtime.reason(i) for i in kept_back])
+
+    def _opened(self, span: Span, dep: Deployment) -> None:
+        span.add_event(
+            "circuit_breaker_opened",
+            {"deployment": dep.litellm_model, "deployment_id": dep.id, "reason": self.runtime.reason(dep.id)},
+        )
 
     def _record_failure(self, span: Span, model: str, dep: Deployment, exc: GatewayError) -> None:
         reason = exc.code or str(exc.status)

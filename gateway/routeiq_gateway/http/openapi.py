@@ -361,6 +361,10 @@ def document() -> dict[str, Any]:
             },
             "/health/liveness": _health("Liveness"),
             "/health/readiness": _health("Readiness (503 while draining)"),
+            "/health/dependencies": _health(
+                "Circuit breakers of Redis, PostgreSQL, S3 and provider deployments; the age of the config and "
+                "router models on the volume and the sync agents' word on the object store"
+            ),
         },
         "components": {
             "schemas": _SCHEMAS,

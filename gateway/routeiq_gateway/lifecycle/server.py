@@ -21,6 +21,7 @@ from typing import Any
 import uvicorn
 from opentelemetry.sdk.trace import TracerProvider
 from routeiq_shared.atomic import atomic_write
+from routeiq_shared.breaker import BreakerState
 from routeiq_shared.config_schema import ConfigError
 from routeiq_shared.egress import EgressPolicy
 from routeiq_shared.gateway_files import IDENTITY_FILE, GatewayIdentity
@@ -43,6 +44,7 @@ from routeiq_gateway.cache.store import ResponseCache
 from routeiq_gateway.dispatch.dispatcher import Dispatcher
 from routeiq_gateway.http.limits import EdgeLimits
 from routeiq_gateway.http.protocol import BoundedHttpToolsProtocol
+from routeiq_gateway.lifecycle.dependency_health import DependencyHealth
 from routeiq_gateway.lifecycle.drain import drain
 from routeiq_gateway.lifecycle.reload import Reloader
 from routeiq_gateway.lifecycle.status_report import StatusReport
@@ -135,8 +137,14 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
     pool = Pool(policy, upstream)
     native = NativeProvider(pool)
     litellm = await asyncio.to_thread(_litellm_provider, policy) if state.uses_litellm else None
-    runtime = RuntimeState()  # the process's: outlives every reload (routing/runtime.py)
-    cache = ResponseCache(opts.redis, metrics)  # outlives reloads too; each config sets its policy
+    # The process's: outlives every reload (routing/runtime.py); its deployment breakers' transitions counted.
+    runtime = RuntimeState(on_change=lambda dep_id, old, new, reason: _breaker_moved(metrics, runtime, dep_id, new))
+    runtime.describe(_deployment_groups(state))
+    metrics.bind_deployment_breakers(
+        lambda: ((group, dep_id, int(runtime.breaker(dep_id))) for dep_id, group in runtime.names.items())
+    )
+    # Outlives reloads too; each config sets its policy. Its breaker follows routeiq.breakers.redis.
+    cache = ResponseCache(opts.redis, metrics, lambda: ref.current.breaker_policies["redis"])
     cache.configure(state.cache)
     translated = _translated_provider(pool, litellm) if litellm is not None else None
     dispatcher = Dispatcher(native, litellm, metrics, runtime, translated)
@@ -153,12 +161,15 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
     audit_metrics = AuditMetrics(metrics.registry)
     audit_metrics.pending.set_function(lambda: pending_records(audit_spool))
     audit = AuditTrail(lambda: ref.current.audit, audit_metrics, [SpoolSink(audit_spool, lambda: ref.current.audit)])
+    # One S3 breaker for both shippers: what one learns about the store, the other need not find out again.
+    s3_breaker = metrics.breaker("s3", lambda: ref.current.breaker_policies["s3"], log, _s3_degraded)
     audit_shipper = Shipper(
         audit_spool,
         metrics,
         lambda: ref.current.audit,
         target=AuditTarget(lambda: ref.current.audit),
         counters=audit_metrics.ship_counters(),
+        breaker=s3_breaker,
     )
     models = ModelsRef()
     watcher = ModelWatcher(
@@ -176,20 +187,37 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
         if reloaded is not None:  # the translation path's prepared heads hold API keys of deployments maybe gone
             reloaded()
         runtime.forget_except(ref.current.deployment_ids)
+        runtime.describe(_deployment_groups(ref.current))
         cache.configure(ref.current.cache)
         await watcher.load_wanted()
 
     reloader = Reloader(ref, opts.config_path, opts.candidates_path, metrics, prepare, after_swap, report, audit)
     spool = open_spool(opts.run_dir / "records", state.records.spool_max_bytes)
-    shipper = Shipper(spool, metrics, lambda: ref.current.records)
+    shipper = Shipper(spool, metrics, lambda: ref.current.records, breaker=s3_breaker)
     try:
         tenancy = await _open_tenancy(opts, ref, metrics)
     except StartupError as exc:
         log.error("Cannot start: virtual keys unavailable", extra={"event": "startup_failed", "reason": str(exc)})
         pool.close()
         return 2
-    app = GatewayApp(ref, dispatcher, metrics, models, Recorder(spool, metrics), tenancy=tenancy, cache=cache)
-    audit_table = TableSink(tenancy.db, lambda: ref.current.audit, audit_metrics) if tenancy is not None else None
+    dependencies = DependencyHealth(
+        opts.config_path, opts.models_dir, opts.run_dir, metrics.dependency_breakers, runtime
+    )
+    app = GatewayApp(
+        ref,
+        dispatcher,
+        metrics,
+        models,
+        Recorder(spool, metrics),
+        tenancy=tenancy,
+        dependencies=dependencies,
+        cache=cache,
+    )
+    audit_table = (
+        TableSink(tenancy.db, lambda: ref.current.audit, audit_metrics, breaker=tenancy.cache.breaker)
+        if tenancy is not None
+        else None
+    )
     if audit_table is not None:
         audit.add_sink(audit_table)  # audit records searchable in PostgreSQL too
     sessions = Sessions()  # the admin page's logins
@@ -282,6 +310,32 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
     return 0
 
 
+def _s3_degraded(degraded: bool, reason: str) -> None:
+    if degraded:
+        log.error(
+            "Object store unreachable: routing records and audit records kept in the spool until it answers",
+            extra={"event": "degraded_mode", "service": "s3", "degraded": True, "reason": reason[:300]},
+        )
+    else:
+        log.info(
+            "Object store reachable again: shipping the spool",
+            extra={"event": "degraded_mode", "service": "s3", "degraded": False},
+        )
+
+
+def _deployment_groups(state: GatewayState) -> dict[str, str]:
+    """Deployment id → its model group, each deployment once (an alias group shares its target's)."""
+    out: dict[str, str] = {}
+    for group in state.groups.values():
+        for dep in group:
+            out.setdefault(dep.id, dep.model_name)
+    return out
+
+
+def _breaker_moved(metrics: GatewayMetrics, runtime: RuntimeState, dep_id: str, new: BreakerState) -> None:
+    metrics.deployment_breaker_transitions.labels(runtime.names.get(dep_id, ""), dep_id, new.label).inc()
+
+
 async def _open_tenancy(opts: GatewayOptions, ref: StateRef, metrics: GatewayMetrics) -> Tenancy | None:
     """Virtual keys with DATABASE_URL (None without: the master key alone); StartupError when they cannot start."""
     if opts.database is None:
@@ -290,7 +344,14 @@ async def _open_tenancy(opts: GatewayOptions, ref: StateRef, metrics: GatewayMet
             extra={"event": "virtual_keys", "enabled": False},
         )
         return None
-    tenancy = Tenancy(opts.database, lambda: ref.current.keys, metrics, opts.redis, lambda: ref.current.limits)
+    tenancy = Tenancy(
+        opts.database,
+        lambda: ref.current.keys,
+        metrics,
+        opts.redis,
+        lambda: ref.current.limits,
+        lambda: ref.current.breaker_policies,
+    )
     try:
         await tenancy.open()
     except StartupError:

@@ -6,9 +6,14 @@ counters the request path keeps anyway instead of being updated on every request
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from routeiq_shared.breaker import BreakerMetrics, BreakerPolicy, BreakerState, CircuitBreaker
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -64,6 +69,15 @@ class GatewayMetrics:
             "1 while a backing service is unreachable and the gateway serves from what it holds (postgres: keys "
             "from the cache; redis: limits per replica; cache: responses cached in this replica's memory)",
             ["service"],
+            registry=r,
+        )
+        # gateway_circuit_breaker_state{dependency} / _transitions_total{dependency,to}: redis, postgres, s3
+        self.breakers = BreakerMetrics(r, "gateway")
+        self.dependency_breakers: dict[str, CircuitBreaker] = {}  # by dependency, as made (/health/dependencies)
+        self.deployment_breaker_transitions = Counter(
+            "routeiq_deployment_circuit_breaker_transitions",
+            "Provider deployments' circuit breaker transitions by model group, deployment id and the state entered",
+            ["model", "deployment_id", "to"],
             registry=r,
         )
         self.virtual_key_cache = Gauge("routeiq_virtual_keys_cached", "Virtual keys in the in-memory cache", registry=r)
@@ -151,6 +165,34 @@ class GatewayMetrics:
         self._latency_children: dict[str, Histogram] = {}
         self._upstream_children: dict[tuple[str, str], Histogram] = {}
 
+    def breaker(
+        self,
+        dependency: str,
+        policy: Callable[[], BreakerPolicy],
+        log: logging.Logger,
+        degraded: Callable[[bool, str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> CircuitBreaker:
+        """The dependency's breaker; with `degraded`, gateway_degraded_mode{service=dependency} follows it (1 from
+        the moment it leaves closed until it is closed again) and `degraded(flag, reason)` logs each flip."""
+
+        def follow(dep: str, old: BreakerState, new: BreakerState, reason: str) -> None:
+            if degraded is None or (old is not BreakerState.CLOSED and new is not BreakerState.CLOSED):
+                return  # open <-> half-open: still degraded, said once already
+            flag = new is not BreakerState.CLOSED
+            self.degraded_mode.labels(dep).set(1 if flag else 0)
+            degraded(flag, reason)
+
+        if degraded is not None:
+            self.degraded_mode.labels(dependency).set(0)
+        breaker = self.breakers.breaker(dependency, policy, log, follow, clock)
+        self.dependency_breakers[dependency] = breaker
+        return breaker
+
+    def bind_deployment_breakers(self, states: Callable[[], Iterable[tuple[str, str, int]]]) -> None:
+        """routeiq_deployment_circuit_breaker_state{model,deployment_id}, read at scrape: (model, id, state)."""
+        self.registry.register(_DeploymentBreakers(states))
+
     def bind_gauges(self, in_flight: Callable[[], float], streams: Callable[[], float]) -> None:
         self.in_flight.set_function(in_flight)
         self.active_streams.set_function(streams)
@@ -189,3 +231,19 @@ class GatewayMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _DeploymentBreakers(Collector):
+    def __init__(self, states: Callable[[], Iterable[tuple[str, str, int]]]) -> None:
+        self.states = states
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "routeiq_deployment_circuit_breaker_state",
+            "Provider deployment's circuit breaker: 0 closed, 1 open, 2 half-open (deployment_id: stable digest of "
+            "model_name, model and api_base)",
+            labels=["model", "deployment_id"],
+        )
+        for model, dep_id, state in self.states():
+            family.add_metric([model, dep_id], state)
+        yield family

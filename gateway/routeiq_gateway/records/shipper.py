@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from prometheus_client import Counter, Gauge
+from routeiq_shared.breaker import CircuitBreaker
 from routeiq_shared.objectstore import ObjectStore, PutOptions, StoreError, open_store
 from routeiq_shared.routing_records import record_key
 
@@ -100,8 +101,10 @@ class Shipper:
         *,
         target: ShipTarget | None = None,
         counters: ShipCounters | None = None,
+        breaker: CircuitBreaker | None = None,  # the process's S3 breaker, shared by the records and audit shippers
     ) -> None:
         self.spool = spool
+        self.breaker = breaker
         self.settings = settings
         self.target: ShipTarget = target or RecordsTarget()
         self.counters = counters or ShipCounters(
@@ -135,7 +138,7 @@ class Shipper:
         if store is None:
             return
         try:
-            await asyncio.wait_for(self.ship_ready(store), seconds)
+            await asyncio.wait_for(self.ship_ready(store, force=True), seconds)
         except TimeoutError:
             log.warning(
                 f"{self.target.what} left in the spool at shutdown",
@@ -147,11 +150,15 @@ class Shipper:
             await self._store.close()
             self._store = None
 
-    async def ship_ready(self, uri: str) -> int:
-        """Ship every sealed segment, oldest first; stops at the first failure (and backs off). Returns how many."""
+    async def ship_ready(self, uri: str, force: bool = False) -> int:
+        """Ship every sealed segment, oldest first; stops at the first failure (and backs off). Returns how many.
+        While the S3 breaker is open nothing is tried (the spool keeps it all), unless `force` (at drain)."""
+        segments = self.spool.ready()
+        if not segments or (not force and self.breaker is not None and not self.breaker.allow()):
+            return 0
         store = await self._store_for(uri)
         shipped = 0
-        for segment in self.spool.ready():
+        for segment in segments:
             if not await self._ship(store, segment):
                 return shipped
             shipped += 1
@@ -175,8 +182,12 @@ class Shipper:
             else:
                 await store.put(key, data, metadata={"sha256": hashlib.sha256(data).hexdigest()}, options=options)
         except StoreError as exc:
+            if self.breaker is not None:
+                self.breaker.failure(f"{exc.reason}: {exc}")
             self._failed(exc.reason, segment, str(exc))
             return False
+        if self.breaker is not None:
+            self.breaker.success()
         self.spool.shipped(segment)
         c = self.counters
         c.shipped.inc()

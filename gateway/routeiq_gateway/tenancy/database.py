@@ -1,10 +1,13 @@
 """The PostgreSQL connection pools: one for writes (DATABASE_URL), one for reads (DATABASE_READ_URL, the replica;
 the primary's pool when unset). Every call is bounded: connecting, waiting for a pooled connection, and each
 statement (server-side `statement_timeout`), so a slow or gone database costs a background task seconds, never
-a request (the hot path reads the key cache only)."""
+a request (the hot path reads the key cache only). A database that accepts and never answers (a frozen host, a
+black-holed route) would outlast the server-side timeout, so each use of a connection (`writer()`/`reader()`) is
+also bounded on this side by `call_timeout`: the pool wait and two statements' time (6 s by default)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -37,6 +40,11 @@ class DatabaseSettings:
     pool_min: int = 1
     pool_max: int = 4
 
+    @property
+    def call_timeout(self) -> float:
+        """The longest one use of a connection may take, seen from here."""
+        return self.pool_timeout + 2 * self.statement_timeout
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DatabaseSettings | None:
         """None without DATABASE_URL: virtual keys are off, the master key alone admits."""
@@ -61,6 +69,10 @@ class DatabaseSettings:
             if password:
                 text = text.replace(password, "***")
         return text
+
+    def describe(self, exc: BaseException) -> str:
+        """An error for a log line or a breaker's reason: its type (a TimeoutError says nothing else), no password."""
+        return self.redact(f"{type(exc).__name__}: {exc}")
 
     def connect_kwargs(self) -> dict[str, object]:
         return {
@@ -109,10 +121,10 @@ class Database:
 
     @asynccontextmanager
     async def writer(self) -> AsyncIterator[AsyncConnection[DictRow]]:
-        async with self._write.connection() as conn:
+        async with asyncio.timeout(self.settings.call_timeout), self._write.connection() as conn:
             yield conn
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[AsyncConnection[DictRow]]:
-        async with self._read.connection() as conn:
+        async with asyncio.timeout(self.settings.call_timeout), self._read.connection() as conn:
             yield conn

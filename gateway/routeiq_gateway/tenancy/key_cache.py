@@ -9,8 +9,10 @@
   (the event loop serves everything else meanwhile); a flood of made-up keys costs the database a few queries
   a second, no more.
 - PostgreSQL unreachable: keys already cached keep working for `max_stale_seconds` after the last good reload;
-  keys never seen are refused (no lookup is tried); `gateway_degraded_mode{service="postgres"}` is 1 and one
-  JSON line says so, and one more when it is back.
+  keys never seen are refused (no lookup is tried). A failed reload or lookup counts against the PostgreSQL
+  circuit breaker (`routeiq.breakers.postgres`, shared with spend writes and the audit table); while it is not
+  closed `gateway_degraded_mode{service="postgres"}` is 1 (one JSON line says so, one more when it is back) and
+  the reload runs only as the breaker's probe, once its cool-down (default 1 s) is over.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import time
 from collections.abc import Callable
 
 import psycopg
-from routeiq_shared.config_schema import KeysSettings
+from routeiq_shared.breaker import BreakerPolicy
+from routeiq_shared.config_schema import BreakersSettings, KeysSettings
 
 from routeiq_gateway.http.errors import GatewayError
 from routeiq_gateway.observability.metrics import GatewayMetrics
@@ -33,6 +36,7 @@ log = logging.getLogger("routeiq.gateway")
 
 _NEGATIVE_MAX = 100_000  # remembered unknown hashes; past this the oldest are forgotten
 DB_ERRORS = (psycopg.Error, OSError, TimeoutError)  # psycopg_pool.PoolTimeout is a psycopg.Error
+_DEFAULT_POLICY = BreakersSettings().postgres.policy()
 STALE = GatewayError(
     503, "Keys cannot be verified: the key store has been unreachable too long. Retry later.", code="key_store_down"
 )
@@ -45,6 +49,7 @@ class KeyCache:
         settings: Callable[[], KeysSettings],
         metrics: GatewayMetrics,
         clock: Callable[[], float] = time.monotonic,
+        breaker_policy: Callable[[], BreakerPolicy] = lambda: _DEFAULT_POLICY,
     ) -> None:
         self.db = db
         self.settings = settings  # read at each use: a config reload applies at once
@@ -52,7 +57,8 @@ class KeyCache:
         self.clock = clock
         self._keys: dict[bytes, VirtualKey] = {}  # replaced whole, never mutated in place
         self._last_ok: float | None = None
-        self._degraded = False
+        # PostgreSQL's breaker: this cache's degraded mode follows it; spend and the audit table report to it too.
+        self.breaker = metrics.breaker("postgres", breaker_policy, log, self._degraded, clock)
         self._negative: dict[bytes, float] = {}  # hash → until (clock)
         self._pending: dict[bytes, asyncio.Future[VirtualKey | None]] = {}
         self._tokens = settings().lookups_per_second  # a full bucket at start
@@ -75,7 +81,7 @@ class KeyCache:
         key = self.cached(digest)
         if key is not None:
             return key
-        if self._degraded or self._last_ok is None:
+        if not self.breaker.closed or self._last_ok is None:
             return None  # never seen and the store is away: refused, not waited for
         now = self.clock()
         until = self._negative.get(digest)
@@ -100,11 +106,14 @@ class KeyCache:
 
     async def refresh(self, primary: bool = False) -> bool:
         """Reload every key and team; True when it worked. `primary` after a change (see store.load_all)."""
+        if not self.breaker.allow():
+            return False  # open: the next refresh after the cool-down is the probe
         generation = self._generation
+        started = time.monotonic()
         try:
             _, keys = await store.load_all(self.db, primary)
         except DB_ERRORS as exc:
-            self._set_degraded(True, exc)
+            self.breaker.failure(self.db.settings.describe(exc))
             return False
         if generation != self._generation:
             self._wake.set()  # an invalidation arrived meanwhile: what was read may predate it
@@ -112,7 +121,7 @@ class KeyCache:
         self._negative = {}
         self._last_ok = self.clock()
         self.metrics.virtual_key_cache.set(len(keys))
-        self._set_degraded(False, None)
+        self.breaker.success(time.monotonic() - started)  # over routeiq.breakers.postgres's budget: a failure
         return True
 
     def invalidate(self) -> None:
@@ -128,8 +137,8 @@ class KeyCache:
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             interval = self.settings().refresh_seconds
-            if self._degraded:
-                interval = min(interval, 1.0)  # notice the database's return quickly
+            if not self.breaker.closed:
+                interval = min(interval, 1.0)  # probe as soon as the breaker's cool-down is over
             waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
             await asyncio.wait(waiters, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
             for w in waiters:
@@ -146,7 +155,7 @@ class KeyCache:
 
     @property
     def degraded(self) -> bool:
-        return self._degraded
+        return not self.breaker.closed
 
     # --- internals -----------------------------------------------------------------------------------------
 
@@ -155,12 +164,14 @@ class KeyCache:
         try:
             key = await store.find_key(self.db, digest)
         except DB_ERRORS as exc:
+            self.breaker.failure(self.db.settings.describe(exc))
             self.metrics.key_lookups.labels("error").inc()
             log.warning(
                 "Virtual key lookup failed",
-                extra={"event": "key_lookup_failed", "reason": self.db.settings.redact(str(exc))},
+                extra={"event": "key_lookup_failed", "reason": self.db.settings.describe(exc)},
             )
         else:
+            self.breaker.success()
             self.metrics.key_lookups.labels("found" if key is not None else "unknown").inc()
             if key is not None:
                 self._keys = {**self._keys, digest: key}
@@ -191,11 +202,8 @@ class KeyCache:
     def _too_stale(self) -> bool:
         return self._last_ok is None or self.clock() - self._last_ok > self.settings().max_stale_seconds
 
-    def _set_degraded(self, degraded: bool, exc: BaseException | None) -> None:
-        if degraded == self._degraded:
-            return
-        self._degraded = degraded
-        self.metrics.degraded_mode.labels("postgres").set(1 if degraded else 0)
+    def _degraded(self, degraded: bool, reason: str) -> None:
+        """The breaker left closed (degraded) or closed again: one line each way."""
         if degraded:
             log.error(
                 "PostgreSQL unreachable: serving cached virtual keys, refusing keys never seen",
@@ -205,7 +213,7 @@ class KeyCache:
                     "degraded": True,
                     "cached_keys": len(self._keys),
                     "max_stale_seconds": self.settings().max_stale_seconds,
-                    "reason": self.db.settings.redact(str(exc)),
+                    "reason": reason,
                 },
             )
         else:

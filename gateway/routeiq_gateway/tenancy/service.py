@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
-from routeiq_shared.config_schema import KeysSettings, LimitsSettings
+from routeiq_shared.breaker import BreakerPolicy
+from routeiq_shared.config_schema import BreakersSettings, KeysSettings, LimitsSettings
 from routeiq_shared.redis_settings import RedisSettings
 
 from routeiq_gateway.admission.budget import run_resets
@@ -37,12 +38,15 @@ class Tenancy:
         metrics: GatewayMetrics,
         redis: RedisSettings | None,
         limits_settings: Callable[[], LimitsSettings] = LimitsSettings,
+        breakers: Callable[[], Mapping[str, BreakerPolicy]] | None = None,  # routeiq.breakers, by dependency
     ) -> None:
         self.db = Database(settings)
-        self.cache = KeyCache(self.db, keys_settings, metrics)
-        self.spend = SpendLedger(self.db, metrics, keys_settings)
+        policies = breakers or BreakersSettings().policies
+        self.cache = KeyCache(self.db, keys_settings, metrics, breaker_policy=lambda: policies()["postgres"])
+        self.spend = SpendLedger(self.db, metrics, keys_settings, self.cache.breaker)
         self.invalidation = Invalidation(redis, self.cache.invalidate) if redis else None
-        self.limits = Limiter(redis, limits_settings, metrics)  # rpm/tpm/parallel and budgets per key and team
+        # rpm/tpm/parallel and budgets per key and team
+        self.limits = Limiter(redis, limits_settings, metrics, lambda: policies()["redis"])
         self._tasks: list[asyncio.Task[None]] = []
 
     async def open(self, wait_seconds: float = 10.0) -> None:
@@ -97,7 +101,7 @@ class Tenancy:
         """After the drain: the last spend is written (tried once more), then the pools close."""
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=2)
-        if not await self.spend.flush():
+        if not await self.spend.flush(force=True):
             log.error(
                 "Spend could not be written before exit",
                 extra={"event": "spend_lost_at_exit", "rows": self.spend.pending},

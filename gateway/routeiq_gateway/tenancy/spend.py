@@ -1,8 +1,9 @@
 """Spend per key, team, model and day: usage times llm_candidates.json prices (per million tokens), added up in memory
 on the hot path and written to PostgreSQL in one transaction every `routeiq.keys.spend_flush_seconds`.
 
-A failed write keeps the batch and adds it back, so nothing is lost while the database is away; the drain flushes
-what is left before exit (server.py)."""
+A failed write keeps the batch and adds it back, so nothing is lost while the database is away; while PostgreSQL's
+circuit breaker is open (key_cache.py) no write is tried before its probe; the drain flushes what is left before
+exit (server.py), whatever the breaker says."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
 
+from routeiq_shared.breaker import CircuitBreaker
 from routeiq_shared.config_schema import KeysSettings
 
 from routeiq_gateway.observability.metrics import GatewayMetrics
@@ -38,8 +40,15 @@ def tokens_of(usage: dict[str, Any] | None) -> tuple[int, int]:
 
 
 class SpendLedger:
-    def __init__(self, db: Database, metrics: GatewayMetrics, settings: Callable[[], KeysSettings]) -> None:
+    def __init__(
+        self,
+        db: Database,
+        metrics: GatewayMetrics,
+        settings: Callable[[], KeysSettings],
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
         self.db = db
+        self.breaker = breaker
         self.metrics = metrics
         self.settings = settings
         self._pending: dict[_Slot, list[float]] = {}  # slot → [requests, prompt, completion, cost]
@@ -62,11 +71,14 @@ class SpendLedger:
     def pending(self) -> int:
         return len(self._pending)
 
-    async def flush(self) -> bool:
+    async def flush(self, force: bool = False) -> bool:
+        """Write what is pending; `force` (at exit) tries even while the breaker is open."""
         async with self._lock:
-            batch, self._pending = self._pending, {}
-            if not batch:
+            if not self._pending:
                 return True
+            if not force and self.breaker is not None and not self.breaker.allow():
+                return False
+            batch, self._pending = self._pending, {}
             rows = [
                 store.SpendRow(day, key_id, team_id, model, int(a[0]), int(a[1]), int(a[2]), a[3])
                 for (day, key_id, team_id, model), a in batch.items()
@@ -74,6 +86,8 @@ class SpendLedger:
             try:
                 await store.add_spend(self.db, rows)
             except DB_ERRORS as exc:
+                if self.breaker is not None:
+                    self.breaker.failure(self.db.settings.describe(exc))
                 for slot, acc in batch.items():  # back in, added to what came meanwhile
                     mine = self._pending.setdefault(slot, [0, 0, 0, 0.0])
                     for i, v in enumerate(acc):
@@ -84,10 +98,12 @@ class SpendLedger:
                     extra={
                         "event": "spend_flush_failed",
                         "rows": len(rows),
-                        "reason": self.db.settings.redact(str(exc)),
+                        "reason": self.db.settings.describe(exc),
                     },
                 )
                 return False
+            if self.breaker is not None:
+                self.breaker.success()
             self.metrics.spend_flushes.labels("ok").inc()
             return True
 
