@@ -258,6 +258,11 @@ async def serve(opts: GatewayOptions, tracer_provider: TracerProvider | None = N
     GatewayIdentity.of_this_process().write(opts.run_dir)
     atomic_write(pidfile, f"{os.getpid()}\n".encode())
     report.loaded(state, "start")
+    # What start-up made (modules, the first config, the pools) lives as long as the process: frozen, the
+    # collector stops walking it. Measured in bench/proxy_throughput.py: routeiq 6,000 -> 8,500 req/s (one run each,
+    # quiet machine), routeiq-keys 3,700 -> 5,500 (its heap is larger: psycopg, the key cache, the limits).
+    gc.collect()
+    gc.freeze()
     log.info(
         "Gateway starting",
         extra={
