@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -102,11 +103,22 @@ class PostgresServer:
         """SIGSTOP to the postmaster and every backend: connections stay open, the port still accepts, nothing
         answers (a black-holed database). `thaw()` lets it go on where it stopped."""
         for pid in descendants(self.process.pid):  # each backend leads its own session: signalled one by one
-            os.kill(pid, signal.SIGSTOP)
+            with contextlib.suppress(ProcessLookupError):  # a backend that ended since the listing
+                os.kill(pid, signal.SIGSTOP)
 
     def thaw(self) -> None:
-        for pid in descendants(self.process.pid):
-            os.kill(pid, signal.SIGCONT)
+        """Continue every process of the tree, until none is stopped. Under root the leader is runuser, which
+        (like su) stops itself whenever it sees its child stopped, and may see it after the child's SIGCONT: left
+        stopped, it never reaps the server, and the next pause() waits for nothing (tests/unit/
+        test_postgres_freeze_thaw.py). Children first, then the wrapper, again while any is stopped."""
+        deadline = time.monotonic() + 5.0
+        pids = descendants(self.process.pid)
+        while pids and time.monotonic() < deadline:
+            for pid in reversed(pids):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+            time.sleep(0.02)
+            pids = [pid for pid in descendants(self.process.pid) if is_stopped(pid)]
 
     def pause(self) -> None:
         """Stop the server (fast shutdown: clients cut) keeping its data; `resume()` starts it on the same port."""
@@ -132,6 +144,14 @@ class PostgresServer:
 
     def __repr__(self) -> str:
         return f"<PostgresServer {self.host}:{self.port} {self.process!r}>"
+
+
+def is_stopped(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False  # gone
+    return stat.rsplit(")", 1)[1].split()[0] in ("T", "t")
 
 
 def upgraded(url: str) -> str:
