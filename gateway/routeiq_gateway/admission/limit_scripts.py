@@ -12,6 +12,32 @@ slots loses them after `slot_ttl_seconds`."""
 
 from __future__ import annotations
 
+# Shared by the scripts below. `clock`: the caller's now (ms; tests pass it), or Redis's TIME when it is ''.
+_CLOCK = """
+local function clock(arg)
+  local now = tonumber(arg)
+  if now then return now end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"""
+
+# A GCRA TAT moved by `units` (> 0: charged after the fact, < 0: given back) of a limit per period; gone once it
+# falls to now (a TAT in the past means the same as none). Nothing for no limit or no units.
+_MOVE = """
+local function move(key, limit, units, period, now)
+  if limit <= 0 or units == 0 then return end
+  local tat = tonumber(redis.call('GET', key)) or now
+  if tat < now then tat = now end
+  tat = tat + units * period / limit
+  if tat <= now then
+    redis.call('DEL', key)
+  else
+    redis.call('SET', key, string.format('%.3f', tat), 'PX', math.ceil(tat - now) + 1)
+  end
+end
+"""
+
 # One request, every scope it is limited by (its key, its team): all checked, then all taken or none.
 # KEYS: 3 per scope: rpm TAT, tpm TAT, parallel slots (a key of a team is tagged with its team: one slot).
 # ARGV: 1..M "rpm tpm max_parallel slot_ttl_ms period_ms [lease_requests lease_tokens lease_slots]" per scope
@@ -21,14 +47,10 @@ from __future__ import annotations
 # Returns per scope "allowed(0|1) denied_by(- | rpm | tpm | parallel) retry_ms rpm_remaining rpm_reset_ms
 #          tpm_remaining tpm_reset_ms parallel_in_use leased_requests leased_tokens leased_slots", joined by ';'.
 #          Refused: nothing was taken in any scope. Leased slots are "<slot id>+1".."<slot id>+n".
-ADMIT = """
+ADMIT = _CLOCK + """
 local m = #KEYS / 3
 local tokens, slot = tonumber(ARGV[m + 1]), ARGV[m + 2]
-local now = tonumber(ARGV[m + 3])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+local now = clock(ARGV[m + 3])
 local div = tonumber(ARGV[m + 4]) or 0
 
 -- A lease: at most `want`, a 1/div share of what is left, and never the last tenth of the limit.
@@ -121,23 +143,10 @@ return table.concat(out, ';')
 # ARGV: 1 tpm (-1: none), 2 period ms, 3 now ms ('': Redis TIME), 4 tokens used minus reserved, summed (may be
 #       < 0: a refund), 5… slot ids to free.
 # Returns 1.
-SETTLE = """
-local now = tonumber(ARGV[3])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+SETTLE = _CLOCK + _MOVE + """
+local now = clock(ARGV[3])
 local tpm, period, delta = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
-if tpm > 0 and delta ~= 0 then
-  local tat = tonumber(redis.call('GET', KEYS[1])) or now
-  if tat < now then tat = now end
-  tat = tat + delta * period / tpm
-  if tat <= now then
-    redis.call('DEL', KEYS[1])
-  else
-    redis.call('SET', KEYS[1], string.format('%.3f', tat), 'PX', math.ceil(tat - now) + 1)
-  end
-end
+move(KEYS[1], tpm, delta, period, now)
 for i = 5, #ARGV do redis.call('ZREM', KEYS[2], ARGV[i]) end
 return 1
 """
@@ -148,26 +157,10 @@ return 1
 # ARGV: 1 rpm, 2 tpm (-1: none), 3 period ms, 4 now ms ('': Redis TIME), 5 requests back, 6 tokens back (< 0: owed),
 #       7… leased slots to free.
 # Returns 1.
-GIVE_BACK = """
-local now = tonumber(ARGV[4])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local period = tonumber(ARGV[3])
-local function back(key, limit, units)
-  if limit <= 0 or units == 0 then return end
-  local tat = tonumber(redis.call('GET', key)) or now
-  if tat < now then tat = now end
-  tat = tat - units * period / limit
-  if tat <= now then
-    redis.call('DEL', key)
-  else
-    redis.call('SET', key, string.format('%.3f', tat), 'PX', math.ceil(tat - now) + 1)
-  end
-end
-back(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[5]))
-back(KEYS[2], tonumber(ARGV[2]), tonumber(ARGV[6]))
+GIVE_BACK = _CLOCK + _MOVE + """
+local now, period = clock(ARGV[4]), tonumber(ARGV[3])
+move(KEYS[1], tonumber(ARGV[1]), -tonumber(ARGV[5]), period, now)
+move(KEYS[2], tonumber(ARGV[2]), -tonumber(ARGV[6]), period, now)
 for i = 7, #ARGV do redis.call('ZREM', KEYS[3], ARGV[i]) end
 return 1
 """
