@@ -9,6 +9,7 @@ See tests/harness/README.md.
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -159,6 +160,21 @@ def fresh_redis(redis_server: RedisServer) -> RedisServer:
     """The session's redis-server after FLUSHALL."""
     redis_server.flushall()
     return redis_server
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, for tests that stop it (SIGSTOP), flush it or kill it; continued and
+    stopped at the end whatever the test left it as."""
+    binary = find_redis_server()
+    if binary is None:
+        pytest.fail(SETUP_HINT, pytrace=False)
+    server = RedisServer.start(binary, tmp_path / "redis")
+    try:
+        yield server
+    finally:
+        server.process.send_signal(signal.SIGCONT)
+        server.stop()
 
 
 # -- PostgreSQL --------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from harness.fake_upstream_control import FakeUpstream
 from harness.gateway_process import GatewayHandle, StartGateway
 from harness.postgres_server import PostgresServer, upgraded
 from harness.processes import wait_until
-from harness.redis_server import RedisServer, find_redis_server
+from harness.redis_server import RedisServer
 from test_rate_limits import call, new_key, start
 from test_virtual_keys import ADMIN, MASTER, admin, config
 
@@ -56,16 +55,6 @@ class Requests:
 
 def _breaker(gw: GatewayHandle, dependency: str) -> float:
     return gw.metric("gateway_circuit_breaker_state", dependency=dependency)
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    binary = find_redis_server()
-    assert binary is not None
-    server = RedisServer.start(binary, tmp_path / "redis")
-    yield server
-    server.process.send_signal(signal.SIGCONT)
-    server.stop()
 
 
 def test_redis_black_holed_costs_a_request_its_timeout_and_the_breaker_opens_then_closes(

@@ -7,12 +7,10 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from harness.processes import wait_until
-from harness.redis_server import RedisServer, find_redis_server
+from harness.redis_server import RedisServer
 from routeiq_gateway.admission.limit_scripts import redis_keys
 from routeiq_gateway.admission.limits import Limiter
 from routeiq_gateway.http.errors import GatewayError
@@ -26,17 +24,6 @@ BODY = {"model": "m", "messages": [{"role": "user", "content": "hello"}], "max_t
 
 def _key(limits: Limits) -> VirtualKey:
     return VirtualKey("key-1", None, None, frozenset(), limits, 0.0, None, False)
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server of this test's own: it gets stopped (SIGSTOP) and flushed."""
-    binary = find_redis_server()
-    assert binary is not None
-    server = RedisServer.start(binary, tmp_path / "redis")
-    yield server
-    server.process.send_signal(signal.SIGCONT)
-    server.stop()
 
 
 def _degraded(metrics: GatewayMetrics) -> float:
