@@ -47,7 +47,9 @@ end
 # Returns per scope "allowed(0|1) denied_by(- | rpm | tpm | parallel) retry_ms rpm_remaining rpm_reset_ms
 #          tpm_remaining tpm_reset_ms parallel_in_use leased_requests leased_tokens leased_slots", joined by ';'.
 #          Refused: nothing was taken in any scope. Leased slots are "<slot id>+1".."<slot id>+n".
-ADMIT = _CLOCK + """
+ADMIT = (
+    _CLOCK
+    + """
 local m = #KEYS / 3
 local tokens, slot = tonumber(ARGV[m + 1]), ARGV[m + 2]
 local now = clock(ARGV[m + 3])
@@ -137,19 +139,24 @@ for s = 1, m do
 end
 return table.concat(out, ';')
 """
+)
 
 # After answers: the requests of one scope that ended together, settled in one call.
 # KEYS: 1 tpm TAT, 2 parallel slots.
 # ARGV: 1 tpm (-1: none), 2 period ms, 3 now ms ('': Redis TIME), 4 tokens used minus reserved, summed (may be
 #       < 0: a refund), 5… slot ids to free.
 # Returns 1.
-SETTLE = _CLOCK + _MOVE + """
+SETTLE = (
+    _CLOCK
+    + _MOVE
+    + """
 local now = clock(ARGV[3])
 local tpm, period, delta = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
 move(KEYS[1], tpm, delta, period, now)
 for i = 5, #ARGV do redis.call('ZREM', KEYS[2], ARGV[i]) end
 return 1
 """
+)
 
 
 # A lease's end (leases.py): what was left of it given back, what it was overdrawn (usage past the estimates) paid.
@@ -157,13 +164,17 @@ return 1
 # ARGV: 1 rpm, 2 tpm (-1: none), 3 period ms, 4 now ms ('': Redis TIME), 5 requests back, 6 tokens back (< 0: owed),
 #       7… leased slots to free.
 # Returns 1.
-GIVE_BACK = _CLOCK + _MOVE + """
+GIVE_BACK = (
+    _CLOCK
+    + _MOVE
+    + """
 local now, period = clock(ARGV[4]), tonumber(ARGV[3])
 move(KEYS[1], tonumber(ARGV[1]), -tonumber(ARGV[5]), period, now)
 move(KEYS[2], tonumber(ARGV[2]), -tonumber(ARGV[6]), period, now)
 for i = 7, #ARGV do redis.call('ZREM', KEYS[3], ARGV[i]) end
 return 1
 """
+)
 
 
 def redis_keys(scope: str, ident: str, team: str | None = None) -> tuple[str, str, str]:
